@@ -1,0 +1,73 @@
+"""``Capability``: one kind, one resource, a set of actions, and the scope it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker.capability.kinds import kind_named
+from broker.capability.names import is_name
+from broker.capability.resources import validate_resource
+from broker.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    """Always valid once built: the constructor checks kind, resource grammar and actions.
+
+    ``actions`` is kept in the kind's canonical order, so equal capabilities are equal
+    tuples and serialise to the same bytes.
+    """
+
+    kind: str
+    resource: str
+    actions: tuple[str, ...]
+    scope: str
+
+    def __post_init__(self) -> None:
+        kind = kind_named(self.kind)
+        validate_resource(self.kind, self.resource)
+        if not isinstance(self.actions, tuple) or not self.actions:
+            raise InvalidRequest("actions must be a non-empty list")
+        if not all(isinstance(a, str) for a in self.actions):
+            raise InvalidRequest("actions must be strings")
+        if len(set(self.actions)) != len(self.actions):
+            raise InvalidRequest("actions must not repeat")
+        if kind.canonical_actions(set(self.actions)) != self.actions:
+            raise InvalidRequest(f"actions must be in canonical order {kind.actions}")
+        if not is_name(self.scope):
+            raise InvalidRequest(f"scope name {self.scope!r} is not valid")
+
+    @classmethod
+    def build(cls, kind: str, resource: str, actions: object, scope: str) -> Capability:
+        """Build from unordered actions (any iterable of strings); orders them canonically."""
+        if isinstance(actions, str) or not isinstance(actions, (list, tuple, set, frozenset)):
+            raise InvalidRequest("actions must be a list of strings")
+        if not all(isinstance(a, str) for a in actions):
+            raise InvalidRequest("actions must be strings")
+        acts = list(actions)
+        if len(set(acts)) != len(acts):
+            raise InvalidRequest("actions must not repeat")
+        ordered = kind_named(kind).canonical_actions(set(acts))
+        return cls(kind, resource, ordered, scope)
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical JSON form; key order is fixed (formats only grow)."""
+        return {
+            "kind": self.kind,
+            "resource": self.resource,
+            "actions": list(self.actions),
+            "scope": self.scope,
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> Capability:
+        if not isinstance(value, dict) or set(value) != {"kind", "resource", "actions", "scope"}:
+            raise InvalidRequest("a capability is exactly {kind, resource, actions, scope}")
+        actions = value["actions"]
+        if not isinstance(actions, list):
+            raise InvalidRequest("actions must be a list")
+        kind, resource, scope = value["kind"], value["resource"], value["scope"]
+        if not isinstance(kind, str) or not isinstance(resource, str) or not isinstance(scope, str):
+            raise InvalidRequest("kind, resource and scope must be strings")
+        return cls(kind, resource, tuple(actions), scope)

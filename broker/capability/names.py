@@ -1,0 +1,25 @@
+"""Grammars for the names that appear in policy and tokens."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: scope, agent and service names (SPEC 2)
+NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+#: task ids (SPEC 3)
+TASK: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: audiences: a service name or an https URL-like identifier, never with spaces
+AUDIENCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+def is_name(value: object) -> bool:
+    return isinstance(value, str) and NAME.fullmatch(value) is not None
+
+
+def is_task(value: object) -> bool:
+    return isinstance(value, str) and TASK.fullmatch(value) is not None
+
+
+def is_audience(value: object) -> bool:
+    return isinstance(value, str) and AUDIENCE.fullmatch(value) is not None

@@ -1,0 +1,161 @@
+"""The one error tree of capbroker. Every error carries a stable machine ``code``.
+
+Domain errors know nothing of HTTP; the service maps codes to status codes in one place.
+
+    BrokerError                       code
+    ├── RequestError
+    │   ├── InvalidRequest            invalid_request
+    │   ├── UnknownScope              unknown_scope
+    │   ├── TtlExceedsMax             ttl_exceeds_max
+    │   └── PayloadTooLarge           payload_too_large
+    ├── AccessError
+    │   ├── Unauthenticated           unauthenticated
+    │   ├── Forbidden                 forbidden
+    │   ├── ScopeNotGranted           scope_not_granted
+    │   └── TaskOwnedByOtherAgent     task_owned_by_other_agent
+    ├── RateLimited                   rate_limited
+    ├── BackendUnavailable            backend_unavailable
+    ├── PolicyInvalid                 policy_invalid   (carries every PolicyIssue)
+    └── TokenRejected                 one of TOKEN_REJECTION_CODES
+
+Messages are for logs and the audit stream. Callers outside the broker get the code and a
+generic sentence, never the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "TOKEN_REJECTION_CODES",
+    "AccessError",
+    "BackendUnavailable",
+    "BrokerError",
+    "Forbidden",
+    "InvalidRequest",
+    "PayloadTooLarge",
+    "PolicyInvalid",
+    "PolicyIssue",
+    "RateLimited",
+    "RequestError",
+    "ScopeNotGranted",
+    "TaskOwnedByOtherAgent",
+    "TokenRejected",
+    "TtlExceedsMax",
+    "Unauthenticated",
+    "UnknownScope",
+]
+
+
+class BrokerError(Exception):
+    """Base of every error capbroker raises on purpose."""
+
+    code: str = "internal_error"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or self.code)
+        self.reason = reason or self.code
+
+
+class RequestError(BrokerError):
+    """The request itself is wrong."""
+
+
+class InvalidRequest(RequestError):
+    code = "invalid_request"
+
+
+class UnknownScope(RequestError):
+    code = "unknown_scope"
+
+
+class TtlExceedsMax(RequestError):
+    code = "ttl_exceeds_max"
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+
+
+class AccessError(BrokerError):
+    """Who is asking, or what they may have, says no."""
+
+
+class Unauthenticated(AccessError):
+    code = "unauthenticated"
+
+
+class Forbidden(AccessError):
+    code = "forbidden"
+
+
+class ScopeNotGranted(AccessError):
+    code = "scope_not_granted"
+
+
+class TaskOwnedByOtherAgent(AccessError):
+    code = "task_owned_by_other_agent"
+
+
+class RateLimited(BrokerError):
+    code = "rate_limited"
+
+
+class BackendUnavailable(BrokerError):
+    code = "backend_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem in a policy file, located for an admin to fix."""
+
+    file: str
+    line: int
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+
+class PolicyInvalid(BrokerError):
+    code = "policy_invalid"
+
+    def __init__(self, issues: list[PolicyIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("; ".join(str(i) for i in self.issues))
+
+
+TOKEN_REJECTION_CODES: Final = frozenset(
+    {
+        "malformed",  # not a well-formed compact JWS of our profile
+        "too_large",  # over the size cap
+        "bad_header",  # header fields outside the profile (alg, typ, kid, crit, jwk, ...)
+        "unknown_key",  # no key with that kid
+        "bad_signature",  # signature does not verify
+        "bad_claims",  # claims missing, of the wrong type, or out of the grammar
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "ttl_exceeds_max",
+        "wrong_issuer",
+        "wrong_audience",
+        "revoked",
+        "revocation_unavailable",  # fail closed: the revocation state could not be read
+        "keys_unavailable",  # fail closed: no fresh enough key set
+        "not_allowed",  # valid token, but it does not allow the requested access
+    }
+)
+
+
+class TokenRejected(BrokerError):
+    """A capability token was refused. ``code`` says why, in one stable word."""
+
+    code = "token_rejected"
+
+    def __init__(self, code: str, reason: str = "") -> None:
+        if code not in TOKEN_REJECTION_CODES:
+            raise ValueError(f"unknown rejection code {code!r}")
+        super().__init__(reason or code)
+        self.code = code

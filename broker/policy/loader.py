@@ -1,0 +1,52 @@
+"""Read every ``*.yaml`` under a directory and compile it, or report every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.errors import PolicyInvalid, PolicyIssue
+from broker.policy.compile import compile_policy
+from broker.policy.model import GLOBAL_MAX_TTL, Policy
+from broker.policy.yamlstrict import YNode, parse_yaml
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """``*.yaml`` files under ``directory``, sorted; hidden files and folders are skipped."""
+    found = []
+    for path in directory.rglob("*"):
+        rel = path.relative_to(directory)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if path.suffix in (".yaml", ".yml"):
+            found.append(path)
+    return sorted(found)
+
+
+def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) -> Policy:
+    """The compiled policy; raises ``PolicyInvalid`` listing every problem with file:line."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise PolicyInvalid([PolicyIssue(str(root), 0, "not a directory")])
+    issues: list[PolicyIssue] = []
+    documents: list[tuple[str, YNode, bytes]] = []
+    files = policy_files(root)
+    for path in files:
+        name = str(path)
+        if path.suffix == ".yml":
+            issues.append(PolicyIssue(name, 1, "policy files end in .yaml; this one would be ignored"))
+            continue
+        raw = path.read_bytes()
+        parsed = parse_yaml(raw, name)
+        if isinstance(parsed, PolicyIssue):
+            issues.append(parsed)
+            continue
+        documents.append((name, parsed, raw))
+    if not files:
+        issues.append(PolicyIssue(str(root), 0, "no *.yaml policy files"))
+    result = compile_policy(documents, global_max_ttl=global_max_ttl)
+    if isinstance(result, list):
+        issues.extend(result)
+    if issues:
+        raise PolicyInvalid(issues)
+    assert isinstance(result, Policy)
+    return result

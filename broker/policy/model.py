@@ -1,0 +1,117 @@
+"""The compiled policy: immutable objects built once by ``compile``; nothing else makes them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Union
+
+from broker.capability import Capability
+
+#: The global cap on any token's lifetime (SPEC 4). A deployment may only lower it.
+GLOBAL_MAX_TTL: Final = 3600
+#: ``ttl`` when a mint request gives none (SPEC 4).
+DEFAULT_TTL: Final = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str
+    kind: str
+    resource: str
+    actions: tuple[str, ...]
+    audience: str
+    max_ttl: int
+    description: str
+    require_pop: bool
+    where: Location
+
+    @property
+    def capability(self) -> Capability:
+        """The widest capability this scope grants."""
+        return Capability(self.kind, self.resource, self.actions, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """A static client secret; the policy holds only its SHA-256 (lower-case hex)."""
+
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class JwtIdentity:
+    """Workload identity federation: an OIDC-style JWT from ``issuer``."""
+
+    issuer: str
+    audience: str
+    subject: str
+    claims: tuple[tuple[str, str | int | bool], ...] = ()
+    jwks_uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VaultIdentity:
+    """A Vault token, looked up in Vault and matched on role, entity and metadata."""
+
+    role: str | None = None
+    entity: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+Identity = Union[KeyIdentity, JwtIdentity, VaultIdentity]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    per_seconds: int
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "min", 3600: "h"}[self.per_seconds]
+        return f"{self.count}/{unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    name: str
+    identity: Identity
+    scopes: tuple[str, ...]
+    max_ttl: int
+    rate: Rate | None
+    description: str
+    where: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """An internal service allowed to introspect tokens of its own audiences."""
+
+    name: str
+    identity: Identity
+    audiences: tuple[str, ...]
+    where: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    scopes: Mapping[str, Scope]
+    agents: Mapping[str, Agent]
+    services: Mapping[str, Service]
+    digest: str  # sha256 over the files that made it, for /v1/scopes and audit
+    files: tuple[str, ...]
+    global_max_ttl: int = GLOBAL_MAX_TTL
+    _by_key: Mapping[str, Agent | Service] = field(default_factory=dict, repr=False)
+
+    def principal_for_key(self, sha256_hex: str) -> Agent | Service | None:
+        """The agent or service whose ``key`` identity has this secret hash."""
+        return self._by_key.get(sha256_hex)

@@ -1,0 +1,160 @@
+"""Strict YAML: a safe subset read into values that remember their line.
+
+Refused, each with the file and line: duplicate keys, anchors and aliases, explicit tags,
+non-string keys, several documents, floats, YAML 1.1 booleans other than true/false
+(``yes``, ``on``, ...), integers not written in plain decimal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Union
+
+import yaml
+
+from broker.errors import PolicyIssue
+
+MAX_FILE_BYTES = 1 << 20
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_DECIMAL = re.compile(r"0|-?[1-9][0-9]{0,17}")
+
+
+@dataclass(frozen=True, slots=True)
+class YScalar:
+    value: str | int | bool | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class YSeq:
+    items: tuple[YNode, ...]
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class YMap:
+    """Keys in file order, each with the line of the key."""
+
+    entries: tuple[tuple[str, int, YNode], ...]
+    line: int
+
+    def keys(self) -> list[str]:
+        return [k for k, _, _ in self.entries]
+
+    def get(self, key: str) -> YNode | None:
+        for k, _, v in self.entries:
+            if k == key:
+                return v
+        return None
+
+    def key_line(self, key: str) -> int:
+        for k, line, _ in self.entries:
+            if k == key:
+                return line
+        return self.line
+
+
+YNode = Union[YScalar, YSeq, YMap]
+
+
+class YamlError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Refuses anchors and aliases while composing: they let one edit change many places."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlError(event.start_mark.line + 1, "aliases (*name) are not allowed")
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise YamlError(event.start_mark.line + 1, "anchors (&name) are not allowed")
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _scalar(node: yaml.ScalarNode) -> YScalar:
+    line = _line(node)
+    text = str(node.value)
+    if node.tag == _STR:
+        return YScalar(text, line)
+    if node.style is not None and node.style in "'\"":
+        return YScalar(text, line)
+    if node.tag == _NULL:
+        return YScalar(None, line)
+    if node.tag == _BOOL:
+        if text not in ("true", "false"):
+            raise YamlError(line, f"write booleans as true or false, not {text!r}")
+        return YScalar(text == "true", line)
+    if node.tag == _INT:
+        if not _DECIMAL.fullmatch(text):
+            raise YamlError(line, f"write integers in plain decimal, not {text!r}")
+        return YScalar(int(text), line)
+    raise YamlError(line, f"value {text!r} is not allowed; quote strings")
+
+
+def _convert(node: yaml.Node) -> YNode:
+    if node.tag not in (_STR, _INT, _BOOL, _NULL, _MAP, _SEQ):
+        raise YamlError(_line(node), f"values of type {node.tag} are not allowed; quote strings")
+    if isinstance(node, yaml.ScalarNode):
+        return _scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return YSeq(tuple(_convert(item) for item in node.value), _line(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        entries: list[tuple[str, int, YNode]] = []
+        for key_node, value_node in node.value:
+            kline = _line(key_node)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+                raise YamlError(kline, "mapping keys must be plain strings")
+            key = str(key_node.value)
+            if key == "<<":
+                raise YamlError(kline, "merge keys (<<) are not allowed")
+            if key in seen:
+                raise YamlError(kline, f"duplicate key {key!r} (first at line {seen[key]})")
+            seen[key] = kline
+            entries.append((key, kline, _convert(value_node)))
+        return YMap(tuple(entries), _line(node))
+    raise YamlError(_line(node), "unsupported YAML node")
+
+
+def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
+    """The file's one document, or the first problem found in it."""
+    if len(text) > MAX_FILE_BYTES:
+        return PolicyIssue(filename, 1, f"file larger than {MAX_FILE_BYTES} bytes")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return PolicyIssue(filename, text[: e.start].count(b"\n") + 1, "not valid UTF-8")
+    loader = _NoAliasLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return PolicyIssue(filename, 1, "empty policy file")
+        return _convert(node)
+    except YamlError as e:
+        return PolicyIssue(filename, e.line, e.message)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        return PolicyIssue(filename, line, f"YAML syntax: {e.problem or e.context}")
+    except yaml.YAMLError as e:
+        return PolicyIssue(filename, 1, f"YAML syntax: {e}")
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
