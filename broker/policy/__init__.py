@@ -1,0 +1,49 @@
+"""Policy: the admins' scopes, agents and services, compiled once; and ``decide``.
+
+Pure: no network, no clock reads, no framework.
+"""
+
+from broker.policy.decide import Allow, Decision, Deny, TokenPlan, decide
+from broker.policy.durations import format_duration, parse_duration
+from broker.policy.loader import load_policy
+from broker.policy.model import (
+    DEFAULT_TTL,
+    GLOBAL_MAX_TTL,
+    Agent,
+    Identity,
+    JwtIdentity,
+    KeyIdentity,
+    Location,
+    Policy,
+    Rate,
+    Scope,
+    Service,
+    VaultIdentity,
+)
+from broker.policy.requests import MintRequest, ScopeRequest, parse_mint_request
+
+__all__ = [
+    "load_policy",
+    "decide",
+    "parse_mint_request",
+    "parse_duration",
+    "format_duration",
+    "Allow",
+    "Deny",
+    "Decision",
+    "TokenPlan",
+    "MintRequest",
+    "ScopeRequest",
+    "Policy",
+    "Scope",
+    "Agent",
+    "Service",
+    "Identity",
+    "KeyIdentity",
+    "JwtIdentity",
+    "VaultIdentity",
+    "Rate",
+    "Location",
+    "DEFAULT_TTL",
+    "GLOBAL_MAX_TTL",
+]

@@ -1,0 +1,160 @@
+"""The claims of a capability token (SPEC 3), type-checked in both directions.
+
+Serialisation is canonical: claims in the fixed order below, optional ones only when set.
+Unknown claims are refused on verification: a claim this verifier does not understand
+may be a restriction it would otherwise silently drop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from broker.capability import Capability
+from broker.capability.names import is_audience, is_name, is_task
+from broker.errors import InvalidRequest
+
+REQUIRED: Final = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "task", "cap")
+OPTIONAL: Final = ("cnf", "act")
+MAX_TIME: Final = 1 << 40  # seconds since the epoch; far beyond any real token
+MAX_CAPABILITIES: Final = 32
+MAX_ACT_DEPTH: Final = 8
+_JTI = re.compile(r"[A-Za-z0-9_-]{22}")  # 128 random bits, base64url
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # SHA-256 thumbprint, base64url
+SUBJECT_PREFIX: Final = "agent:"
+
+
+class ClaimsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """RFC 8693 ``act``: who delegated, and who delegated to them."""
+
+    sub: str
+    act: Actor | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sub": self.sub}
+        if self.act is not None:
+            out["act"] = self.act.to_json()
+        return out
+
+    @property
+    def depth(self) -> int:
+        return 1 + (self.act.depth if self.act else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    iss: str
+    sub: str
+    aud: str
+    iat: int
+    nbf: int
+    exp: int
+    jti: str
+    task: str
+    cap: tuple[Capability, ...]
+    cnf_jkt: str | None = None
+    act: Actor | None = None
+
+    @property
+    def agent(self) -> str:
+        return self.sub[len(SUBJECT_PREFIX) :]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "iss": self.iss,
+            "sub": self.sub,
+            "aud": self.aud,
+            "iat": self.iat,
+            "nbf": self.nbf,
+            "exp": self.exp,
+            "jti": self.jti,
+            "task": self.task,
+            "cap": [c.to_json() for c in self.cap],
+        }
+        if self.cnf_jkt is not None:
+            out["cnf"] = {"jkt": self.cnf_jkt}
+        if self.act is not None:
+            out["act"] = self.act.to_json()
+        return out
+
+
+def _int(payload: dict[str, Any], name: str) -> int:
+    value = payload[name]
+    if type(value) is not int or not 0 <= value < MAX_TIME:  # bool is not an int here
+        raise ClaimsError(f"{name} must be an integer number of seconds")
+    return value
+
+
+def _subject(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith(SUBJECT_PREFIX) or not is_name(
+        value[len(SUBJECT_PREFIX) :]
+    ):
+        raise ClaimsError(f"{what} must be agent:<name>")
+    return value
+
+
+def _actor(value: object, depth: int = 1) -> Actor:
+    if depth > MAX_ACT_DEPTH:
+        raise ClaimsError("act chain too deep")
+    if not isinstance(value, dict) or "sub" not in value or not set(value) <= {"sub", "act"}:
+        raise ClaimsError("act must be {sub, act?}")
+    inner = value.get("act")
+    return Actor(_subject(value["sub"], "act.sub"), None if inner is None else _actor(inner, depth + 1))
+
+
+def claims_from_json(payload: dict[str, Any]) -> Claims:
+    """Type-check every claim; raise ``ClaimsError`` naming the first one that is off."""
+    missing = [name for name in REQUIRED if name not in payload]
+    if missing:
+        raise ClaimsError(f"missing claim(s) {missing}")
+    unknown = set(payload) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise ClaimsError(f"unknown claim(s) {sorted(unknown)}")
+    iss = payload["iss"]
+    if not isinstance(iss, str) or not 0 < len(iss) <= 512:
+        raise ClaimsError("iss must be a string")
+    aud = payload["aud"]
+    if not is_audience(aud):  # a list is refused: exactly one audience
+        raise ClaimsError("aud must be exactly one audience string")
+    jti = payload["jti"]
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+        raise ClaimsError("jti must be 128 bits of base64url")
+    task = payload["task"]
+    if not is_task(task):
+        raise ClaimsError("task outside the grammar")
+    raw_caps = payload["cap"]
+    if not isinstance(raw_caps, list) or not 0 < len(raw_caps) <= MAX_CAPABILITIES:
+        raise ClaimsError("cap must be a non-empty list")
+    try:
+        caps = tuple(Capability.from_json(c) for c in raw_caps)
+    except InvalidRequest as e:
+        raise ClaimsError(f"cap: {e.reason}") from None
+    cnf_jkt = None
+    if "cnf" in payload:
+        cnf = payload["cnf"]
+        if not isinstance(cnf, dict) or set(cnf) != {"jkt"} or not isinstance(cnf["jkt"], str) or not _JKT.fullmatch(
+            cnf["jkt"]
+        ):
+            raise ClaimsError("cnf must be {jkt: <thumbprint>}")
+        cnf_jkt = cnf["jkt"]
+    act = _actor(payload["act"]) if "act" in payload else None
+    assert isinstance(aud, str) and isinstance(task, str)
+    return Claims(
+        iss=iss,
+        sub=_subject(payload["sub"], "sub"),
+        aud=aud,
+        iat=_int(payload, "iat"),
+        nbf=_int(payload, "nbf"),
+        exp=_int(payload, "exp"),
+        jti=jti,
+        task=task,
+        cap=caps,
+        cnf_jkt=cnf_jkt,
+        act=act,
+    )

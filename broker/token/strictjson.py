@@ -1,0 +1,59 @@
+"""Strict JSON for token headers and payloads.
+
+UTF-8 only (no BOM, no UTF-16/32 auto-detection), duplicate keys refused, no NaN or
+Infinity, integers bounded, an object at the top.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class StrictJsonError(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise StrictJsonError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise StrictJsonError(f"{name} is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 16:
+        raise StrictJsonError("integer too large")
+    return int(text)
+
+
+def loads_object(data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:
+        raise StrictJsonError("not UTF-8") from e
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_constant=_no_constant,
+            parse_int=_bounded_int,
+        )
+    except StrictJsonError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise StrictJsonError("not JSON") from e
+    if not isinstance(value, dict):
+        raise StrictJsonError("not a JSON object")
+    return value
+
+
+def dumps_canonical(value: dict[str, Any]) -> bytes:
+    """Compact, ASCII, key order as given (the claim order is fixed by the caller)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")

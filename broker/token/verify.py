@@ -1,0 +1,72 @@
+"""Verify a capability token strictly (SPEC 3). Every failure is a ``TokenRejected``.
+
+Order: size and alphabet; three segments; header (alg in {EdDSA, ES256}, typ cap+jwt,
+kid grammar, no other field); key by kid; the token's alg must equal the key's; the
+signature; only then the payload (strict JSON, typed claims); issuer and audience exact;
+times with a bounded leeway; lifetime under the cap.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from broker.errors import TokenRejected
+from broker.token.algorithms import verify_signature
+from broker.token.claims import Claims, ClaimsError, claims_from_json
+from broker.token.codec import decode_payload, parse_compact
+from broker.token.keys import KeyLookup
+
+DEFAULT_LEEWAY: Final = 30
+MAX_LEEWAY: Final = 60
+DEFAULT_MAX_TTL: Final = 3600
+
+
+def check_leeway(leeway: int) -> int:
+    if type(leeway) is not int or not 0 <= leeway <= MAX_LEEWAY:
+        raise ValueError(f"leeway must be an integer from 0 to {MAX_LEEWAY} seconds")
+    return leeway
+
+
+def verify_token(
+    token: object,
+    keys: KeyLookup,
+    *,
+    issuer: str,
+    audience: str,
+    now: int,
+    leeway: int = DEFAULT_LEEWAY,
+    max_ttl: int = DEFAULT_MAX_TTL,
+) -> Claims:
+    """The token's claims, or ``TokenRejected``. ``now`` is injected (seconds)."""
+    check_leeway(leeway)
+    parsed = parse_compact(token)
+    key = keys.key_for(parsed.kid)
+    if key is None:
+        raise TokenRejected("unknown_key", f"no key {parsed.kid!r}")
+    if parsed.alg != key.alg:
+        raise TokenRejected("bad_header", f"alg {parsed.alg} does not fit key {key.kid} ({key.alg})")
+    if not verify_signature(key.key, parsed.signing_input, parsed.signature):
+        raise TokenRejected("bad_signature")
+    try:
+        claims = claims_from_json(decode_payload(parsed))
+    except ClaimsError as e:
+        raise TokenRejected("bad_claims", str(e)) from None
+    check_claims(claims, issuer=issuer, audience=audience, now=now, leeway=leeway, max_ttl=max_ttl)
+    return claims
+
+
+def check_claims(claims: Claims, *, issuer: str, audience: str, now: int, leeway: int, max_ttl: int) -> None:
+    if claims.iss != issuer:
+        raise TokenRejected("wrong_issuer", f"iss {claims.iss!r}")
+    if claims.aud != audience:
+        raise TokenRejected("wrong_audience", f"aud {claims.aud!r}")
+    if not claims.iat <= claims.nbf < claims.exp:
+        raise TokenRejected("bad_claims", "times must satisfy iat <= nbf < exp")
+    if claims.exp - claims.iat > max_ttl:
+        raise TokenRejected("ttl_exceeds_max", f"lifetime {claims.exp - claims.iat}s over {max_ttl}s")
+    if now >= claims.exp + leeway:
+        raise TokenRejected("expired")
+    if now + leeway < claims.nbf:
+        raise TokenRejected("not_yet_valid")
+    if now + leeway < claims.iat:
+        raise TokenRejected("issued_in_future")
