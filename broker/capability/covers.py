@@ -38,6 +38,5 @@ def allows(capabilities: Iterable[Capability], kind: str, resource: str, action:
     except InvalidRequest:
         return False
     return any(
-        cap.kind == kind and action in cap.actions and resource_covers(cap.resource, resource)
-        for cap in capabilities
+        cap.kind == kind and action in cap.actions and resource_covers(cap.resource, resource) for cap in capabilities
     )

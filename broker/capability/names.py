@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, TypeGuard
 
 #: scope, agent and service names (SPEC 2)
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -13,13 +13,13 @@ TASK: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 AUDIENCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 
 
-def is_name(value: object) -> bool:
+def is_name(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and NAME.fullmatch(value) is not None
 
 
-def is_task(value: object) -> bool:
+def is_task(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and TASK.fullmatch(value) is not None
 
 
-def is_audience(value: object) -> bool:
+def is_audience(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and AUDIENCE.fullmatch(value) is not None

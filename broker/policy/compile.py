@@ -68,12 +68,12 @@ class _Reader:
 
     def fields(self, node: YMap, what: str, required: set[str], optional: set[str]) -> None:
         allowed = required | optional
-        for key in node.keys():
+        for key in node.names():
             if key not in allowed:
                 hint = difflib.get_close_matches(key, sorted(allowed), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.fail(node.key_line(key), f"unknown key {key!r} in {what}{suffix}")
-        for key in sorted(required - set(node.keys())):
+        for key in sorted(required - set(node.names())):
             self.fail(node.line, f"{what} is missing {key!r}")
 
     def scalar(self, node: YNode, what: str, check: Callable[[object], T]) -> T:
@@ -128,14 +128,12 @@ def _text(value: object) -> str:
 def _name(value: object) -> str:
     if not is_name(value):
         raise ValueError(f"{value!r} is not a name ([a-z0-9][a-z0-9-]{{0,62}})")
-    assert isinstance(value, str)
     return value
 
 
 def _audience(value: object) -> str:
     if not is_audience(value):
         raise ValueError(f"{value!r} is not a valid audience")
-    assert isinstance(value, str)
     return value
 
 
@@ -218,7 +216,9 @@ class _FileCompiler:
         audience = r.scalar(aud_node, f"{what} audience", _audience)
         max_ttl = self.ttl(ttl_node, f"{what} max_ttl")
         description = r.optional(body, "description", lambda n: r.scalar(n, f"{what} description", _text), "")
-        require_pop = r.optional(body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool), False)
+        require_pop = r.optional(
+            body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool), default=False
+        )
         ordered = kind.canonical_actions({a for a, _ in actions})
         Capability(kind.name, resource, ordered, name)  # cannot fail after the checks above
         self.scopes.append(
@@ -228,7 +228,7 @@ class _FileCompiler:
     def identity(self, node: YNode, what: str) -> Identity:
         r = self.r
         body = r.mapping(node, f"{what} identity")
-        methods = body.keys()
+        methods = body.names()
         if len(methods) != 1 or methods[0] not in ("key", "jwt", "vault"):
             raise r.fail(body.line, f"{what} identity must have exactly one of key, jwt, vault")
         method = methods[0]
@@ -320,8 +320,9 @@ def _claim_value(value: object) -> str | int | bool:
     raise ValueError("claim values are strings, integers or booleans")
 
 
-def _unique(items: Iterable[T], name: Callable[[T], str], where: Callable[[T], Location], what: str,
-            issues: list[PolicyIssue]) -> dict[str, T]:
+def _unique(
+    items: Iterable[T], name: Callable[[T], str], where: Callable[[T], Location], what: str, issues: list[PolicyIssue]
+) -> dict[str, T]:
     out: dict[str, T] = {}
     for item in items:
         key = name(item)
@@ -350,24 +351,34 @@ def compile_policy(
     scopes = _unique((s for c in compilers for s in c.scopes), lambda s: s.name, lambda s: s.where, "scope", issues)
     agents_with_refs = [a for c in compilers for a in c.agents]
     agents = _unique((a for a, _ in agents_with_refs), lambda a: a.name, lambda a: a.where, "agent", issues)
-    services = _unique((s for c in compilers for s in c.services), lambda s: s.name, lambda s: s.where, "service",
-                       issues)
+    services = _unique(
+        (s for c in compilers for s in c.services), lambda s: s.name, lambda s: s.where, "service", issues
+    )
     for agent, refs in agents_with_refs:
         for scope_name, sline in refs:
             if scope_name not in scopes:
                 hint = difflib.get_close_matches(scope_name, sorted(scopes), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                issues.append(PolicyIssue(agent.where.file, sline,
-                                          f"agent {agent.name!r} refers to unknown scope {scope_name!r}{suffix}"))
+                issues.append(
+                    PolicyIssue(
+                        agent.where.file, sline, f"agent {agent.name!r} refers to unknown scope {scope_name!r}{suffix}"
+                    )
+                )
 
     by_key: dict[str, Agent | Service] = {}
-    for principal in [*agents.values(), *services.values()]:
+    principals: list[Agent | Service] = [*agents.values(), *services.values()]
+    for principal in principals:
         if isinstance(principal.identity, KeyIdentity):
             other = by_key.get(principal.identity.sha256)
             if other is not None:
-                issues.append(PolicyIssue(principal.where.file, principal.where.line,
-                                          f"{principal.name!r} uses the same client key as {other.name!r} "
-                                          f"({other.where}); every principal needs its own"))
+                issues.append(
+                    PolicyIssue(
+                        principal.where.file,
+                        principal.where.line,
+                        f"{principal.name!r} uses the same client key as {other.name!r} "
+                        f"({other.where}); every principal needs its own",
+                    )
+                )
             by_key[principal.identity.sha256] = principal
 
     if issues:

@@ -7,7 +7,6 @@ code. The reasons are for the audit log and ``explain``, not for the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from broker.capability import Capability, covers
 from broker.errors import BrokerError
@@ -38,7 +37,7 @@ class Deny:
     reasons: tuple[str, ...] = ()
 
 
-Decision = Union[Allow, Deny]
+Decision = Allow | Deny
 
 
 class _Refuse(Exception):
@@ -81,7 +80,9 @@ def _decide(agent: Agent, request: MintRequest, policy: Policy, reasons: list[st
         if scope.require_pop and not request.pop:
             raise _Refuse("forbidden", f"scope {scope.name!r} requires a proof-of-possession (DPoP) bound token")
         cap = _narrow(agent, scope, entry)
-        reasons.append(f"scope {scope.name!r}: granted to {agent.name!r}; {cap.kind} {cap.resource} {list(cap.actions)}")
+        reasons.append(
+            f"scope {scope.name!r}: granted to {agent.name!r}; {cap.kind} {cap.resource} {list(cap.actions)}"
+        )
         bucket = caps_by_audience.setdefault(scope.audience, [])
         if cap not in bucket:
             bucket.append(cap)

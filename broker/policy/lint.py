@@ -27,16 +27,23 @@ def lint(policy: Policy, *, max_audiences: int = DEFAULT_MAX_AUDIENCES) -> list[
         if is_root_resource(scope.kind, scope.resource):
             warn(at.file, at.line, f"scope {scope.name!r} grants a whole {scope.kind} root {scope.resource}")
         if scope.kind == "git" and "write" in scope.actions and scope.max_ttl > GIT_WRITE_MAX_TTL:
-            warn(at.file, at.line, f"scope {scope.name!r} gives git write for up to {scope.max_ttl}s; "
-                 f"keep write tokens at {GIT_WRITE_MAX_TTL}s or less")
+            warn(
+                at.file,
+                at.line,
+                f"scope {scope.name!r} gives git write for up to {scope.max_ttl}s; "
+                f"keep write tokens at {GIT_WRITE_MAX_TTL}s or less",
+            )
         if scope.name not in used:
             warn(at.file, at.line, f"scope {scope.name!r} is granted to no agent")
     for agent in policy.agents.values():
         audiences = sorted({policy.scopes[s].audience for s in agent.scopes})
         if len(audiences) > max_audiences:
-            warn(agent.where.file, agent.where.line,
-                 f"agent {agent.name!r} reaches {len(audiences)} audiences ({', '.join(audiences)}); "
-                 f"more than {max_audiences} suggests one agent doing several jobs")
+            warn(
+                agent.where.file,
+                agent.where.line,
+                f"agent {agent.name!r} reaches {len(audiences)} audiences ({', '.join(audiences)}); "
+                f"more than {max_audiences} suggests one agent doing several jobs",
+            )
         if agent.rate is None:
             warn(agent.where.file, agent.where.line, f"agent {agent.name!r} has no rate limit")
     return sorted(warnings, key=lambda w: (w.file, w.line, w.message))

@@ -46,7 +46,6 @@ def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) 
     result = compile_policy(documents, global_max_ttl=global_max_ttl)
     if isinstance(result, list):
         issues.extend(result)
-    if issues:
+    if issues or isinstance(result, list):
         raise PolicyInvalid(issues)
-    assert isinstance(result, Policy)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Union
+from typing import Final
 
 from broker.capability import Capability
 
@@ -68,7 +68,7 @@ class VaultIdentity:
     metadata: tuple[tuple[str, str], ...] = ()
 
 
-Identity = Union[KeyIdentity, JwtIdentity, VaultIdentity]
+Identity = KeyIdentity | JwtIdentity | VaultIdentity
 
 
 @dataclass(frozen=True, slots=True)

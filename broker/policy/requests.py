@@ -41,7 +41,6 @@ def _scope_entry(value: object) -> ScopeRequest:
     name = value.get("scope")
     if not is_name(name):
         raise InvalidRequest("each scope object needs a valid 'scope' name")
-    assert isinstance(name, str)
     resource = value.get("resource")
     if resource is not None and not isinstance(resource, str):
         raise InvalidRequest("'resource' must be a string")
@@ -65,7 +64,6 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
     task = body.get("task")
     if not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-    assert isinstance(task, str)
     scopes = body.get("scopes")
     if not isinstance(scopes, list) or not scopes:
         raise InvalidRequest("'scopes' must be a non-empty list")

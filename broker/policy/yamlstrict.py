@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 import yaml
 
@@ -45,7 +44,7 @@ class YMap:
     entries: tuple[tuple[str, int, YNode], ...]
     line: int
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return [k for k, _, _ in self.entries]
 
     def get(self, key: str) -> YNode | None:
@@ -61,7 +60,7 @@ class YMap:
         return self.line
 
 
-YNode = Union[YScalar, YSeq, YMap]
+YNode = YScalar | YSeq | YMap
 
 
 class YamlError(Exception):
@@ -74,14 +73,14 @@ class YamlError(Exception):
 class _NoAliasLoader(yaml.SafeLoader):
     """Refuses anchors and aliases while composing: they let one edit change many places."""
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1 if event.start_mark is not None else 1
         if isinstance(event, yaml.AliasEvent):
-            raise YamlError(event.start_mark.line + 1, "aliases (*name) are not allowed")
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise YamlError(event.start_mark.line + 1, "anchors (&name) are not allowed")
-        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            raise YamlError(line, "aliases (*name) are not allowed")
+        if getattr(event, "anchor", None) is not None:
+            raise YamlError(line, "anchors (&name) are not allowed")
+        return super().compose_node(parent, index)
 
 
 def _line(node: yaml.Node) -> int:
@@ -138,10 +137,11 @@ def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
     if len(text) > MAX_FILE_BYTES:
         return PolicyIssue(filename, 1, f"file larger than {MAX_FILE_BYTES} bytes")
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            return PolicyIssue(filename, text[: e.start].count(b"\n") + 1, "not valid UTF-8")
+            return PolicyIssue(filename, raw.count(b"\n", 0, e.start) + 1, "not valid UTF-8")
     loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
@@ -157,4 +157,4 @@ def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
     except yaml.YAMLError as e:
         return PolicyIssue(filename, 1, f"YAML syntax: {e}")
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()

@@ -6,7 +6,7 @@ the low-S form, and the token profile refuses high-S, so a signature has one spe
 
 from __future__ import annotations
 
-from typing import Final, Literal, Union
+from typing import Final, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 Algorithm = Literal["EdDSA", "ES256"]
 ALGORITHMS: Final[frozenset[str]] = frozenset({"EdDSA", "ES256"})
 
-PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey]
-PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HALF_ORDER: Final = P256_ORDER // 2
@@ -27,9 +27,7 @@ def algorithm_of(key: PublicKey | PrivateKey) -> Algorithm:
     """The one algorithm a key is used with: taken from the key, never from a token."""
     if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey)):
         return "EdDSA"
-    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and isinstance(key.curve, ec.SECP256R1):
         return "ES256"
     raise ValueError("only Ed25519 and ECDSA P-256 keys are supported")
 

@@ -92,9 +92,7 @@ def _int(payload: dict[str, Any], name: str) -> int:
 
 
 def _subject(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.startswith(SUBJECT_PREFIX) or not is_name(
-        value[len(SUBJECT_PREFIX) :]
-    ):
+    if not isinstance(value, str) or not value.startswith(SUBJECT_PREFIX) or not is_name(value[len(SUBJECT_PREFIX) :]):
         raise ClaimsError(f"{what} must be agent:<name>")
     return value
 
@@ -138,13 +136,15 @@ def claims_from_json(payload: dict[str, Any]) -> Claims:
     cnf_jkt = None
     if "cnf" in payload:
         cnf = payload["cnf"]
-        if not isinstance(cnf, dict) or set(cnf) != {"jkt"} or not isinstance(cnf["jkt"], str) or not _JKT.fullmatch(
-            cnf["jkt"]
+        if (
+            not isinstance(cnf, dict)
+            or set(cnf) != {"jkt"}
+            or not isinstance(cnf["jkt"], str)
+            or not _JKT.fullmatch(cnf["jkt"])
         ):
             raise ClaimsError("cnf must be {jkt: <thumbprint>}")
         cnf_jkt = cnf["jkt"]
     act = _actor(payload["act"]) if "act" in payload else None
-    assert isinstance(aud, str) and isinstance(task, str)
     return Claims(
         iss=iss,
         sub=_subject(payload["sub"], "sub"),

@@ -87,7 +87,6 @@ def _check_header(header: dict[str, Any]) -> tuple[str, str]:
         raise TokenRejected("bad_header", f"typ {typ!r} is not {TYP}")
     if not is_kid(kid):
         raise TokenRejected("bad_header", "kid missing or outside the grammar")
-    assert isinstance(kid, str)
     return alg, kid
 
 

@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -22,11 +22,11 @@ KID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_JWKS_KEYS: Final = 64
 
 
-class KeyError_(ValueError):
+class KeyFormatError(ValueError):
     """A key or key set is malformed."""
 
 
-def is_kid(value: object) -> bool:
+def is_kid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and KID.fullmatch(value) is not None
 
 
@@ -42,8 +42,14 @@ class VerificationKey:
     def to_jwk(self) -> dict[str, str]:
         if isinstance(self.key, ed25519.Ed25519PublicKey):
             x = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-            return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(x), "kid": self.kid, "alg": "EdDSA",
-                    "use": "sig"}
+            return {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": b64url_encode(x),
+                "kid": self.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }
         numbers = self.key.public_numbers()
         return {
             "kty": "EC",
@@ -59,13 +65,13 @@ class VerificationKey:
 def _jwk_bytes(jwk: Mapping[str, Any], name: str, size: int) -> bytes:
     value = jwk.get(name)
     if not isinstance(value, str):
-        raise KeyError_(f"JWK {name!r} missing")
+        raise KeyFormatError(f"JWK {name!r} missing")
     try:
         data = b64url_decode(value)
     except Base64Error as e:
-        raise KeyError_(f"JWK {name!r} is not base64url") from e
+        raise KeyFormatError(f"JWK {name!r} is not base64url") from e
     if len(data) != size:
-        raise KeyError_(f"JWK {name!r} has the wrong length")
+        raise KeyFormatError(f"JWK {name!r} has the wrong length")
     return data
 
 
@@ -76,18 +82,17 @@ def key_from_jwk(jwk: object) -> VerificationKey | None:
     not fit the key, points not on the curve.
     """
     if not isinstance(jwk, dict):
-        raise KeyError_("a JWK is an object")
+        raise KeyFormatError("a JWK is an object")
     kty, crv = jwk.get("kty"), jwk.get("crv")
     if not ((kty == "OKP" and crv == "Ed25519") or (kty == "EC" and crv == "P-256")):
         return None
     if "d" in jwk:
-        raise KeyError_("a JWKS must never hold private keys")
+        raise KeyFormatError("a JWKS must never hold private keys")
     kid = jwk.get("kid")
     if not is_kid(kid):
-        raise KeyError_("JWK kid missing or outside the grammar")
-    assert isinstance(kid, str)
+        raise KeyFormatError("JWK kid missing or outside the grammar")
     if jwk.get("use", "sig") != "sig":
-        raise KeyError_("JWK use must be sig")
+        raise KeyFormatError("JWK use must be sig")
     key: PublicKey
     if kty == "OKP":
         key = ed25519.Ed25519PublicKey.from_public_bytes(_jwk_bytes(jwk, "x", 32))
@@ -97,10 +102,10 @@ def key_from_jwk(jwk: object) -> VerificationKey | None:
         try:
             key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
         except ValueError as e:
-            raise KeyError_("JWK point is not on P-256") from e
+            raise KeyFormatError("JWK point is not on P-256") from e
     vk = VerificationKey(kid, key)
     if jwk.get("alg", vk.alg) != vk.alg:
-        raise KeyError_("JWK alg does not fit the key")
+        raise KeyFormatError("JWK alg does not fit the key")
     return vk
 
 
@@ -119,16 +124,16 @@ class KeySet:
         by_kid: dict[str, VerificationKey] = {}
         for key in keys:
             if key.kid in by_kid:
-                raise KeyError_(f"kid {key.kid!r} appears twice")
+                raise KeyFormatError(f"kid {key.kid!r} appears twice")
             by_kid[key.kid] = key
         self._keys = by_kid
 
     @classmethod
     def from_jwks(cls, jwks: object) -> KeySet:
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-            raise KeyError_("a JWKS is an object with a 'keys' list")
+            raise KeyFormatError("a JWKS is an object with a 'keys' list")
         if len(jwks["keys"]) > MAX_JWKS_KEYS:
-            raise KeyError_("too many keys in the JWKS")
+            raise KeyFormatError("too many keys in the JWKS")
         return cls(k for k in map(key_from_jwk, jwks["keys"]) if k is not None)
 
     def key_for(self, kid: str) -> VerificationKey | None:
@@ -163,7 +168,7 @@ class LocalSigner:
 
     def __init__(self, key: PrivateKey, kid: str) -> None:
         if not is_kid(kid):
-            raise KeyError_("kid outside the grammar")
+            raise KeyFormatError("kid outside the grammar")
         algorithm_of(key)
         self._key = key
         self._kid = kid
@@ -171,8 +176,8 @@ class LocalSigner:
 
     @classmethod
     def generate(cls, alg: Algorithm = "EdDSA", kid: str | None = None) -> LocalSigner:
-        key: PrivateKey = ed25519.Ed25519PrivateKey.generate() if alg == "EdDSA" else ec.generate_private_key(
-            ec.SECP256R1()
+        key: PrivateKey = (
+            ed25519.Ed25519PrivateKey.generate() if alg == "EdDSA" else ec.generate_private_key(ec.SECP256R1())
         )
         return cls(key, kid or f"local-{secrets.token_hex(4)}")
 
@@ -203,7 +208,7 @@ class KeyRing:
     def __init__(self, signers: Iterable[LocalSigner]) -> None:
         self._signers = tuple(signers)
         if not self._signers:
-            raise KeyError_("a key ring needs at least one key")
+            raise KeyFormatError("a key ring needs at least one key")
         self._keyset = KeySet(s.public for s in self._signers)
 
     @property

@@ -1,0 +1,37 @@
+"""``broker keys new-client``: a fresh client secret and the hash a policy file holds."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+from typing import Any
+
+from broker.token.b64 import b64url_encode
+
+CLIENT_SECRET_PREFIX = "cbk_"  # noqa: S105 (a prefix, not a secret)
+
+
+def new_client_secret() -> str:
+    """``cbk_`` + 32 bytes from the OS CSPRNG, base64url (SPEC 2.2)."""
+    return CLIENT_SECRET_PREFIX + b64url_encode(secrets.token_bytes(32))
+
+
+def secret_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def register(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="client secrets")
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    new = sub.add_parser("new-client", help="print a fresh client secret and its sha256 for a policy file")
+    new.set_defaults(run=run_new_client)
+
+
+def run_new_client(args: argparse.Namespace) -> int:
+    secret = new_client_secret()
+    print(f"secret: {secret}")
+    print(f"sha256: {secret_sha256(secret)}")
+    print("# give the secret to the agent; put only the sha256 in the policy file:")
+    print(f"#   identity: {{key: {{sha256: {secret_sha256(secret)}}}}}")
+    return 0

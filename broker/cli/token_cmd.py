@@ -1,0 +1,74 @@
+"""``broker token inspect``: show a token's header and claims; verify only when asked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from broker.errors import TokenRejected
+from broker.token.b64 import Base64Error, b64url_decode
+from broker.token.claims import ClaimsError, claims_from_json
+from broker.token.codec import decode_payload, parse_compact
+from broker.token.keys import KeyFormatError, KeySet
+from broker.token.strictjson import StrictJsonError, loads_object
+from broker.token.verify import verify_token
+from broker.verify.jwks import fetch_url
+
+
+def register(commands: Any) -> None:
+    token = commands.add_parser("token", help="look at tokens")
+    sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    inspect = sub.add_parser("inspect", help="print a token's header and claims")
+    inspect.add_argument("token", help="the token, or - to read it from standard input")
+    inspect.add_argument("--jwks", help="verify against this JWKS (URL or file)")
+    inspect.add_argument("--issuer", help="with --jwks: the expected issuer (default: the token's)")
+    inspect.add_argument("--audience", help="with --jwks: the expected audience (default: the token's)")
+    inspect.set_defaults(run=run_inspect)
+
+
+def _load_jwks(source: str) -> KeySet:
+    raw = fetch_url(source) if source.startswith(("https://", "http://")) else Path(source).read_bytes()
+    return KeySet.from_jwks(json.loads(raw))
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError(f"{len(parts)} segments, not 3")
+    return loads_object(b64url_decode(parts[0])), loads_object(b64url_decode(parts[1]))
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    token = sys.stdin.read().strip() if args.token == "-" else args.token.strip()  # noqa: S105
+    try:
+        header, payload = _unverified(token)
+    except (ValueError, Base64Error, StrictJsonError) as e:
+        print(f"not a capability token: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=False))
+    if args.jwks is None:
+        try:
+            claims_from_json(decode_payload(parse_compact(token)))
+        except (TokenRejected, ClaimsError) as e:
+            print(f"UNVERIFIED, and not well-formed: {e}", file=sys.stderr)
+            return 1
+        print("UNVERIFIED: signature not checked (give --jwks to verify)", file=sys.stderr)
+        return 0
+    try:
+        keys = _load_jwks(args.jwks)
+    except (OSError, ValueError, KeyFormatError) as e:
+        print(f"cannot load JWKS: {e}", file=sys.stderr)
+        return 1
+    issuer = args.issuer or str(payload.get("iss", ""))
+    audience = args.audience or str(payload.get("aud", ""))
+    try:
+        verify_token(token, keys, issuer=issuer, audience=audience, now=int(time.time()))
+    except TokenRejected as e:
+        print(f"REJECTED: {e.code}: {e.reason}", file=sys.stderr)
+        return 1
+    print(f"VERIFIED: signature, claims and times valid (issuer {issuer}, audience {audience})", file=sys.stderr)
+    return 0

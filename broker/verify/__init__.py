@@ -1,0 +1,15 @@
+"""The verifier library internal services import (SPEC 8).
+
+from broker.verify import Verifier, TokenRejected
+v = Verifier(issuer=..., audience=..., jwks_url=...)
+grant = v.verify(token)
+grant.allows("bucket", "s3://acme-reports/agents/t1/out.csv", "write")
+"""
+
+from broker.errors import TokenRejected
+from broker.verify.grant import Grant
+from broker.verify.jwks import RemoteJwks
+from broker.verify.revocation import RevocationCheck, StaticRevocationList
+from broker.verify.verifier import Verifier
+
+__all__ = ["Verifier", "Grant", "TokenRejected", "RevocationCheck", "StaticRevocationList", "RemoteJwks"]

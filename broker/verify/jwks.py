@@ -1,0 +1,94 @@
+"""A JWKS fetched over HTTP(S), cached with bounded refresh, failing closed when stale.
+
+* An unknown ``kid`` triggers at most one refetch per ``cooldown``.
+* The set is refreshed every ``refresh`` seconds on use.
+* When fetching fails, the last good set is kept for at most ``max_stale`` seconds after
+  it was fetched; after that every verification fails with ``keys_unavailable``.
+* A malformed JWKS counts as a failed fetch: the last good set stays.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Final
+
+from broker.errors import TokenRejected
+from broker.token.keys import KeyFormatError, KeySet, VerificationKey
+
+MAX_JWKS_BYTES: Final = 256 * 1024
+_LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/\S*")
+_HTTPS = re.compile(r"https://\S+")
+
+Fetch = Callable[[str], bytes]
+
+
+def check_jwks_url(url: str) -> str:
+    if not (_HTTPS.fullmatch(url) or _LOOPBACK_HTTP.fullmatch(url)):
+        raise ValueError("jwks_url must be https (plain http only on loopback)")
+    return url
+
+
+def fetch_url(url: str, *, timeout: float = 2.0) -> bytes:
+    """GET ``url`` with a timeout and a size cap; no redirects to other schemes."""
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (checked URL)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        if response.status != 200:
+            raise OSError(f"JWKS fetch answered {response.status}")
+        body: bytes = response.read(MAX_JWKS_BYTES + 1)
+    if len(body) > MAX_JWKS_BYTES:
+        raise OSError("JWKS too large")
+    return body
+
+
+class RemoteJwks:
+    def __init__(
+        self,
+        url: str,
+        *,
+        fetch: Fetch | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cooldown: float = 30.0,
+        refresh: float = 300.0,
+        max_stale: float = 3600.0,
+    ) -> None:
+        if not 0 < cooldown <= refresh <= max_stale:
+            raise ValueError("need 0 < cooldown <= refresh <= max_stale")
+        self._url = check_jwks_url(url)
+        self._fetch = fetch or fetch_url
+        self._clock = clock
+        self._cooldown = cooldown
+        self._refresh = refresh
+        self._max_stale = max_stale
+        self._lock = threading.Lock()
+        self._keys: KeySet | None = None
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._attempted_at = float("-inf")  # last attempt, successful or not
+        self.fetches = 0  # attempts, for tests and metrics
+
+    def _try_fetch(self, now: float) -> None:
+        self._attempted_at = now
+        self.fetches += 1
+        try:
+            keys = KeySet.from_jwks(json.loads(self._fetch(self._url)))
+        except (OSError, ValueError, KeyFormatError):
+            return  # keep the last good set; staleness decides when that stops being enough
+        self._keys = keys
+        self._fetched_at = now
+
+    def key_for(self, kid: str) -> VerificationKey | None:
+        with self._lock:
+            now = self._clock()
+            if now - self._fetched_at >= self._refresh and now - self._attempted_at >= self._cooldown:
+                self._try_fetch(now)
+            if self._keys is None or now - self._fetched_at > self._max_stale:
+                raise TokenRejected("keys_unavailable", "no fresh JWKS")
+            key = self._keys.key_for(kid)
+            if key is None and now - self._attempted_at >= self._cooldown:
+                self._try_fetch(now)
+                key = self._keys.key_for(kid)
+            return key

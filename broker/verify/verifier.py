@@ -1,0 +1,90 @@
+"""``Verifier``: what internal services use to check a capability token (SPEC 8)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from broker.errors import TokenRejected
+from broker.token.keys import KeyLookup, KeySet
+from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_leeway, verify_token
+from broker.verify.grant import Grant
+from broker.verify.jwks import Fetch, RemoteJwks
+from broker.verify.revocation import RevocationCheck
+
+
+class Verifier:
+    """Verify tokens for one audience from one issuer.
+
+    Give exactly one of ``jwks_url`` (fetched, cached, refreshed) or ``jwks`` (a JWKS
+    document or a ``KeySet``). With ``revocation``, every verification also asks it; if it
+    cannot answer, the token is rejected (``revocation_unavailable``).
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str | None = None,
+        jwks: dict[str, Any] | KeySet | None = None,
+        revocation: RevocationCheck | None = None,
+        leeway: int = DEFAULT_LEEWAY,
+        max_ttl: int = DEFAULT_MAX_TTL,
+        clock: Callable[[], float] = time.time,
+        fetch: Fetch | None = None,
+        jwks_cooldown: float = 30.0,
+        jwks_max_stale: float = 3600.0,
+    ) -> None:
+        if not issuer or not audience:
+            raise ValueError("issuer and audience are required")
+        if (jwks_url is None) == (jwks is None):
+            raise ValueError("give exactly one of jwks_url or jwks")
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = check_leeway(leeway)
+        self.max_ttl = max_ttl
+        self._clock = clock
+        self._revocation = revocation
+        self._keys: KeyLookup
+        if jwks_url is not None:
+            self._keys = RemoteJwks(
+                jwks_url,
+                fetch=fetch,
+                cooldown=jwks_cooldown,
+                refresh=min(300.0, jwks_max_stale),
+                max_stale=jwks_max_stale,
+            )
+        elif isinstance(jwks, KeySet):
+            self._keys = jwks
+        else:
+            self._keys = KeySet.from_jwks(jwks)
+
+    def verify(self, token: object, *, now: int | None = None) -> Grant:
+        """The grant of a valid, unrevoked token; otherwise ``TokenRejected`` with a code."""
+        at = int(self._clock()) if now is None else now
+        claims = verify_token(
+            token,
+            self._keys,
+            issuer=self.issuer,
+            audience=self.audience,
+            now=at,
+            leeway=self.leeway,
+            max_ttl=self.max_ttl,
+        )
+        if self._revocation is not None:
+            try:
+                revoked = self._revocation.is_revoked(claims)
+            except Exception as e:  # noqa: BLE001 -- any failure of the check fails closed
+                raise TokenRejected("revocation_unavailable", type(e).__name__) from None
+            if revoked:
+                raise TokenRejected("revoked")
+        return Grant(claims)
+
+    def require(self, token: object, *, kind: str, resource: str, action: str, now: int | None = None) -> Grant:
+        """Verify, then insist the token allows ``action`` on ``resource``."""
+        grant = self.verify(token, now=now)
+        if not grant.allows(kind, resource, action):
+            raise TokenRejected("not_allowed", f"{action} on {kind} {resource[:200]}")
+        return grant
