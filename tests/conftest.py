@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from broker.token import KeyRing, LocalSigner
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 
 @pytest.fixture(scope="session")

@@ -119,11 +119,11 @@ def _convert(node: yaml.Node) -> YNode:
         entries: list[tuple[str, int, YNode]] = []
         for key_node, value_node in node.value:
             kline = _line(key_node)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
+                raise YamlError(kline, "merge keys (<<) are not allowed")
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 raise YamlError(kline, "mapping keys must be plain strings")
             key = str(key_node.value)
-            if key == "<<":
-                raise YamlError(kline, "merge keys (<<) are not allowed")
             if key in seen:
                 raise YamlError(kline, f"duplicate key {key!r} (first at line {seen[key]})")
             seen[key] = kline

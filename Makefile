@@ -1,0 +1,40 @@
+# The README's commands. `make test` is what CI runs (.ci/run).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test install lint typecheck contracts unit mutation fmt clean
+
+test: lint typecheck contracts unit mutation
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check broker tests tools
+	$(VENV)/bin/ruff format --check broker
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+contracts: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+# pytest exits 5 when nothing was collected: that is a failure here, never a pass.
+unit: $(STAMP)
+	$(PY) -m pytest --cov --cov-report=term:skip-covered; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+mutation: $(STAMP)
+	$(PY) tools/mutation_check.py
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format broker
+	$(VENV)/bin/ruff check --fix broker tests tools
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage

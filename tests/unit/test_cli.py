@@ -1,0 +1,87 @@
+"""The broker command line, run as a user would."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from broker.token import KeyRing, LocalSigner
+
+from tests.helpers import good_token
+
+SCOPES = str(Path(__file__).resolve().parents[2] / "scopes")
+
+
+def broker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker", *args], capture_output=True, text=True, input=stdin,
+                          timeout=60, check=False)
+
+
+def test_explain_allow_lists_reasons_and_capabilities() -> None:
+    r = broker("policy", "explain", SCOPES, "--agent", "analyst", "--scope", "reports-write",
+               "--resource", "s3://acme-reports/agents/t1/", "--action", "write")
+    assert r.returncode == 0, r.stderr
+    assert "decision: allow" in r.stdout
+    assert "token for storage-gateway: bucket s3://acme-reports/agents/t1/ write" in r.stdout
+
+
+def test_explain_deny_says_why() -> None:
+    r = broker("policy", "explain", SCOPES, "--agent", "analyst", "--scope", "widgets-read")
+    assert r.returncode == 2
+    assert "decision: deny (scope_not_granted)" in r.stdout
+    assert "not granted scope 'widgets-read'" in r.stdout
+    r = broker("policy", "explain", SCOPES, "--agent", "nobody", "--scope", "widgets-read")
+    assert r.returncode == 2
+    assert "deny (forbidden)" in r.stdout
+
+
+def test_new_client_prints_a_secret_and_its_hash() -> None:
+    r = broker("keys", "new-client")
+    assert r.returncode == 0
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if not line.startswith("#"))
+    assert lines["secret"].startswith("cbk_")
+    assert len(lines["secret"]) == 4 + 43  # 32 bytes, base64url
+    assert hashlib.sha256(lines["secret"].encode()).hexdigest() == lines["sha256"]
+
+
+def test_token_inspect_marks_unverified(ed_signer: LocalSigner) -> None:
+    token = good_token(ed_signer)
+    r = broker("token", "inspect", token)
+    assert r.returncode == 0
+    shown = json.loads(r.stdout)
+    assert shown["header"] == {"alg": "EdDSA", "typ": "cap+jwt", "kid": "ed-1"}
+    assert shown["claims"]["task"] == "t1"
+    assert "UNVERIFIED" in r.stderr
+
+
+def test_token_inspect_with_jwks_verifies_and_rejects(tmp_path: Path, ring: KeyRing) -> None:
+    signer = LocalSigner.generate("EdDSA", "fresh-1")
+    import time
+
+    from broker.token import issue_claims, mint
+
+    from tests.helpers import CAP
+
+    token = mint(issue_claims(issuer="https://b", agent="a", audience="gw", task="t", capabilities=[CAP],
+                              now=int(time.time()), ttl=300), signer)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(KeyRing([signer]).keyset.to_jwks()))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(ring.keyset.to_jwks()))
+    ok = broker("token", "inspect", token, "--jwks", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert "VERIFIED" in ok.stderr
+    bad = broker("token", "inspect", token, "--jwks", str(other))
+    assert bad.returncode == 1
+    assert "REJECTED: unknown_key" in bad.stderr
+    tampered = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    assert broker("token", "inspect", tampered, "--jwks", str(good)).returncode == 1
+
+
+def test_token_inspect_refuses_garbage() -> None:
+    r = broker("token", "inspect", "not-a-token")
+    assert r.returncode == 1
+    assert "not a capability token" in r.stderr

@@ -1,0 +1,71 @@
+"""Break each core security check once and show that the suite goes red.
+
+Each mutation replaces one line of the package, runs the test suite's fast part, and
+restores the file. The run fails if any mutation leaves the suite green.
+
+    python tools/mutation_check.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    original: str
+    mutant: str
+
+
+MUTATIONS = [
+    Mutation("audience check deleted", "broker/token/verify.py",
+             "    if claims.aud != audience:", "    if False:"),
+    Mutation("typ check deleted", "broker/token/codec.py",
+             "    if typ != TYP:", "    if False:"),
+    Mutation("algorithm pin deleted", "broker/token/verify.py",
+             "    if parsed.alg != key.alg:", "    if False:"),
+    Mutation("'..' rule deleted", "broker/capability/resources.py",
+             '        if seg in (".", ".."):', '        if seg in (".",):'),
+]
+
+
+def run_suite() -> tuple[bool, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not integration",
+         "tests/unit", "tests/security"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("FAILED") or " passed" in ln
+             or " failed" in ln]
+    return result.returncode == 0, "; ".join(lines[-2:])
+
+
+def main() -> int:
+    survivors = 0
+    for m in MUTATIONS:
+        path = ROOT / m.file
+        source = path.read_text()
+        if source.count(m.original) != 1:
+            print(f"mutation {m.name!r}: the line to mutate is not found exactly once in {m.file}")
+            return 2
+        path.write_text(source.replace(m.original, m.mutant))
+        try:
+            green, summary = run_suite()
+        finally:
+            path.write_text(source)
+        verdict = "SURVIVED (no test noticed)" if green else "killed"
+        survivors += green
+        print(f"{m.name:28} {verdict:28} {summary}")
+    print(f"{len(MUTATIONS) - survivors} of {len(MUTATIONS)} mutations killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
