@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TypeVar
 
-from broker.capability import Capability, kind_named, validate_resource
+from broker.capability import Capability, Kind, kind_named, validate_resource
 from broker.capability.names import is_audience, is_name
 from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
@@ -66,7 +66,7 @@ class _Reader:
             raise self.fail(node.line, f"{what} must be a mapping")
         return node
 
-    def fields(self, node: YMap, what: str, required: set[str], optional: set[str]) -> None:
+    def fields(self, node: YMap, what: str, required: set[str], optional: set[str], *, at: int | None = None) -> None:
         allowed = required | optional
         for key in node.names():
             if key not in allowed:
@@ -74,7 +74,17 @@ class _Reader:
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.fail(node.key_line(key), f"unknown key {key!r} in {what}{suffix}")
         for key in sorted(required - set(node.names())):
-            self.fail(node.line, f"{what} is missing {key!r}")
+            self.fail(node.line if at is None else at, f"{what} is missing {key!r}")
+
+    def field(self, node: YMap, key: str, read: Callable[[YNode], T]) -> T | None:
+        """``read`` the value under ``key``; ``None`` when absent or bad (the issue is recorded)."""
+        value = node.get(key)
+        if value is None:
+            return None
+        try:
+            return read(value)
+        except _Bad:
+            return None
 
     def scalar(self, node: YNode, what: str, check: Callable[[object], T]) -> T:
         if not isinstance(node, YScalar):
@@ -167,7 +177,9 @@ class _FileCompiler:
         self.r = _Reader(filename)
         self.global_max_ttl = global_max_ttl
         self.scopes: list[Scope] = []
-        self.agents: list[tuple[Agent, list[tuple[str, int]]]] = []
+        self.scope_names: set[str] = set()  # every scope defined, valid or not
+        self.agents: list[Agent] = []
+        self.scope_refs: list[tuple[str, list[tuple[str, int]]]] = []  # (agent, [(scope, line)])
         self.services: list[Service] = []
 
     def ttl(self, node: YNode, what: str) -> int:
@@ -194,124 +206,161 @@ class _FileCompiler:
             r.each(section, reader)
 
     def scope(self, name: str, line: int, node: YNode) -> None:
-        r = self.r
-        what = f"scope {name!r}"
+        r, what = self.r, f"scope {name!r}"
+        self.scope_names.add(name)  # so agents naming a broken scope are not told it is unknown
+        before = len(r.issues)
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "scope")
-        r.fields(body, what, {"kind", "resource", "actions", "audience", "max_ttl"}, {"description", "require_pop"})
-        kind_node, res_node, act_node = body.get("kind"), body.get("resource"), body.get("actions")
-        aud_node, ttl_node = body.get("audience"), body.get("max_ttl")
-        if kind_node is None or res_node is None or act_node is None or aud_node is None or ttl_node is None:
-            raise _Bad()
-        kind = r.scalar(kind_node, f"{what} kind", kind_named)
-        resource = r.scalar(res_node, f"{what} resource", lambda v: validate_resource(kind.name, v))
+        r.fields(
+            body, what, {"kind", "resource", "actions", "audience", "max_ttl"}, {"description", "require_pop"}, at=line
+        )
+        kind = r.field(body, "kind", lambda n: r.scalar(n, f"{what} kind", kind_named))
+        resource = actions = None
+        if kind is not None:
+            resource = r.field(body, "resource", lambda n: self.scope_resource(n, what, kind))
+            actions = r.field(body, "actions", lambda n: self.actions(n, what, kind))
+        audience = r.field(body, "audience", lambda n: r.scalar(n, f"{what} audience", _audience))
+        max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
+        description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
+        require_pop = r.field(body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool))
+        if len(r.issues) > before or kind is None or resource is None or actions is None:
+            return
+        if audience is None or max_ttl is None:
+            return
+        Capability(kind.name, resource, actions, name)  # cannot fail after the checks above
+        self.scopes.append(
+            Scope(
+                name,
+                kind.name,
+                resource,
+                actions,
+                audience,
+                max_ttl,
+                description or "",
+                bool(require_pop),
+                r.where(line),
+            )
+        )
+
+    def scope_resource(self, node: YNode, what: str, kind: Kind) -> str:
+        resource = self.r.scalar(node, f"{what} resource", lambda v: validate_resource(kind.name, v))
         if kind.name == "bucket" and not resource.endswith("/"):
-            raise r.fail(res_node.line, f"{what} resource: a bucket scope names a prefix ending in '/'")
-        actions = r.string_list(act_node, f"{what} actions")
+            raise self.r.fail(node.line, f"{what} resource: a bucket scope names a prefix ending in '/'")
+        return resource
+
+    def actions(self, node: YNode, what: str, kind: Kind) -> tuple[str, ...]:
+        actions = self.r.string_list(node, f"{what} actions")
         unknown = [(a, ln) for a, ln in actions if a not in kind.actions]
         for action, aline in unknown:
-            r.fail(aline, f"{what}: unknown action {action!r} for kind {kind.name} (one of {', '.join(kind.actions)})")
+            self.r.fail(
+                aline, f"{what}: unknown action {action!r} for kind {kind.name} (one of {', '.join(kind.actions)})"
+            )
         if unknown:
             raise _Bad()
-        audience = r.scalar(aud_node, f"{what} audience", _audience)
-        max_ttl = self.ttl(ttl_node, f"{what} max_ttl")
-        description = r.optional(body, "description", lambda n: r.scalar(n, f"{what} description", _text), "")
-        require_pop = r.optional(
-            body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool), default=False
-        )
-        ordered = kind.canonical_actions({a for a, _ in actions})
-        Capability(kind.name, resource, ordered, name)  # cannot fail after the checks above
-        self.scopes.append(
-            Scope(name, kind.name, resource, ordered, audience, max_ttl, description, require_pop, r.where(line))
-        )
+        return kind.canonical_actions({a for a, _ in actions})
 
     def identity(self, node: YNode, what: str) -> Identity:
         r = self.r
         body = r.mapping(node, f"{what} identity")
         methods = body.names()
         if len(methods) != 1 or methods[0] not in ("key", "jwt", "vault"):
-            raise r.fail(body.line, f"{what} identity must have exactly one of key, jwt, vault")
+            at = body.key_line(methods[1]) if len(methods) > 1 else body.line
+            raise r.fail(at, f"{what} identity must have exactly one of key, jwt, vault")
         method = methods[0]
-        inner = r.mapping(body.entries[0][2], f"{what} identity {method}")
         label = f"{what} identity {method}"
+        inner = r.mapping(body.entries[0][2], label)
+        before = len(r.issues)
         if method == "key":
-            r.fields(inner, label, {"sha256"}, set())
-            sha = inner.get("sha256")
-            if sha is None:
+            r.fields(inner, label, {"sha256"}, set(), at=body.line)
+            sha = r.field(inner, "sha256", lambda n: r.scalar(n, f"{label} sha256", _sha256))
+            if sha is None or len(r.issues) > before:
                 raise _Bad()
-            return KeyIdentity(r.scalar(sha, f"{label} sha256", _sha256))
+            return KeyIdentity(sha)
         if method == "jwt":
-            r.fields(inner, label, {"issuer", "audience", "subject"}, {"claims", "jwks_uri"})
-            iss, aud, sub = inner.get("issuer"), inner.get("audience"), inner.get("subject")
-            if iss is None or aud is None or sub is None:
+            r.fields(inner, label, {"issuer", "audience", "subject"}, {"claims", "jwks_uri"}, at=body.line)
+            issuer = r.field(inner, "issuer", lambda n: r.scalar(n, f"{label} issuer", _url))
+            audience = r.field(inner, "audience", lambda n: r.scalar(n, f"{label} audience", _text))
+            subject = r.field(inner, "subject", lambda n: r.scalar(n, f"{label} subject", _text))
+            jwks_uri = r.field(inner, "jwks_uri", lambda n: r.scalar(n, f"{label} jwks_uri", _url))
+            claims = r.field(inner, "claims", lambda n: self.jwt_claims(n, label))
+            if issuer is None or audience is None or subject is None or len(r.issues) > before:
                 raise _Bad()
-            claims: list[tuple[str, str | int | bool]] = []
-            claims_node = inner.get("claims")
-            if claims_node is not None:
-                for key, kline, value in r.mapping(claims_node, f"{label} claims").entries:
-                    if key in ("iss", "aud", "sub", "exp", "nbf", "iat", "jti"):
-                        r.fail(kline, f"{label} claims: {key!r} is matched by its own field or always checked")
-                        continue
-                    claims.append((key, r.scalar(value, f"{label} claims {key}", _claim_value)))
-            return JwtIdentity(
-                issuer=r.scalar(iss, f"{label} issuer", _url),
-                audience=r.scalar(aud, f"{label} audience", _text),
-                subject=r.scalar(sub, f"{label} subject", _text),
-                claims=tuple(claims),
-                jwks_uri=r.optional(inner, "jwks_uri", lambda n: r.scalar(n, f"{label} jwks_uri", _url), None),
-            )
+            return JwtIdentity(issuer, audience, subject, claims or (), jwks_uri)
         r.fields(inner, label, set(), {"role", "entity", "metadata"})
         if not inner.entries:
             raise r.fail(inner.line, f"{label} needs at least one of role, entity, metadata")
-        metadata: list[tuple[str, str]] = []
-        meta_node = inner.get("metadata")
-        if meta_node is not None:
-            for key, _, value in r.mapping(meta_node, f"{label} metadata").entries:
-                metadata.append((key, r.scalar(value, f"{label} metadata {key}", _text)))
-        return VaultIdentity(
-            role=r.optional(inner, "role", lambda n: r.scalar(n, f"{label} role", _text), None),
-            entity=r.optional(inner, "entity", lambda n: r.scalar(n, f"{label} entity", _text), None),
-            metadata=tuple(metadata),
+        role = r.field(inner, "role", lambda n: r.scalar(n, f"{label} role", _text))
+        entity = r.field(inner, "entity", lambda n: r.scalar(n, f"{label} entity", _text))
+        metadata = r.field(inner, "metadata", lambda n: self.string_map(n, f"{label} metadata"))
+        if len(r.issues) > before:
+            raise _Bad()
+        return VaultIdentity(role, entity, metadata or ())
+
+    def jwt_claims(self, node: YNode, label: str) -> tuple[tuple[str, str | int | bool], ...]:
+        r = self.r
+        claims: list[tuple[str, str | int | bool]] = []
+        for key, kline, value in r.mapping(node, f"{label} claims").entries:
+            if key in ("iss", "aud", "sub", "exp", "nbf", "iat", "jti"):
+                r.fail(kline, f"{label} claims: {key!r} is matched by its own field or always checked")
+                continue
+            try:
+                claims.append((key, r.scalar(value, f"{label} claims {key}", _claim_value)))
+            except _Bad:
+                continue
+        return tuple(claims)
+
+    def string_map(self, node: YNode, label: str) -> tuple[tuple[str, str], ...]:
+        r = self.r
+        return tuple(
+            (key, r.scalar(value, f"{label} {key}", _text)) for key, _, value in r.mapping(node, label).entries
         )
 
     def agent(self, name: str, line: int, node: YNode) -> None:
-        r = self.r
-        what = f"agent {name!r}"
+        r, what = self.r, f"agent {name!r}"
+        before = len(r.issues)
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "agent")
-        r.fields(body, what, {"identity", "scopes"}, {"max_ttl", "rate", "description"})
-        id_node, scopes_node = body.get("identity"), body.get("scopes")
-        if id_node is None or scopes_node is None:
-            raise _Bad()
-        identity = self.identity(id_node, what)
-        scopes = r.string_list(scopes_node, f"{what} scopes")
-        max_ttl = r.optional(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"), self.global_max_ttl)
-        rate = r.optional(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate), None)
-        description = r.optional(body, "description", lambda n: r.scalar(n, f"{what} description", _text), "")
-        agent = Agent(name, identity, tuple(s for s, _ in scopes), max_ttl, rate, description, r.where(line))
-        self.agents.append((agent, scopes))
+        r.fields(body, what, {"identity", "scopes"}, {"max_ttl", "rate", "description"}, at=line)
+        identity = r.field(body, "identity", lambda n: self.identity(n, what))
+        scopes = r.field(body, "scopes", lambda n: r.string_list(n, f"{what} scopes"))
+        max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
+        rate = r.field(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate))
+        description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
+        if scopes is not None:
+            self.scope_refs.append((name, scopes))
+        if len(r.issues) > before or identity is None or scopes is None:
+            return
+        agent = Agent(
+            name,
+            identity,
+            tuple(s for s, _ in scopes),
+            max_ttl or self.global_max_ttl,
+            rate,
+            description or "",
+            r.where(line),
+        )
+        self.agents.append(agent)
 
     def service(self, name: str, line: int, node: YNode) -> None:
-        r = self.r
-        what = f"service {name!r}"
+        r, what = self.r, f"service {name!r}"
+        before = len(r.issues)
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "service")
-        r.fields(body, what, {"identity", "audiences"}, {"description"})
-        id_node, aud_node = body.get("identity"), body.get("audiences")
-        if id_node is None or aud_node is None:
-            raise _Bad()
-        identity = self.identity(id_node, what)
-        audiences = r.string_list(aud_node, f"{what} audiences")
-        for aud, aline in audiences:
+        r.fields(body, what, {"identity", "audiences"}, {"description"}, at=line)
+        identity = r.field(body, "identity", lambda n: self.identity(n, what))
+        audiences = r.field(body, "audiences", lambda n: r.string_list(n, f"{what} audiences"))
+        for aud, aline in audiences or []:
             if not is_audience(aud):
-                raise r.fail(aline, f"{what} audiences: {aud!r} is not a valid audience")
-        r.optional(body, "description", lambda n: r.scalar(n, f"{what} description", _text), "")
+                r.fail(aline, f"{what} audiences: {aud!r} is not a valid audience")
+        r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
+        if len(r.issues) > before or identity is None or audiences is None:
+            return
         self.services.append(Service(name, identity, tuple(a for a, _ in audiences), r.where(line)))
 
 
 def _check_key_name(r: _Reader, name: str, line: int, what: str) -> None:
     if not is_name(name):
-        raise r.fail(line, f"{what} name {name!r} is not valid ([a-z0-9][a-z0-9-]{{0,62}})")
+        r.fail(line, f"{what} name {name!r} is not valid ([a-z0-9][a-z0-9-]{{0,62}})")
 
 
 def _claim_value(value: object) -> str | int | bool:
@@ -349,21 +398,22 @@ def compile_policy(
         compilers.append(fc)
 
     scopes = _unique((s for c in compilers for s in c.scopes), lambda s: s.name, lambda s: s.where, "scope", issues)
-    agents_with_refs = [a for c in compilers for a in c.agents]
-    agents = _unique((a for a, _ in agents_with_refs), lambda a: a.name, lambda a: a.where, "agent", issues)
+    agents = _unique((a for c in compilers for a in c.agents), lambda a: a.name, lambda a: a.where, "agent", issues)
     services = _unique(
         (s for c in compilers for s in c.services), lambda s: s.name, lambda s: s.where, "service", issues
     )
-    for agent, refs in agents_with_refs:
-        for scope_name, sline in refs:
-            if scope_name not in scopes:
-                hint = difflib.get_close_matches(scope_name, sorted(scopes), n=1)
-                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                issues.append(
-                    PolicyIssue(
-                        agent.where.file, sline, f"agent {agent.name!r} refers to unknown scope {scope_name!r}{suffix}"
+    defined = {name for c in compilers for name in c.scope_names}
+    for c in compilers:
+        for agent_name, refs in c.scope_refs:
+            for scope_name, sline in refs:
+                if scope_name not in defined:
+                    hint = difflib.get_close_matches(scope_name, sorted(defined), n=1)
+                    suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                    issues.append(
+                        PolicyIssue(
+                            c.r.file, sline, f"agent {agent_name!r} refers to unknown scope {scope_name!r}{suffix}"
+                        )
                     )
-                )
 
     by_key: dict[str, Agent | Service] = {}
     principals: list[Agent | Service] = [*agents.values(), *services.values()]

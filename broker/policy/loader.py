@@ -17,7 +17,7 @@ def policy_files(directory: Path) -> list[Path]:
         rel = path.relative_to(directory)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        if path.suffix in (".yaml", ".yml"):
+        if path.suffix.lower() in (".yaml", ".yml"):
             found.append(path)
     return sorted(found)
 
@@ -32,8 +32,8 @@ def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) 
     files = policy_files(root)
     for path in files:
         name = str(path)
-        if path.suffix == ".yml":
-            issues.append(PolicyIssue(name, 1, "policy files end in .yaml; this one would be ignored"))
+        if path.suffix != ".yaml":
+            issues.append(PolicyIssue(name, 1, "policy files end in .yaml (lower case): rename this file"))
             continue
         raw = path.read_bytes()
         parsed = parse_yaml(raw, name)

@@ -1,7 +1,8 @@
 """Strict YAML: a safe subset read into values that remember their line.
 
-Refused, each with the file and line: duplicate keys, anchors and aliases, explicit tags,
-non-string keys, several documents, floats, YAML 1.1 booleans other than true/false
+Refused, each with the file and line: duplicate keys, anchors and aliases, tags other than
+YAML's own (``!!str`` is fine, ``!!python/...`` is not), non-string keys, several documents,
+control characters, nesting deeper than ``MAX_DEPTH``, floats, YAML 1.1 booleans other than true/false
 (``yes``, ``on``, ...), integers not written in plain decimal.
 """
 
@@ -15,6 +16,7 @@ import yaml
 from broker.errors import PolicyIssue
 
 MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 16  # a policy file needs 6
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -73,6 +75,8 @@ class YamlError(Exception):
 class _NoAliasLoader(yaml.SafeLoader):
     """Refuses anchors and aliases while composing: they let one edit change many places."""
 
+    depth = 0
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1 if event.start_mark is not None else 1
@@ -80,7 +84,13 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise YamlError(line, "aliases (*name) are not allowed")
         if getattr(event, "anchor", None) is not None:
             raise YamlError(line, "anchors (&name) are not allowed")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise YamlError(line, f"nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _line(node: yaml.Node) -> int:
@@ -142,7 +152,10 @@ def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             return PolicyIssue(filename, raw.count(b"\n", 0, e.start) + 1, "not valid UTF-8")
-    loader = _NoAliasLoader(text)
+    try:
+        loader = _NoAliasLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character or NUL in the file
+        return PolicyIssue(filename, text.count("\n", 0, max(e.position, 0)) + 1, "control characters are not allowed")
     try:
         node = loader.get_single_node()
         if node is None:
@@ -150,6 +163,8 @@ def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
         return _convert(node)
     except YamlError as e:
         return PolicyIssue(filename, e.line, e.message)
+    except yaml.reader.ReaderError as e:
+        return PolicyIssue(filename, text.count("\n", 0, max(e.position, 0)) + 1, "control characters are not allowed")
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1

@@ -102,8 +102,8 @@ def _actor(value: object, depth: int = 1) -> Actor:
         raise ClaimsError("act chain too deep")
     if not isinstance(value, dict) or "sub" not in value or not set(value) <= {"sub", "act"}:
         raise ClaimsError("act must be {sub, act?}")
-    inner = value.get("act")
-    return Actor(_subject(value["sub"], "act.sub"), None if inner is None else _actor(inner, depth + 1))
+    inner = _actor(value["act"], depth + 1) if "act" in value else None  # "act": null is refused
+    return Actor(_subject(value["sub"], "act.sub"), inner)
 
 
 def claims_from_json(payload: dict[str, Any]) -> Claims:
