@@ -446,6 +446,28 @@ def test_unknown_extra_claim_is_rejected(ring: KeyRing, ed_signer: LocalSigner) 
     assert_rejected(verifier(ring), signed(ed_signer, body=payload(admin=True)), "bad_claims")
 
 
+@pytest.mark.parametrize(
+    "act",
+    [
+        {"sub": "agent:a", "act": None},  # a second spelling of "no further actor"
+        {"sub": "agent:a", "act": {"sub": "agent:b", "act": None}},
+        {"sub": "agent:a", "extra": 1},
+        {"sub": "a"},
+    ],
+)
+def test_malformed_delegation_chain_is_rejected(ring: KeyRing, ed_signer: LocalSigner, act: dict[str, Any]) -> None:
+    """An act chain has one spelling: a null inner act or a bare subject is refused."""
+    assert_rejected(verifier(ring), signed(ed_signer, body=payload(act=act)), "bad_claims")
+
+
+def test_well_formed_delegation_chain_is_accepted(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """Control for the test above: a proper nested act chain verifies."""
+    act = {"sub": "agent:a", "act": {"sub": "agent:b"}}
+    grant = verifier(ring).verify(signed(ed_signer, body=payload(act=act)))
+    assert grant.claims.act is not None
+    assert grant.claims.act.depth == 2
+
+
 # ---------------------------------------------------------------- signature binding
 
 
