@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from broker.token import KeyRing, LocalSigner
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from broker.token import KeyRing, LocalSigner
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Nothing is normalised and then matched: a resource that is not already in its on
 canonical spelling is refused. Checks, in order:
 
 * length 1..1024, ASCII printable only (no whitespace, no control characters);
-* none of ``% \\ * ? [ ] # " < > ^ ` { | }`` anywhere;
+* none of ``% \\ * ? [ ] # " < > ^ ` { | }`` anywhere, and no ``..`` anywhere;
 * segments separated by single ``/``: no empty, ``.`` or ``..`` segment; segment
   characters limited to ``A-Z a-z 0-9 . _ ~ @ : + = , -``;
 * the kind's own form (host lower case, ``s3://`` bucket names, ``data``/``creds``
@@ -46,6 +46,8 @@ def _check_characters(kind: str, resource: str) -> None:
             raise _fail(kind, resource, "only printable ASCII without spaces is allowed")
         if ch in _FORBIDDEN_CHARS:
             raise _fail(kind, resource, f"character {ch!r} is not allowed")
+    if ".." in resource:  # stricter than "no '..' segment": no gateway can ever read it as a parent
+        raise _fail(kind, resource, "'..' is not allowed anywhere")
 
 
 def _check_segments(kind: str, resource: str, segments: list[str], *, subtree_ok: bool) -> None:
@@ -56,8 +58,8 @@ def _check_segments(kind: str, resource: str, segments: list[str], *, subtree_ok
             continue
         if seg == "":
             raise _fail(kind, resource, "empty path segment")
-        if seg in (".", ".."):
-            raise _fail(kind, resource, f"{seg!r} segment")
+        if seg == ".":  # ".." anywhere was refused before splitting
+            raise _fail(kind, resource, "'.' segment")
         if not _SEGMENT.fullmatch(seg):
             raise _fail(kind, resource, f"segment {seg!r} has characters outside the grammar")
 

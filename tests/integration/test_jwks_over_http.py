@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from broker.token import KeyRing, LocalSigner
 from broker.verify import TokenRejected, Verifier
-
 from tests.helpers import AUDIENCE, ISSUER, NOW, good_token
 
 

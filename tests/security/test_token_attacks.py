@@ -15,16 +15,16 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from broker.capability import Capability
 from broker.errors import TokenRejected
 from broker.token import MAX_TOKEN_BYTES, TYP, KeyRing, LocalSigner
 from broker.token.algorithms import P256_ORDER, PrivateKey, verify_signature
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.verify import Verifier
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from tests.helpers import AUDIENCE, CAP, ISSUER, NOW, claims, forge, good_token, payload, verifier
 
 DROP = object()  # a header override that leaves the field out

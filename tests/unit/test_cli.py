@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from broker.token import KeyRing, LocalSigner
-
 from tests.helpers import good_token
 
 SCOPES = str(Path(__file__).resolve().parents[2] / "scopes")
@@ -62,7 +61,6 @@ def test_token_inspect_with_jwks_verifies_and_rejects(tmp_path: Path, ring: KeyR
     import time
 
     from broker.token import issue_claims, mint
-
     from tests.helpers import CAP
 
     token = mint(issue_claims(issuer="https://b", agent="a", audience="gw", task="t", capabilities=[CAP],

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from broker.errors import InvalidRequest
 from broker.policy import Allow, Deny, Policy, decide, load_policy, parse_mint_request
 

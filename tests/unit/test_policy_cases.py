@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from broker.errors import PolicyInvalid, PolicyIssue
 from broker.policy import load_policy
 
@@ -184,7 +185,7 @@ def test_independent_errors_in_one_file_are_all_reported(tmp_path: Path) -> None
     )
     issues = _refusal(tmp_path)
     wanted = [
-        (10, "'..' segment"),
+        (10, "'..' is not allowed anywhere"),
         (15, "unknown kind 'blob'"),
         (22, "unknown key 'resouce'"),
         (30, "sha256: expected 64 lower-case hex digits"),

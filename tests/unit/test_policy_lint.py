@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from broker.errors import PolicyIssue
 from broker.policy import Policy, load_policy
 from broker.policy.lint import lint

@@ -1,5 +1,4 @@
 from broker.token import KeyRing, LocalSigner
-
 from tests.helpers import claims, good_token, verifier
 
 

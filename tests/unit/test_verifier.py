@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from broker.token import KeyRing, KeySet, LocalSigner
 from broker.verify import RemoteJwks, StaticRevocationList, TokenRejected, Verifier
-
 from tests.helpers import AUDIENCE, ISSUER, NOW, good_token, verifier
 
 

@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from broker.token import KeyRing, LocalSigner
-from broker.verify.asgi import CapabilityMiddleware
-from broker.verify.litestar import capability_guard, grant_of
 from litestar import Litestar, Request, get
 from litestar.testing import TestClient
 
+from broker.token import KeyRing, LocalSigner
+from broker.verify.asgi import CapabilityMiddleware
+from broker.verify.litestar import capability_guard, grant_of
 from tests.helpers import good_token, verifier
 
 

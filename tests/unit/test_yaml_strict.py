@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 
