@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from broker.errors import TokenRejected
 from broker.token.b64 import Base64Error, b64url_decode
 from broker.token.claims import ClaimsError, claims_from_json
 from broker.token.codec import decode_payload, parse_compact
-from broker.token.keys import KeyFormatError, KeySet
+from broker.token.keys import KeyFormatError, KeySet, VerificationKey
 from broker.token.strictjson import StrictJsonError, loads_object
 from broker.token.verify import verify_token
 from broker.verify.jwks import fetch_url
@@ -24,7 +27,9 @@ def register(commands: Any) -> None:
     sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     inspect = sub.add_parser("inspect", help="print a token's header and claims")
     inspect.add_argument("token", help="the token, or - to read it from standard input")
-    inspect.add_argument("--jwks", help="verify against this JWKS (URL or file)")
+    keys = inspect.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", help="verify against this JWKS (URL or file)")
+    keys.add_argument("--key", help="verify against this PEM public key (Ed25519 or P-256)")
     inspect.add_argument("--issuer", help="with --jwks: the expected issuer (default: the token's)")
     inspect.add_argument("--audience", help="with --jwks: the expected audience (default: the token's)")
     inspect.set_defaults(run=run_inspect)
@@ -33,6 +38,13 @@ def register(commands: Any) -> None:
 def _load_jwks(source: str) -> KeySet:
     raw = fetch_url(source) if source.startswith(("https://", "http://")) else Path(source).read_bytes()
     return KeySet.from_jwks(json.loads(raw))
+
+
+def _load_pem(path: str, kid: str) -> KeySet:
+    key = load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
+        raise ValueError("only Ed25519 and P-256 public keys are supported")
+    return KeySet([VerificationKey(kid, key)])
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -50,18 +62,18 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"not a capability token: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=False))
-    if args.jwks is None:
+    if args.jwks is None and args.key is None:
         try:
             claims_from_json(decode_payload(parse_compact(token)))
         except (TokenRejected, ClaimsError) as e:
             print(f"UNVERIFIED, and not well-formed: {e}", file=sys.stderr)
             return 1
-        print("UNVERIFIED: signature not checked (give --jwks to verify)", file=sys.stderr)
+        print("UNVERIFIED: signature not checked (give --jwks or --key to verify)", file=sys.stderr)
         return 0
     try:
-        keys = _load_jwks(args.jwks)
+        keys = _load_jwks(args.jwks) if args.jwks else _load_pem(args.key, str(header.get("kid", "")))
     except (OSError, ValueError, KeyFormatError) as e:
-        print(f"cannot load JWKS: {e}", file=sys.stderr)
+        print(f"cannot load the key(s): {e}", file=sys.stderr)
         return 1
     issuer = args.issuer or str(payload.get("iss", ""))
     audience = args.audience or str(payload.get("aud", ""))

@@ -6,9 +6,10 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from broker.token import KeyRing, LocalSigner
+from broker.token import KeyRing, LocalSigner, mint
 from tests.helpers import good_token
 
 SCOPES = str(Path(__file__).resolve().parents[2] / "scopes")
@@ -77,6 +78,25 @@ def test_token_inspect_with_jwks_verifies_and_rejects(tmp_path: Path, ring: KeyR
     assert "REJECTED: unknown_key" in bad.stderr
     tampered = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
     assert broker("token", "inspect", tampered, "--jwks", str(good)).returncode == 1
+
+
+def test_token_inspect_with_a_pem_key(tmp_path: Path, ed_signer: LocalSigner, es_signer: LocalSigner) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from tests.helpers import claims
+
+    fresh = LocalSigner.generate("EdDSA", "pem-1")
+    token = mint(claims(now=int(time.time()), issuer="https://b"), fresh)
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(fresh.public.key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    other = tmp_path / "other.pem"
+    other.write_bytes(es_signer.public.key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    ok = broker("token", "inspect", token, "--key", str(pem))
+    assert ok.returncode == 0, ok.stderr
+    assert "VERIFIED" in ok.stderr
+    bad = broker("token", "inspect", token, "--key", str(other))
+    assert bad.returncode == 1
+    assert "REJECTED: bad_header" in bad.stderr  # an EC key cannot verify an EdDSA token
 
 
 def test_token_inspect_refuses_garbage() -> None:
