@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from broker.token import KeyRing, LocalSigner, mint
-from tests.helpers import good_token
+import pytest
+
+from broker.cli import main
+from broker.token import KeyRing, LocalSigner, issue_claims, mint
+from tests.helpers import CAP, good_token
 
 SCOPES = str(Path(__file__).resolve().parents[2] / "scopes")
 
 
 def broker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker", *args], capture_output=True, text=True, input=stdin,
-                          timeout=60, check=False)
+    """Run the CLI in process (so coverage sees it), as ``broker ARGS``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["broker", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_console_script_runs_as_a_module() -> None:
+    r = subprocess.run([sys.executable, "-m", "broker", "policy", "check", SCOPES], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("policy ok: 10 scopes, 3 agents, 2 services")
+
+
+def test_unknown_command_exits_2() -> None:
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()):
+        main(["frobnicate"])
+    assert e.value.code == 2
 
 
 def test_explain_allow_lists_reasons_and_capabilities() -> None:
@@ -59,10 +80,6 @@ def test_token_inspect_marks_unverified(ed_signer: LocalSigner) -> None:
 
 def test_token_inspect_with_jwks_verifies_and_rejects(tmp_path: Path, ring: KeyRing) -> None:
     signer = LocalSigner.generate("EdDSA", "fresh-1")
-    import time
-
-    from broker.token import issue_claims, mint
-    from tests.helpers import CAP
 
     token = mint(issue_claims(issuer="https://b", agent="a", audience="gw", task="t", capabilities=[CAP],
                               now=int(time.time()), ttl=300), signer)
