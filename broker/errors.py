@@ -145,6 +145,7 @@ TOKEN_REJECTION_CODES: Final = frozenset(
         "revocation_unavailable",  # fail closed: the revocation state could not be read
         "keys_unavailable",  # fail closed: no fresh enough key set
         "not_allowed",  # valid token, but it does not allow the requested access
+        "proof_required",  # a DPoP-bound token (cnf) presented without a checked proof
     }
 )
 

@@ -33,6 +33,8 @@ def allows(capabilities: Iterable[Capability], kind: str, resource: str, action:
     A resource outside the grammar (``..``, ``%2e``, ``//``, upper-case host, ...) is never
     allowed: nothing is normalised first.
     """
+    if not all(isinstance(v, str) for v in (kind, resource, action)):  # untyped callers
+        return False
     try:
         validate_resource(kind, resource)
     except InvalidRequest:

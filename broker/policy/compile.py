@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
@@ -294,6 +295,8 @@ class _FileCompiler:
         metadata = r.field(inner, "metadata", lambda n: self.string_map(n, f"{label} metadata"))
         if len(r.issues) > before:
             raise _Bad()
+        if role is None and entity is None and not metadata:
+            raise r.fail(inner.line, f"{label} must constrain something: a role, an entity or metadata")
         return VaultIdentity(role, entity, metadata or ())
 
     def jwt_claims(self, node: YNode, label: str) -> tuple[tuple[str, str | int | bool], ...]:
@@ -435,7 +438,7 @@ def compile_policy(
         return sorted(set(issues), key=lambda i: (i.file, i.line, i.message))
     digest = hashlib.sha256()
     for filename, _, raw in documents:
-        digest.update(hashlib.sha256(filename.encode()).digest())
+        digest.update(hashlib.sha256(os.fsencode(filename)).digest())
         digest.update(hashlib.sha256(raw).digest())
     return Policy(
         scopes=MappingProxyType(scopes),

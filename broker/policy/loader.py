@@ -35,7 +35,11 @@ def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) 
         if path.suffix != ".yaml":
             issues.append(PolicyIssue(name, 1, "policy files end in .yaml (lower case): rename this file"))
             continue
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            issues.append(PolicyIssue(name, 0, f"cannot read: {e.strerror}"))
+            continue
         parsed = parse_yaml(raw, name)
         if isinstance(parsed, PolicyIssue):
             issues.append(parsed)

@@ -37,7 +37,7 @@ def _scope_entry(value: object) -> ScopeRequest:
         raise InvalidRequest("each scope is a name or an object {scope, resource?, actions?}")
     unknown = set(value) - {"scope", "resource", "actions"}
     if unknown:
-        raise InvalidRequest(f"unknown field(s) in a scope entry: {sorted(unknown)}")
+        raise InvalidRequest(f"unknown field(s) in a scope entry: {sorted(map(str, unknown))}")
     name = value.get("scope")
     if not is_name(name):
         raise InvalidRequest("each scope object needs a valid 'scope' name")
@@ -60,7 +60,7 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
         raise InvalidRequest("the body must be a JSON object")
     unknown = set(body) - {"task", "scopes", "ttl"}
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {sorted(unknown)}")
+        raise InvalidRequest(f"unknown field(s): {sorted(map(str, unknown))}")
     task = body.get("task")
     if not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

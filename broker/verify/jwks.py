@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Final
 
 from broker.errors import TokenRejected
-from broker.token.keys import KeyFormatError, KeySet, VerificationKey
+from broker.token.keys import KeySet, VerificationKey
 
 MAX_JWKS_BYTES: Final = 256 * 1024
 _LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/\S*")
@@ -33,10 +33,21 @@ def check_jwks_url(url: str) -> str:
     return url
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A key set is fetched from exactly the configured URL: a redirect is a failed fetch
+    (it could downgrade https to http, or point anywhere)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def fetch_url(url: str, *, timeout: float = 2.0) -> bytes:
-    """GET ``url`` with a timeout and a size cap; no redirects to other schemes."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (checked URL)
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    """GET ``url`` (already checked) with a timeout and a size cap; redirects are refused."""
+    request = urllib.request.Request(check_jwks_url(url), headers={"Accept": "application/json"})  # noqa: S310
+    with _OPENER.open(request, timeout=timeout) as response:
         if response.status != 200:
             raise OSError(f"JWKS fetch answered {response.status}")
         body: bytes = response.read(MAX_JWKS_BYTES + 1)
@@ -75,7 +86,7 @@ class RemoteJwks:
         self.fetches += 1
         try:
             keys = KeySet.from_jwks(json.loads(self._fetch(self._url)))
-        except (OSError, ValueError, KeyFormatError):
+        except Exception:  # noqa: BLE001 -- any failure is a failed fetch; staleness then fails closed
             return  # keep the last good set; staleness decides when that stops being enough
         self._keys = keys
         self._fetched_at = now

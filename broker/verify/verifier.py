@@ -41,6 +41,10 @@ class Verifier:
             raise ValueError("issuer and audience are required")
         if (jwks_url is None) == (jwks is None):
             raise ValueError("give exactly one of jwks_url or jwks")
+        if revocation is not None and not callable(getattr(revocation, "is_revoked", None)):
+            raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
+        if type(max_ttl) is not int or not 0 < max_ttl <= DEFAULT_MAX_TTL:
+            raise ValueError(f"max_ttl must be 1..{DEFAULT_MAX_TTL} seconds: the global cap is never raised")
         self.issuer = issuer
         self.audience = audience
         self.leeway = check_leeway(leeway)
@@ -73,6 +77,11 @@ class Verifier:
             leeway=self.leeway,
             max_ttl=self.max_ttl,
         )
+        if claims.cnf_jkt is not None:
+            # A key-bound token is only as good as the proof that comes with it. This
+            # verifier does not check DPoP proofs yet, so it refuses such tokens outright
+            # rather than accepting a stolen bearer copy.
+            raise TokenRejected("proof_required", "token is DPoP-bound")
         if self._revocation is not None:
             try:
                 revoked = self._revocation.is_revoked(claims)
@@ -86,5 +95,5 @@ class Verifier:
         """Verify, then insist the token allows ``action`` on ``resource``."""
         grant = self.verify(token, now=now)
         if not grant.allows(kind, resource, action):
-            raise TokenRejected("not_allowed", f"{action} on {kind} {resource[:200]}")
+            raise TokenRejected("not_allowed", f"{action} on {kind!r}")
         return grant

@@ -64,3 +64,33 @@ def test_verifier_with_unreachable_jwks_fails_closed(ed_signer: LocalSigner) -> 
     with pytest.raises(TokenRejected) as e:
         v.verify(good_token(ed_signer))
     assert e.value.code == "keys_unavailable"
+
+
+@pytest.mark.integration
+@pytest.mark.enable_socket
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_jwks_redirect_is_a_failed_fetch(jwks_server: tuple[str, list[int]], ed_signer: LocalSigner) -> None:
+    """A redirect, even to a server holding the right keys, is refused: it could downgrade or point anywhere."""
+    target, hits = jwks_server
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+        v = Verifier(issuer=ISSUER, audience=AUDIENCE, jwks_url=url, clock=lambda: NOW + 1.0)
+        with pytest.raises(TokenRejected) as e:
+            v.verify(good_token(ed_signer))
+        assert e.value.code == "keys_unavailable"
+        assert hits == []  # the redirect target was never asked
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -484,3 +484,11 @@ def test_capability_widened_without_resigning_is_rejected(ring: KeyRing, ed_sign
     token = signed(ed_signer)
     tampered = forge(header(ed_signer), payload(cap=[wide.to_json()]), None, signature=signature_of(token))
     assert_rejected(verifier(ring), tampered, "bad_signature")
+
+
+# ---------------------------------------------------------------- key binding
+
+
+def test_dpop_bound_token_used_as_plain_bearer_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """A stolen copy of a cnf-bound token cannot be replayed without a checked proof."""
+    assert_rejected(verifier(ring), good_token(ed_signer, cnf_jkt="A" * 43), "proof_required")

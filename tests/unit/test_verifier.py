@@ -188,3 +188,36 @@ def test_verifier_with_remote_jwks_verifies(ring: KeyRing, ed_signer: LocalSigne
     v = Verifier(issuer=ISSUER, audience=AUDIENCE, jwks_url="https://broker.test/jwks", fetch=server,
                  clock=lambda: NOW + 5.0)
     assert v.verify(good_token(ed_signer)).token_id == "test-token-id-00000001"
+
+
+def test_revocation_must_be_a_check_object(ring: KeyRing) -> None:
+    with pytest.raises(TypeError, match="is_revoked"):
+        verifier(ring, revocation="redis://127.0.0.1:6379")
+
+
+@pytest.mark.parametrize("max_ttl", [0, 3601, 10**9, 1.5])
+def test_max_ttl_can_only_lower_the_global_cap(ring: KeyRing, max_ttl: object) -> None:
+    with pytest.raises(ValueError, match="max_ttl"):
+        verifier(ring, max_ttl=max_ttl)
+
+
+def test_jwks_fetch_that_explodes_in_any_way_keeps_the_old_keys(ring: KeyRing) -> None:
+    server, clock = JwksServer(ring.keyset), FakeClock()
+    jwks = RemoteJwks("https://broker.test/jwks", fetch=server, clock=clock, cooldown=5, refresh=10)
+    assert jwks.key_for("ed-1") is not None
+    server.body = b"[" * 100_000 + b"]" * 100_000  # RecursionError in the JSON parser
+    clock.t += 11
+    assert jwks.key_for("ed-1") is not None
+
+    def broken(url: str) -> bytes:
+        raise RuntimeError("anything at all")
+
+    jwks._fetch = broken
+    clock.t += 11
+    assert jwks.key_for("ed-1") is not None
+
+
+def test_allows_refuses_values_of_the_wrong_type(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    grant = verifier(ring).verify(good_token(ed_signer))
+    assert not grant.allows(["bucket"], "s3://acme-reports/agents/t1/a", "read")  # type: ignore[arg-type]
+    assert not grant.allows("bucket", None, "read")  # type: ignore[arg-type]
