@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from broker.capability import Capability
@@ -70,3 +73,18 @@ def verifier(ring: KeyRing, **kw: Any) -> Verifier:
 
 def good_token(signer: LocalSigner, **overrides: Any) -> str:
     return mint(claims(**overrides), signer)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def policy_check(*args: str) -> subprocess.CompletedProcess[str]:
+    """``broker policy check ARGS`` in a real process, as an admin or a CI job runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker", "policy", "check", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from broker.errors import BrokerError, PolicyInvalid
-from broker.policy import Allow, decide, load_policy, parse_mint_request
+from broker.policy import Allow, Policy, decide, load_policy, parse_mint_request
 from broker.policy.lint import DEFAULT_MAX_AUDIENCES, lint
 
 
@@ -32,13 +32,20 @@ def register(commands: Any) -> None:
     explain.set_defaults(run=run_explain)
 
 
-def run_check(args: argparse.Namespace) -> int:
+def _load_or_report(directory: str) -> Policy | None:
+    """The policy, or ``None`` after printing every issue as ``file:line: ...``."""
     try:
-        policy = load_policy(args.directory)
+        return load_policy(directory)
     except PolicyInvalid as e:
         for issue in e.issues:
             print(issue, file=sys.stderr)
         print(f"policy invalid: {len(e.issues)} error(s)", file=sys.stderr)
+        return None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    policy = _load_or_report(args.directory)
+    if policy is None:
         return 1
     warnings = lint(policy, max_audiences=args.max_audiences)
     for warning in warnings:
@@ -54,11 +61,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.directory)
-    except PolicyInvalid as e:
-        for issue in e.issues:
-            print(issue, file=sys.stderr)
+    policy = _load_or_report(args.directory)
+    if policy is None:
         return 1
     agent = policy.agents.get(args.agent)
     if agent is None:

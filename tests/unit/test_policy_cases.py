@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from broker.errors import PolicyInvalid, PolicyIssue
 from broker.policy import load_policy
+from tests.helpers import policy_check
 
 REPO = Path(__file__).resolve().parents[2]
 CASES_DIR = REPO / "tests" / "policy_cases"
@@ -100,15 +99,6 @@ def _write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "broker", "policy", "check", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # ------------------------------------------------------------------ the case files
@@ -320,7 +310,7 @@ def test_shipped_scopes_load() -> None:
 
 
 def test_cli_strict_check_of_shipped_scopes_exits_0() -> None:
-    done = _check("--strict", str(SCOPES_DIR))
+    done = policy_check("--strict", str(SCOPES_DIR))
     assert done.returncode == 0, done.stderr
     assert "policy ok" in done.stdout
     assert "warning" not in done.stderr
@@ -332,7 +322,7 @@ def test_cli_check_of_malformed_case_exits_1_with_file_line(name: str, tmp_path:
     expected = _expectation(entry)
     directory = _stage(entry, tmp_path)
     bad_file = next(p for p in directory.rglob(expected.file))
-    done = _check(str(directory))
+    done = policy_check(str(directory))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{bad_file}:{expected.line}: error: " in done.stderr
     assert expected.text in done.stderr

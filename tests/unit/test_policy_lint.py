@@ -6,8 +6,6 @@ and ``broker policy check --strict`` turns warnings into exit 1.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from broker.errors import PolicyIssue
 from broker.policy import Policy, load_policy
 from broker.policy.lint import lint
+from tests.helpers import policy_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -235,15 +234,6 @@ def test_agent_without_rate_warns(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the CLI
 
 
-def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "broker", "policy", "check", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_strict_check_fails_on_a_warning_plain_check_passes(tmp_path: Path) -> None:
@@ -254,12 +244,12 @@ def test_strict_check_fails_on_a_warning_plain_check_passes(tmp_path: Path) -> N
     path.write_text(text, encoding="utf-8")
     where = f"{path}:{line_of(text, '  reviewer:')}: warning: agent 'reviewer' has no rate limit"
 
-    plain = _check(str(directory))
+    plain = policy_check(str(directory))
     assert plain.returncode == 0, plain.stderr
     assert "policy ok" in plain.stdout
     assert where in plain.stderr
 
-    strict = _check("--strict", str(directory))
+    strict = policy_check("--strict", str(directory))
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert where in strict.stderr
     assert "policy refused under --strict: 1 warning(s)" in strict.stderr
@@ -270,7 +260,7 @@ def test_strict_check_passes_a_clean_policy(tmp_path: Path) -> None:
     directory = tmp_path / "policy"
     directory.mkdir()
     (directory / "policy.yaml").write_text(CLEAN, encoding="utf-8")
-    done = _check("--strict", str(directory))
+    done = policy_check("--strict", str(directory))
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
 
@@ -279,5 +269,5 @@ def test_max_audiences_option_reaches_the_linter(tmp_path: Path) -> None:
     directory = tmp_path / "policy"
     directory.mkdir()
     (directory / "policy.yaml").write_text(document(FOUR_AUDIENCES, [agent("busy", KEY_A, FOUR_NAMES)]), "utf-8")
-    assert _check("--strict", str(directory)).returncode == 1
-    assert _check("--strict", "--max-audiences", "4", str(directory)).returncode == 0
+    assert policy_check("--strict", str(directory)).returncode == 1
+    assert policy_check("--strict", "--max-audiences", "4", str(directory)).returncode == 0
