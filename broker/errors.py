@@ -137,7 +137,6 @@ TOKEN_REJECTION_CODES: Final = frozenset(
         "bad_claims",  # claims missing, of the wrong type, or out of the grammar
         "expired",
         "not_yet_valid",
-        "issued_in_future",
         "ttl_exceeds_max",
         "wrong_issuer",
         "wrong_audience",

@@ -5,7 +5,7 @@ verification."""
 from broker.capability.covers import allows, covers
 from broker.capability.kinds import KINDS, Kind, kind_named
 from broker.capability.model import Capability
-from broker.capability.resources import is_root_resource, is_subtree, validate_resource
+from broker.capability.resources import is_root_resource, validate_resource
 
 __all__ = [
     "KINDS",
@@ -14,7 +14,6 @@ __all__ = [
     "allows",
     "covers",
     "is_root_resource",
-    "is_subtree",
     "kind_named",
     "validate_resource",
 ]

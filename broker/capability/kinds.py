@@ -13,7 +13,6 @@ from broker.errors import InvalidRequest
 class Kind:
     name: str
     actions: tuple[str, ...]  # canonical order; tokens list actions in this order
-    resource_form: str  # for error messages and docs
 
     def canonical_actions(self, actions: frozenset[str] | set[str]) -> tuple[str, ...]:
         """Order ``actions`` canonically; refuses any action the kind does not have."""
@@ -27,15 +26,11 @@ KINDS: Final = MappingProxyType(
     {
         k.name: k
         for k in (
-            Kind("git", ("read", "write"), "HOST/OWNER/REPO"),
-            Kind("bucket", ("list", "read", "write", "delete"), "s3://BUCKET/[PREFIX/]"),
-            Kind(
-                "http",
-                ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"),
-                "https://HOST[:PORT]/PATH",
-            ),
-            Kind("vault-kv", ("read", "list"), "MOUNT/data/PATH"),
-            Kind("database", ("connect",), "MOUNT/creds/ROLE"),
+            Kind("git", ("read", "write")),
+            Kind("bucket", ("list", "read", "write", "delete")),
+            Kind("http", ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")),
+            Kind("vault-kv", ("read", "list")),
+            Kind("database", ("connect",)),
         )
     }
 )

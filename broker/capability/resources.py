@@ -148,10 +148,6 @@ def validate_resource(kind: str, resource: object) -> str:
     return resource
 
 
-def is_subtree(resource: str) -> bool:
-    return resource.endswith("/")
-
-
 def is_root_resource(kind: str, resource: str) -> bool:
     """A whole bucket, a whole HTTP origin or a whole KV mount: almost always too wide."""
     if kind == "bucket":

@@ -4,7 +4,7 @@ Pure: no network, no clock reads, no framework.
 """
 
 from broker.policy.decide import Allow, Decision, Deny, TokenPlan, decide
-from broker.policy.durations import format_duration, parse_duration
+from broker.policy.durations import parse_duration
 from broker.policy.loader import load_policy
 from broker.policy.model import (
     DEFAULT_TTL,
@@ -27,7 +27,6 @@ __all__ = [
     "decide",
     "parse_mint_request",
     "parse_duration",
-    "format_duration",
     "Allow",
     "Deny",
     "Decision",

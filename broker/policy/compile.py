@@ -111,12 +111,6 @@ class _Reader:
             out.append((value, item.line))
         return out
 
-    def optional(self, node: YMap, key: str, read: Callable[[YNode], T], default: T) -> T:
-        value = node.get(key)
-        if value is None:
-            return default
-        return read(value)
-
     def each(self, node: YMap, read: Callable[[str, int, YNode], T]) -> list[T]:
         """Read every entry, keeping going past bad ones."""
         out: list[T] = []

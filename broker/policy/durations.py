@@ -25,10 +25,3 @@ def parse_duration(value: object) -> int:
         if m:
             return int(m.group(1)) * _UNIT[m.group(2)]
     raise InvalidRequest(f"{value!r} is not a duration like '90s', '5m' or '1h'")
-
-
-def format_duration(seconds: int) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

@@ -28,6 +28,12 @@ class MintRequest:
     pop: bool = False  # the request carries a proof-of-possession key
 
 
+def _refuse_unknown_fields(value: dict[object, object], allowed: set[str], where: str) -> None:
+    unknown = set(value) - allowed
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) in {where}: {sorted(map(str, unknown))}")
+
+
 def _scope_entry(value: object) -> ScopeRequest:
     if isinstance(value, str):
         if not is_name(value):
@@ -35,9 +41,7 @@ def _scope_entry(value: object) -> ScopeRequest:
         return ScopeRequest(value)
     if not isinstance(value, dict):
         raise InvalidRequest("each scope is a name or an object {scope, resource?, actions?}")
-    unknown = set(value) - {"scope", "resource", "actions"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s) in a scope entry: {sorted(map(str, unknown))}")
+    _refuse_unknown_fields(value, {"scope", "resource", "actions"}, "a scope entry")
     name = value.get("scope")
     if not is_name(name):
         raise InvalidRequest("each scope object needs a valid 'scope' name")
@@ -58,9 +62,7 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
     """``body`` is the decoded JSON object; raises ``InvalidRequest`` on anything off."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    unknown = set(body) - {"task", "scopes", "ttl"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {sorted(map(str, unknown))}")
+    _refuse_unknown_fields(body, {"task", "scopes", "ttl"}, "the request")
     task = body.get("task")
     if not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

@@ -79,11 +79,9 @@ class RemoteJwks:
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")  # last successful fetch
         self._attempted_at = float("-inf")  # last attempt, successful or not
-        self.fetches = 0  # attempts, for tests and metrics
 
     def _try_fetch(self, now: float) -> None:
         self._attempted_at = now
-        self.fetches += 1
         try:
             keys = KeySet.from_jwks(json.loads(self._fetch(self._url)))
         except Exception:  # noqa: BLE001 -- any failure is a failed fetch; staleness then fails closed
