@@ -24,6 +24,7 @@ from broker.errors import TokenRejected
 from broker.token import MAX_TOKEN_BYTES, TYP, KeyRing, LocalSigner
 from broker.token.algorithms import P256_ORDER, PrivateKey, verify_signature
 from broker.token.b64 import b64url_decode, b64url_encode
+from broker.token.codec import header_for
 from broker.verify import Verifier
 from tests.helpers import AUDIENCE, CAP, ISSUER, NOW, claims, forge, good_token, payload, verifier
 
@@ -41,7 +42,7 @@ def private_key(signer: LocalSigner) -> PrivateKey:
 
 def header(signer: LocalSigner, **overrides: Any) -> dict[str, Any]:
     """The header a real token of ``signer`` carries, with fields replaced (``DROP`` removes one)."""
-    out: dict[str, Any] = {"alg": signer.alg, "typ": TYP, "kid": signer.kid}
+    out: dict[str, Any] = dict(header_for(signer.alg, signer.kid))
     for name, value in overrides.items():
         if value is DROP:
             out.pop(name, None)
@@ -492,3 +493,63 @@ def test_capability_widened_without_resigning_is_rejected(ring: KeyRing, ed_sign
 def test_dpop_bound_token_used_as_plain_bearer_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
     """A stolen copy of a cnf-bound token cannot be replayed without a checked proof."""
     assert_rejected(verifier(ring), good_token(ed_signer, cnf_jkt="A" * 43), "proof_required")
+
+
+# ---------------------------------------------------------------- claim shapes and time order
+
+
+def test_nbf_after_exp_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """A token whose validity window is empty or inverted is malformed, whatever the clock says."""
+    assert_rejected(verifier(ring), signed(ed_signer, body=payload(nbf=NOW + 300, exp=NOW + 300)), "bad_claims")
+
+
+def test_nbf_before_iat_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """nbf earlier than iat would let a token claim validity from before it existed."""
+    assert_rejected(verifier(ring), signed(ed_signer, body=payload(nbf=NOW - 100)), "bad_claims")
+
+
+def test_token_issued_in_the_future_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """iat (and so nbf) beyond now + leeway: not valid yet."""
+    body = payload(iat=NOW + 100, nbf=NOW + 100, exp=NOW + 400)
+    assert_rejected(verifier(ring, clock=lambda: float(NOW)), signed(ed_signer, body=body), "not_yet_valid")
+
+
+@pytest.mark.parametrize("claim", ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "task", "cap"])
+def test_missing_required_claim_is_rejected(ring: KeyRing, ed_signer: LocalSigner, claim: str) -> None:
+    """Every claim of the profile is required; pyjwt would accept most of them missing."""
+    body = payload()
+    del body[claim]
+    assert_rejected(verifier(ring), signed(ed_signer, body=body), "bad_claims")
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("iss", 7),
+        ("iss", ""),
+        ("sub", "analyst"),  # not agent:<name>
+        ("sub", "agent:Analyst"),
+        ("jti", "short"),
+        ("jti", "x" * 21 + "!"),
+        ("task", "-starts-with-dash"),
+        ("task", "a" * 129),
+        ("cap", []),
+        ("cap", "bucket"),
+        ("cap", [{"kind": "bucket", "resource": "s3://acme-reports/agents/../x/", "actions": ["read"], "scope": "s"}]),
+        ("cap", [{"kind": "bucket", "resource": "s3://acme-reports/", "actions": ["fly"], "scope": "s"}]),
+        ("cnf", {"jkt": "short"}),
+        ("cnf", {"jkt": "A" * 43, "x5t": "y"}),
+        ("cnf", "A" * 43),
+    ],
+)
+def test_malformed_claim_is_rejected(ring: KeyRing, ed_signer: LocalSigner, claim: str, value: object) -> None:
+    """Each claim is type- and grammar-checked, even under a valid signature."""
+    assert_rejected(verifier(ring), signed(ed_signer, body=payload(**{claim: value})), "bad_claims")
+
+
+def test_overlong_delegation_chain_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """An act chain deeper than the bound is refused (no unbounded recursion on attacker input)."""
+    act: dict[str, Any] = {"sub": "agent:a0"}
+    for i in range(1, 9):
+        act = {"sub": f"agent:a{i}", "act": act}
+    assert_rejected(verifier(ring), signed(ed_signer, body=payload(act=act)), "bad_claims")

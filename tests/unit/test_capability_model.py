@@ -61,3 +61,35 @@ def test_json_round_trip() -> None:
     cap = Capability(*OK)
     assert Capability.from_json(cap.to_json()) == cap
     assert list(cap.to_json()) == ["kind", "resource", "actions", "scope"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "resource"),
+    [
+        ("bucket", "s3://acme/" + "a/" * 600),  # over 1024 characters
+        ("bucket", ""),
+        ("http", "https://api.acme.test:0/v1/"),
+        ("http", "https://api.acme.test:65536/v1/"),
+        ("http", "https://api.acme.test:080/v1/"),
+        ("http", "https://api.acme.test:443/v1/"),  # a second spelling of the default port
+        ("http", "https://api.acme.test"),  # no path
+        ("git", "github.com/acme/widgets/"),  # exact kinds have no subtree
+        ("database", "database/creds/role/"),
+    ],
+)
+def test_resource_grammar_edges(kind: str, resource: str) -> None:
+    from broker.capability import validate_resource
+
+    with pytest.raises(InvalidRequest):
+        validate_resource(kind, resource)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"agent": "Not-A-Name"}, {"audience": "has space"}, {"task": "-x"}, {"capabilities": []}, {"ttl": 0}],
+)
+def test_issue_claims_refuses_bad_inputs(overrides: dict[str, object]) -> None:
+    from tests.helpers import claims
+
+    with pytest.raises(InvalidRequest):
+        claims(**overrides)
