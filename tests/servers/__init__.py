@@ -1,0 +1,1 @@
+"""Real OpenBao and Redis servers for the integration tests, on free loopback ports."""
