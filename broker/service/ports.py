@@ -1,0 +1,118 @@
+"""The two backend interfaces the service needs, each with two implementations.
+
+- ``SigningBackend``: Vault/OpenBao Transit (``broker.backends.transit``) or an
+  in-process key (``broker.backends.local_signer``) for the embedded default.
+- ``StateStore``: Redis (``broker.backends.redis_state``) or in-memory
+  (``broker.backends.memory_state``).
+
+Every method that touches a backend raises ``BackendUnavailable`` when the backend is
+down, slow (about a second) or sealed, and never anything else for an I/O failure: the
+HTTP layer turns that into 503 and no token.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.token.algorithms import Algorithm
+from broker.token.claims import Claims
+from broker.token.keys import KeySet
+
+
+class SigningBackend(Protocol):
+    @property
+    def alg(self) -> Algorithm: ...
+
+    async def sign(self, claims: Claims) -> str:
+        """The compact token for ``claims``, signed by the current key version."""
+        ...
+
+    async def keyset(self) -> KeySet:
+        """Public keys of every key version still allowed to verify (the JWKS)."""
+        ...
+
+    async def rotate(self) -> str:
+        """Make a new key version current; return its ``kid``."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ``BackendUnavailable`` unless the backend can sign right now."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class TaskClaim(enum.Enum):
+    OWNED = "owned"  # the task is this agent's (new or already)
+    OTHER_OWNER = "other_owner"  # another agent minted for this task id first
+    REVOKED = "revoked"  # the task was revoked: no new tokens for it
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationState:
+    """What the store knows about one token's revocation, fetched in one round trip."""
+
+    token_revoked: bool
+    task_revoked: bool
+    agent_cutoff: int | None  # tokens of the agent with iat <= cutoff are revoked
+
+    def revokes(self, iat: int) -> bool:
+        return self.token_revoked or self.task_revoked or (self.agent_cutoff is not None and iat <= self.agent_cutoff)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One audit event as stored: its position in the stream and its sealed body."""
+
+    id: str
+    event: Mapping[str, Any]
+
+
+class StateStore(Protocol):
+    async def take_rate(self, agent: str, count: int, per_seconds: int) -> float:
+        """Spend one mint from the agent's allowance (GCRA, burst = ``count``).
+
+        Returns 0.0 when allowed, else the seconds until the next mint is allowed.
+        Atomic and shared by every replica using the same store.
+        """
+        ...
+
+    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
+        """Record ``agent`` as the task's owner if it has none, and the tokens issued.
+
+        Only when the result is ``OWNED`` are the tokens recorded. The record lives until
+        the task's last token expires.
+        """
+        ...
+
+    async def task_owner(self, task: str) -> str | None: ...
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Revoke one token; remembered until it would have expired (plus leeway)."""
+        ...
+
+    async def revoke_task(self, task: str, now: int) -> None:
+        """Revoke every token of the task, and refuse new ones for it."""
+        ...
+
+    async def revoke_agent(self, agent: str, cutoff: int) -> None:
+        """Revoke every token of the agent issued at or before ``cutoff`` (kill switch)."""
+        ...
+
+    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState: ...
+
+    async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
+        """Seal ``event`` onto the hash chain (``broker.audit.chain.seal``) and store it,
+        atomically with respect to every other writer of the same stream."""
+        ...
+
+    def audit_events(self) -> AsyncIterator[StoredEvent]:
+        """Every stored audit event, oldest first."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
