@@ -45,6 +45,7 @@ __all__ = [
     "TtlExceedsMax",
     "Unauthenticated",
     "UnknownScope",
+    "error_for_code",
 ]
 
 
@@ -101,9 +102,19 @@ class TaskOwnedByOtherAgent(AccessError):
 class RateLimited(BrokerError):
     code = "rate_limited"
 
+    def __init__(self, reason: str = "", *, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
 
 class BackendUnavailable(BrokerError):
+    """Vault or Redis is down, slow or sealed: nothing is issued, nothing is skipped."""
+
     code = "backend_unavailable"
+
+    def __init__(self, reason: str = "", *, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,22 @@ class PolicyInvalid(BrokerError):
     def __init__(self, issues: list[PolicyIssue]) -> None:
         self.issues = tuple(issues)
         super().__init__("; ".join(str(i) for i in self.issues))
+
+
+def error_for_code(code: str, reason: str) -> BrokerError:
+    """The error of the tree whose code is ``code`` (a policy ``Deny`` becomes an error)."""
+    for cls in (
+        InvalidRequest,
+        UnknownScope,
+        TtlExceedsMax,
+        Unauthenticated,
+        Forbidden,
+        ScopeNotGranted,
+        TaskOwnedByOtherAgent,
+    ):
+        if cls.code == code:
+            return cls(reason)
+    raise ValueError(f"no request error has the code {code!r}")
 
 
 TOKEN_REJECTION_CODES: Final = frozenset(

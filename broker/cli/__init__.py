@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import keys_cmd, policy_cmd, token_cmd
+from broker.cli import keys_cmd, policy_cmd, serve_cmd, token_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_cmd.register(commands)
     token_cmd.register(commands)
     keys_cmd.register(commands)
+    serve_cmd.register(commands)
     return parser
 
 

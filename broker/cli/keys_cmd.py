@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import secrets
 from typing import Any
 
-from broker.token.b64 import b64url_encode
-
-CLIENT_SECRET_PREFIX = "cbk_"  # noqa: S105 (a prefix, not a secret)
-
-
-def new_client_secret() -> str:
-    """``cbk_`` + 32 bytes from the OS CSPRNG, base64url (SPEC 2.2)."""
-    return CLIENT_SECRET_PREFIX + b64url_encode(secrets.token_bytes(32))
-
-
-def secret_sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+from broker.service.credentials import new_client_secret, secret_sha256
 
 
 def register(commands: Any) -> None:

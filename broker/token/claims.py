@@ -21,6 +21,12 @@ MAX_TIME: Final = 1 << 40  # seconds since the epoch; far beyond any real token
 MAX_CAPABILITIES: Final = 32
 MAX_ACT_DEPTH: Final = 8
 _JTI = re.compile(r"[A-Za-z0-9_-]{22}")  # 128 random bits, base64url
+
+
+def is_jti(value: object) -> bool:
+    return isinstance(value, str) and _JTI.fullmatch(value) is not None
+
+
 _JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # SHA-256 thumbprint, base64url
 SUBJECT_PREFIX: Final = "agent:"
 

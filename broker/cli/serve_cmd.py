@@ -1,0 +1,135 @@
+"""``broker serve`` (production: Vault + Redis) and ``broker dev`` (embedded default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from broker.config import Settings, SettingsError, load_settings
+from broker.errors import PolicyInvalid
+from broker.policy.model import Policy
+from broker.policy.rekey import with_client_key
+from broker.service.credentials import new_client_secret, secret_sha256
+
+DEV_BANNER = """\
+============================================================================
+  capbroker DEV MODE: in-process signing key, in-memory state.
+  NOT FOR PRODUCTION. Keys, revocations and the audit trail vanish on exit.
+  Production: broker serve --config FILE (Vault/OpenBao + Redis).
+============================================================================"""
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the broker on Vault/OpenBao + Redis (production)")
+    serve.add_argument("--config", help="settings file (YAML); every setting also from BROKER_* variables")
+    serve.set_defaults(run=run_serve)
+    dev = commands.add_parser("dev", help="run the broker with no servers: local key, in-memory state (not production)")
+    dev.add_argument("--scopes", default="scopes", help="policy directory (default: scopes)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8700)
+    dev.add_argument("--admin-key-sha256", help="use this admin key hash instead of generating an admin key")
+    dev.add_argument("--agent", help="the agent to make a key for (default: reviewer, else the first agent)")
+    dev.add_argument("--service", help="the service to make a key for (default: the first service)")
+    dev.set_defaults(run=run_dev)
+
+
+def _uvicorn_run(app: Any, settings: Settings, **kwargs: Any) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info", **kwargs)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        if settings.signer != "vault" or settings.state != "redis":
+            raise SettingsError("broker serve runs on Vault + Redis only; `broker dev` is the embedded default")
+    except (SettingsError, OSError) as e:
+        print(f"broker serve: {e}", file=sys.stderr)
+        return 2
+    if args.config:
+        os.environ["BROKER_CONFIG"] = str(Path(args.config).resolve())
+    try:
+        if settings.workers > 1:
+            _uvicorn_run("broker.runtime:serve_app", settings, factory=True, workers=settings.workers)
+        else:
+            from broker.runtime import build_app
+
+            _uvicorn_run(build_app(settings), settings)
+    except PolicyInvalid as e:
+        print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:
+    if wanted is not None:
+        return wanted if wanted in names else None
+    return preferred if preferred in names else (sorted(names)[0] if names else None)
+
+
+def _dev_overlay(policy: Policy, keys: dict[str, str]) -> Policy:
+    for name, digest in keys.items():
+        if name in policy.agents or name in policy.services:
+            policy = with_client_key(policy, name, digest)
+    return policy
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    from broker.audit.recorder import AuditRecorder
+    from broker.backends.local_signer import LocalSigningBackend
+    from broker.backends.memory_state import MemoryState
+    from broker.http.app import create_app
+    from broker.policy.loader import load_policy
+    from broker.service.broker import Broker
+
+    try:
+        policy = load_policy(args.scopes)
+    except PolicyInvalid as e:
+        print(f"broker dev: the policy in {args.scopes} is invalid:\n{e.reason}", file=sys.stderr)
+        return 1
+    agent = _pick(list(policy.agents), args.agent, "reviewer")
+    service = _pick(list(policy.services), args.service, "git-gateway")
+    if agent is None:
+        print("broker dev: no such agent in the policy", file=sys.stderr)
+        return 2
+    secrets_out: list[tuple[str, str]] = []
+    keys: dict[str, str] = {}
+    for label, name in (("agent", agent), ("service", service)):
+        if name is not None:
+            secret = new_client_secret()
+            keys[name] = secret_sha256(secret)
+            secrets_out.append((f"{label} {name}", secret))
+    admin_hash = args.admin_key_sha256
+    if admin_hash is None:
+        admin_secret = new_client_secret()
+        admin_hash = secret_sha256(admin_secret)
+        secrets_out.append(("admin", admin_secret))
+    overlay = partial(_dev_overlay, keys=keys)
+    issuer = f"http://{args.host}:{args.port}"
+    state = MemoryState()
+    broker = Broker(
+        issuer=issuer,
+        policy_dir=Path(args.scopes),
+        policy=overlay(policy),
+        signer=LocalSigningBackend.generate(),
+        state=state,
+        audit=AuditRecorder(state),
+        admin_key_hashes=(admin_hash,),
+        overlay=overlay,
+    )
+    print(DEV_BANNER, file=sys.stderr)
+    print(f"issuer: {issuer}    policy: {args.scopes} ({policy.digest[:12]})", file=sys.stderr)
+    for label, secret in secrets_out:
+        print(f"{label + ' key:':<28} {secret}", file=sys.stderr)
+    sys.stderr.flush()
+    import uvicorn
+
+    uvicorn.run(
+        create_app(broker, handle_sighup=True), host=args.host, port=args.port, access_log=False, log_level="warning"
+    )
+    return 0

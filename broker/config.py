@@ -1,0 +1,155 @@
+"""Server settings: a YAML file, overridden by ``BROKER_*`` environment variables.
+
+Every setting has an environment twin, upper-cased with the ``BROKER_`` prefix (for
+example ``redis_url`` and ``BROKER_REDIS_URL``). Secrets never live in the file: the
+Vault token comes from ``BROKER_VAULT_TOKEN`` or from a file named by
+``vault_token_file``; admins are named by the SHA-256 of their key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from broker.errors import PolicyIssue
+from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
+from broker.token.algorithms import Algorithm
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    issuer: str
+    scopes: Path
+    admin_key_sha256: tuple[str, ...]
+    host: str = "127.0.0.1"
+    port: int = 8700
+    signer: Literal["vault", "local"] = "vault"
+    vault_addr: str = ""
+    vault_token: str = field(default="", repr=False)
+    transit_mount: str = "transit"
+    transit_key: str = "capbroker"
+    signing_alg: Algorithm = "EdDSA"
+    state: Literal["redis", "memory"] = "redis"
+    redis_url: str = field(default="", repr=False)  # may carry a password
+    audit_stream: str = "capbroker:audit"
+    backend_timeout: float = 1.0
+    key_refresh: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    workers: int = 1
+
+
+_FIELDS: dict[str, type] = {
+    "issuer": str,
+    "scopes": str,
+    "admin_key_sha256": list,
+    "host": str,
+    "port": int,
+    "signer": str,
+    "vault_addr": str,
+    "vault_token_file": str,
+    "transit_mount": str,
+    "transit_key": str,
+    "signing_alg": str,
+    "state": str,
+    "redis_url": str,
+    "audit_stream": str,
+    "backend_timeout": float,
+    "key_refresh": float,
+    "max_body_bytes": int,
+    "workers": int,
+}
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    parsed = parse_yaml(path.read_bytes(), str(path))
+    if isinstance(parsed, PolicyIssue):
+        raise SettingsError(str(parsed))
+    if not isinstance(parsed, YMap):
+        raise SettingsError(f"{path}: the settings file is a mapping of setting: value")
+    out: dict[str, Any] = {}
+    for key, line, node in parsed.entries:
+        if key == "vault_token":
+            raise SettingsError(
+                f"{path}:{line}: no secrets in the settings file; use BROKER_VAULT_TOKEN or vault_token_file"
+            )
+        if key not in _FIELDS:
+            raise SettingsError(f"{path}:{line}: unknown setting {key!r}")
+        if isinstance(node, YSeq):
+            out[key] = [str(item.value) if isinstance(item, YScalar) else "" for item in node.items]
+        elif isinstance(node, YScalar):
+            out[key] = node.value
+        else:
+            raise SettingsError(f"{path}:{line}: {key} must be a value")
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in (*_FIELDS, "vault_token"):
+        value = env.get(f"BROKER_{name.upper()}")
+        if value is not None:
+            out[name] = [v.strip() for v in value.split(",") if v.strip()] if name == "admin_key_sha256" else value
+    return out
+
+
+def _typed(name: str, value: Any) -> Any:
+    kind = _FIELDS.get(name, str)
+    try:
+        if kind is int and not isinstance(value, bool):
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number") from None
+    if kind is list:
+        return value if isinstance(value, list) else [value]
+    if kind in (int, float) or not isinstance(value, str):
+        raise SettingsError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    raw = _from_file(Path(path)) if path is not None else {}
+    raw.update(_from_env(env))
+    values = {name: _typed(name, value) for name, value in raw.items()}
+    token_file = values.pop("vault_token_file", None)
+    if token_file and not values.get("vault_token"):
+        values["vault_token"] = Path(token_file).read_text().strip()
+    for required in ("issuer", "scopes"):
+        if not values.get(required):
+            raise SettingsError(f"{required} is required (setting {required!r} or BROKER_{required.upper()})")
+    values["scopes"] = Path(values["scopes"])
+    admins = tuple(values.pop("admin_key_sha256", ()))
+    if not admins or not all(_HEX64.fullmatch(h) for h in admins):
+        raise SettingsError("admin_key_sha256: one or more lower-case hex SHA-256 hashes of admin keys")
+    settings = Settings(admin_key_sha256=admins, **values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if s.signer not in ("vault", "local") or s.state not in ("redis", "memory"):
+        raise SettingsError("signer is vault|local, state is redis|memory")
+    if s.signing_alg not in ("EdDSA", "ES256"):
+        raise SettingsError("signing_alg is EdDSA or ES256")
+    if s.signer == "vault" and not (s.vault_addr and s.vault_token):
+        raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
+    if s.state == "redis" and not s.redis_url:
+        raise SettingsError("state redis needs redis_url")
+    if not 0.05 <= s.backend_timeout <= 10:
+        raise SettingsError("backend_timeout is 0.05 to 10 seconds")
+    if not 0 < s.port < 65536 or not 1 <= s.workers <= 64:
+        raise SettingsError("port or workers out of range")
+    if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise SettingsError("issuer must be an https:// URL (http only on loopback)")

@@ -1,0 +1,100 @@
+"""``create_app``: the Litestar application around one ``Broker`` (no module globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from broker.errors import BrokerError, PolicyInvalid
+from broker.http.problems import broker_error_handler, http_exception_handler
+from broker.http.request_id import stamp_request_id
+from broker.http.routes import HANDLERS
+from broker.service import admin
+from broker.service.broker import Broker, Call
+from broker.service.readiness import Readiness, self_test
+
+log = logging.getLogger("broker")
+
+MAX_BODY_BYTES = 64 * 1024
+SELF_TEST_RETRY_SECONDS = 1.0
+
+
+async def _self_test_until_ready(broker: Broker) -> None:
+    """Run the start-up self-test; keep retrying while it fails (readiness says so)."""
+    while True:
+        try:
+            await self_test(broker)
+        except BrokerError as e:
+            log.error("signing self-test failed (%s); not minting until it passes", e.code)
+            await asyncio.sleep(SELF_TEST_RETRY_SECONDS)
+        else:
+            broker.ready_for_signing = True
+            log.info("signing self-test passed")
+            return
+
+
+async def reload_on_signal(broker: Broker) -> None:
+    try:
+        await admin.reload(broker, Call("sighup", None), trigger="sighup")
+        log.info("policy reloaded on SIGHUP: %s", broker.policy.digest)
+    except PolicyInvalid as e:
+        log.error("policy reload on SIGHUP refused, the policy in force is kept: %s", e.reason)
+    except BrokerError as e:
+        log.error("policy reload on SIGHUP failed (%s)", e.code)
+
+
+def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_sighup: bool = False) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        tasks: set[asyncio.Task[Any]] = set()
+        starter = asyncio.create_task(_self_test_until_ready(broker))
+        loop = asyncio.get_running_loop()
+        if handle_sighup:
+            loop.add_signal_handler(signal.SIGHUP, lambda: tasks.add(loop.create_task(reload_on_signal(broker))))
+        try:
+            yield
+        finally:
+            if handle_sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            starter.cancel()
+            with suppress(asyncio.CancelledError):
+                await starter
+            for task in tasks:
+                task.cancel()
+            await broker.aclose()
+
+    return Litestar(
+        route_handlers=HANDLERS,
+        state=State({"broker": broker, "readiness": Readiness(broker)}),
+        lifespan=[lifespan],
+        exception_handlers={
+            BrokerError: broker_error_handler,
+            HTTPException: http_exception_handler,
+            Exception: http_exception_handler,
+        },
+        before_send=[stamp_request_id],
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="capbroker",
+            version="0.1.0",
+            description="Capability-scoped credentials for AI agents (SPEC 4).",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,77 @@
+"""Request bodies, read strictly: content type, size, UTF-8, JSON with no duplicate keys.
+
+Form bodies (introspection, RFC 7662) are parsed strictly too: no repeated field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request
+
+from broker.errors import InvalidRequest
+from broker.token.strictjson import StrictJsonError, loads_object
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+def media_type(request: Request[Any, Any, Any]) -> str | None:
+    """The media type if it is one we read (charset may only be utf-8), else None."""
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return None
+    kind, _, params = raw.partition(";")
+    kind = kind.strip().lower()
+    for param in filter(None, (p.strip() for p in params.split(";"))):
+        name, _, value = param.partition("=")
+        if name.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            return None
+    return kind
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        return loads_object(raw)
+    except StrictJsonError as e:
+        raise InvalidRequest(f"body: {e}") from None
+
+
+def parse_form(raw: bytes) -> dict[str, Any]:
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=8)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InvalidRequest("body: not a form") from e
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidRequest(f"body: repeated field {key!r}")
+        out[key] = value
+    return out
+
+
+async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    if media_type(request) != JSON:
+        raise InvalidRequest("Content-Type must be application/json")
+    return parse_json(await request.body())
+
+
+async def json_or_form_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    kind = media_type(request)
+    if kind == JSON:
+        return parse_json(await request.body())
+    if kind == FORM:
+        return parse_form(await request.body())
+    raise InvalidRequest("Content-Type must be application/json or application/x-www-form-urlencoded")
+
+
+async def empty_body(request: Request[Any, Any, Any]) -> None:
+    """Action endpoints take no fields: an empty body, or ``{}`` as JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        return
+    if media_type(request) != JSON:
+        raise InvalidRequest("send no body, or {} as application/json")
+    if parse_json(raw):
+        raise InvalidRequest("this endpoint takes no fields")

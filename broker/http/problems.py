@@ -1,0 +1,104 @@
+"""One place maps error codes to HTTP status and RFC 9457 problem+json bodies.
+
+The caller sees the stable ``code`` and a generic sentence; the precise reason goes to
+the audit log. A 500 (``internal_error``) is always a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Final
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from broker.errors import BackendUnavailable, BrokerError, PolicyInvalid, RateLimited
+from broker.http.request_id import request_id_of
+
+log = logging.getLogger("broker.http")
+
+PROBLEM_JSON: Final = "application/problem+json"
+
+STATUS: Final[dict[str, int]] = {
+    "invalid_request": 400,
+    "unknown_scope": 400,
+    "ttl_exceeds_max": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "scope_not_granted": 403,
+    "task_owned_by_other_agent": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "policy_invalid": 422,
+    "rate_limited": 429,
+    "internal_error": 500,
+    "backend_unavailable": 503,
+}
+
+TITLE: Final[dict[str, str]] = {
+    "invalid_request": "The request is malformed or does not follow the API.",
+    "unknown_scope": "A requested scope does not exist.",
+    "ttl_exceeds_max": "The requested lifetime is above the allowed maximum.",
+    "unauthenticated": "The credential is missing or not valid.",
+    "forbidden": "The caller may not do this.",
+    "scope_not_granted": "The request asks for more than the caller is granted.",
+    "task_owned_by_other_agent": "The task belongs to another agent.",
+    "not_found": "No such resource.",
+    "method_not_allowed": "The method is not allowed on this resource.",
+    "payload_too_large": "The request body is too large.",
+    "policy_invalid": "The policy is invalid; the policy in force was kept.",
+    "rate_limited": "Too many requests; retry later.",
+    "internal_error": "Internal error.",
+    "backend_unavailable": "A backend is unavailable; nothing was issued. Retry later.",
+}
+
+
+def problem(code: str, request_id: str, *, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
+    status = STATUS[code]
+    body = {
+        "type": "about:blank",
+        "title": TITLE[code],
+        "status": status,
+        "code": code,
+        "detail": TITLE[code],
+        "request_id": request_id,
+        **extra,
+    }
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def broker_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, BrokerError)
+    rid = request_id_of(request.scope)
+    if isinstance(exc, BackendUnavailable):
+        log.warning("backend unavailable: %s (request %s)", exc.reason, rid)
+        request.app.state.broker.metrics.inc("capbroker_backend_errors_total")
+        return problem("backend_unavailable", rid, headers=_retry_after(exc.retry_after))
+    if isinstance(exc, RateLimited):
+        return problem("rate_limited", rid, headers=_retry_after(exc.retry_after))
+    if isinstance(exc, PolicyInvalid):
+        # Admins asked for the reload: they get every issue, with file and line.
+        return problem("policy_invalid", rid, errors=[str(i) for i in exc.issues])
+    code = exc.code if exc.code in STATUS else "invalid_request"
+    return problem(code, rid)
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    rid = request_id_of(request.scope)
+    if isinstance(exc, RequestEntityTooLarge):
+        return problem("payload_too_large", rid)
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status)
+    if code is None and 400 <= status < 500:
+        code = "invalid_request"
+    if code is None:
+        log.error("unhandled error on request %s", rid, exc_info=exc)
+        code = "internal_error"
+    return problem(code, rid)

@@ -1,0 +1,144 @@
+"""The route handlers: read the request, call one use case, shape the response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body
+from broker.http.openapi_bodies import EXPLAIN, INTROSPECT, MINT, REVOKE, with_body
+from broker.http.request_id import request_id_of
+from broker.service import admin, introspect, mint, revoke
+from broker.service.broker import Broker, Call
+from broker.service.credentials import bearer_credential
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def _broker(request: AnyRequest) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+def _call(request: AnyRequest) -> Call:
+    return Call(request_id_of(request.scope), bearer_credential(request.headers.get("authorization")))
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(content=content, status_code=status, media_type=JSON, headers=headers)
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@post("/v1/tokens", operation_class=with_body(MINT), summary="Mint capability tokens for a task", tags=["agents"])
+async def mint_tokens(request: AnyRequest) -> Response[Any]:
+    body = await json_body(request)
+    return _json(await mint.mint(_broker(request), _call(request), body), 201, NO_STORE)
+
+
+@post("/v1/revoke", operation_class=with_body(REVOKE), summary="Revoke one token", tags=["revocation"])
+async def revoke_token(request: AnyRequest) -> Response[Any]:
+    body = await json_body(request)
+    return _json(await revoke.revoke_token(_broker(request), _call(request), body))
+
+
+@post("/v1/tasks/{task:str}/revoke", summary="Revoke every token of a task", tags=["revocation"])
+async def revoke_task(request: AnyRequest, task: str) -> Response[Any]:
+    await empty_body(request)
+    return _json(await revoke.revoke_task(_broker(request), _call(request), task))
+
+
+@post("/v1/agents/{agent:str}/revoke", summary="Kill switch: every token of an agent", tags=["revocation"])
+async def revoke_agent(request: AnyRequest, agent: str) -> Response[Any]:
+    await empty_body(request)
+    return _json(await revoke.revoke_agent(_broker(request), _call(request), agent))
+
+
+@post(
+    "/v1/introspect",
+    operation_class=with_body(INTROSPECT, JSON, FORM),
+    summary="RFC 7662 introspection",
+    tags=["services"],
+)
+async def introspect_token(request: AnyRequest) -> Response[Any]:
+    body = await json_or_form_body(request)
+    return _json(await introspect.introspect(_broker(request), _call(request), body), headers=NO_STORE)
+
+
+@get("/.well-known/jwks.json", summary="Public keys of every key version still able to verify", tags=["keys"])
+async def jwks(request: AnyRequest) -> Response[Any]:
+    keys = await _broker(request).signer.keyset()
+    return _json(keys.to_jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+@get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata", tags=["keys"])
+async def metadata(request: AnyRequest) -> Response[Any]:
+    broker = _broker(request)
+    base = broker.issuer.rstrip("/")
+    return _json(
+        {
+            "issuer": broker.issuer,
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "token_endpoint": f"{base}/v1/tokens",
+            "revocation_endpoint": f"{base}/v1/revoke",
+            "introspection_endpoint": f"{base}/v1/introspect",
+            "introspection_endpoint_auth_methods_supported": ["client_secret_bearer"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_bearer"],
+            "token_endpoint_auth_methods_supported": ["client_secret_bearer"],
+            "grant_types_supported": [],
+            "response_types_supported": [],
+            "access_token_signing_alg_values_supported": [broker.signer.alg],
+        }
+    )
+
+
+@get("/v1/scopes", summary="The loaded policy and its hash", tags=["admin"])
+async def scopes(request: AnyRequest) -> Response[Any]:
+    return _json(await admin.scopes(_broker(request), _call(request)))
+
+
+@post("/v1/explain", operation_class=with_body(EXPLAIN), summary="Would this agent get these scopes?", tags=["admin"])
+async def explain(request: AnyRequest) -> Response[Any]:
+    body = await json_body(request)
+    return _json(await admin.explain(_broker(request), _call(request), body))
+
+
+@post("/v1/admin/reload", summary="Reload the policy files", tags=["admin"])
+async def reload(request: AnyRequest) -> Response[Any]:
+    await empty_body(request)
+    return _json(await admin.reload(_broker(request), _call(request)))
+
+
+@get("/healthz", summary="Liveness", tags=["ops"])
+async def healthz() -> Response[Any]:
+    return _json({"status": "ok"})
+
+
+@get("/readyz", summary="Readiness: state store and the signing self-test", tags=["ops"])
+async def readyz(request: AnyRequest) -> Response[Any]:
+    result = await request.app.state.readiness.check()
+    return _json(result, 200 if result["ready"] else 503, None if result["ready"] else {"Retry-After": "1"})
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["ops"], media_type="text/plain; version=0.0.4")
+async def metrics(request: AnyRequest) -> Response[str]:
+    return Response(content=_broker(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+HANDLERS = [
+    mint_tokens,
+    revoke_token,
+    revoke_task,
+    revoke_agent,
+    introspect_token,
+    jwks,
+    metadata,
+    scopes,
+    explain,
+    reload,
+    healthz,
+    readyz,
+    metrics,
+]

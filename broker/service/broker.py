@@ -1,0 +1,68 @@
+"""``Broker``: the running service's parts in one place, and the policy in force.
+
+Created by ``broker.runtime`` from settings; the HTTP layer holds one per app (no module
+globals). The use cases (``mint``, ``revoke``, ``introspect``, ``admin``) are functions
+over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.audit.recorder import AuditRecorder
+from broker.errors import PolicyInvalid
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
+from broker.service.metrics import Metrics
+from broker.service.ports import SigningBackend, StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who is calling and under which request id (for the audit trail)."""
+
+    request_id: str
+    credential: str | None  # the bearer credential, never logged
+
+
+@dataclass
+class Broker:
+    issuer: str
+    policy_dir: Path
+    policy: Policy
+    signer: SigningBackend
+    state: StateStore
+    audit: AuditRecorder
+    admin_key_hashes: tuple[str, ...]
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
+    ready_for_signing: bool = False  # set by the start-up self-test
+    overlay: Callable[[Policy], Policy] | None = None  # `broker dev` only: its generated keys
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    async def reload_policy(self) -> Policy:
+        """Load the policy directory again; on any error keep the old policy and raise."""
+        async with self._reload_lock:
+            try:
+                policy = await asyncio.to_thread(
+                    load_policy, self.policy_dir, global_max_ttl=self.policy.global_max_ttl
+                )
+                if self.overlay is not None:
+                    policy = self.overlay(policy)
+            except PolicyInvalid:
+                self.metrics.inc("capbroker_policy_reloads_total", result="refused")
+                raise
+            self.policy = policy
+            self.metrics.inc("capbroker_policy_reloads_total", result="loaded")
+            return policy
+
+    async def aclose(self) -> None:
+        await self.signer.aclose()
+        await self.state.aclose()

@@ -1,0 +1,46 @@
+"""Bearer credentials: client secrets (``cbk_`` + 32 bytes) and their hashes. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Final
+
+from broker.token.b64 import b64url_encode
+
+CLIENT_SECRET_PREFIX: Final = "cbk_"  # noqa: S105 (a prefix, not a secret)
+_CLIENT_SECRET: Final = re.compile(r"cbk_[A-Za-z0-9_-]{43}")
+_BEARER: Final = re.compile(r"Bearer ([\x21-\x7e]{1,8192})")
+
+
+def new_client_secret() -> str:
+    """``cbk_`` + 32 bytes from the OS CSPRNG, base64url (SPEC 2.2)."""
+    return CLIENT_SECRET_PREFIX + b64url_encode(secrets.token_bytes(32))
+
+
+def secret_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header, else None."""
+    if authorization is None:
+        return None
+    match = _BEARER.fullmatch(authorization)
+    return match.group(1) if match else None
+
+
+def is_client_secret(credential: str) -> bool:
+    return _CLIENT_SECRET.fullmatch(credential) is not None
+
+
+def matches_any(credential: str, hashes: Iterable[str]) -> bool:
+    """Constant time over each hash: whether ``credential`` hashes to one of ``hashes``."""
+    digest = secret_sha256(credential)
+    found = False
+    for expected in hashes:
+        found |= hmac.compare_digest(digest, expected)
+    return found

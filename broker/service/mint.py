@@ -1,0 +1,147 @@
+"""Mint: authenticate the agent, rate-limit, decide, claim the task, sign, audit.
+
+Order matters. The rate limit is spent before the decision, so probing the policy costs
+allowance. The task is claimed before signing, so two agents racing for one task id
+cannot both get tokens. The audit event is written after signing and before the tokens
+leave: if it cannot be written, the caller gets 503 and no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.errors import (
+    BackendUnavailable,
+    BrokerError,
+    Forbidden,
+    RateLimited,
+    TaskOwnedByOtherAgent,
+    error_for_code,
+)
+from broker.policy.decide import Allow, Deny, decide
+from broker.policy.model import Agent
+from broker.policy.requests import MintRequest, parse_mint_request
+from broker.service.auth import agent_of
+from broker.service.broker import Broker, Call
+from broker.service.ports import TaskClaim
+from broker.token.claims import Claims
+from broker.token.mint import issue_claims, new_jti
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _deny(
+    broker: Broker, call: Call, error: BrokerError, agent: str | None, task: str | None, **extra: Any
+) -> None:
+    broker.metrics.inc("capbroker_decisions_total", decision="deny", code=error.code)
+    await broker.audit.record(
+        "deny",
+        request_id=call.request_id,
+        agent=agent,
+        task=task,
+        decision="deny",
+        code=error.code,
+        reason=error.reason,
+        **extra,
+    )
+
+
+def _scopes(request: MintRequest) -> list[str]:
+    return [s.scope for s in request.scopes]
+
+
+async def mint(broker: Broker, call: Call, body: object) -> dict[str, Any]:
+    """The 201 body for a mint request, or a ``BrokerError`` (audited) explaining why not."""
+    try:
+        agent = agent_of(broker, call)
+    except BrokerError as e:
+        await _deny(broker, call, e, None, None)
+        raise
+    try:
+        request = parse_mint_request(body)
+    except BrokerError as e:
+        await _deny(broker, call, e, agent.name, None)
+        raise
+    await _spend_rate(broker, call, agent, request)
+    decision = decide(agent, request, broker.policy)
+    if isinstance(decision, Deny):
+        error = error_for_code(decision.code, decision.reason)
+        await _deny(
+            broker, call, error, agent.name, request.task, scopes=_scopes(request), reasons=list(decision.reasons)
+        )
+        raise error
+    return await _issue(broker, call, agent, request, decision)
+
+
+async def _spend_rate(broker: Broker, call: Call, agent: Agent, request: MintRequest) -> None:
+    if agent.rate is None:
+        return
+    wait = await broker.state.take_rate(agent.name, agent.rate.count, agent.rate.per_seconds)
+    if wait > 0:
+        error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
+        await _deny(broker, call, error, agent.name, request.task, scopes=_scopes(request))
+        raise error
+
+
+async def _issue(broker: Broker, call: Call, agent: Agent, request: MintRequest, decision: Allow) -> dict[str, Any]:
+    if not broker.ready_for_signing:
+        raise BackendUnavailable("the signing self-test has not passed")
+    now = broker.now()
+    claims = [
+        issue_claims(
+            issuer=broker.issuer,
+            agent=agent.name,
+            audience=plan.audience,
+            task=request.task,
+            capabilities=plan.capabilities,
+            now=now,
+            ttl=decision.ttl,
+            jti=new_jti(),
+        )
+        for plan in decision.tokens
+    ]
+    jtis = [c.jti for c in claims]
+    claim = await broker.state.claim_task(request.task, agent.name, jtis, now + decision.ttl)
+    if claim is not TaskClaim.OWNED:
+        error: BrokerError = (
+            TaskOwnedByOtherAgent(f"task {request.task!r} belongs to another agent")
+            if claim is TaskClaim.OTHER_OWNER
+            else Forbidden(f"task {request.task!r} was revoked")
+        )
+        await _deny(broker, call, error, agent.name, request.task, scopes=_scopes(request))
+        raise error
+    tokens = await asyncio.gather(*(broker.signer.sign(c) for c in claims))
+    await broker.audit.record(
+        "mint",
+        request_id=call.request_id,
+        agent=agent.name,
+        task=request.task,
+        scopes=_scopes(request),
+        decision="allow",
+        jti=jtis,
+        audiences=[c.aud for c in claims],
+        ttl=decision.ttl,
+        reasons=list(decision.reasons),
+    )
+    broker.metrics.inc("capbroker_decisions_total", decision="allow", code="ok")
+    broker.metrics.inc("capbroker_tokens_minted_total", len(tokens))
+    return {
+        "task": request.task,
+        "expires_at": iso(now + decision.ttl),
+        "tokens": [_token_entry(c, t, decision.ttl) for c, t in zip(claims, tokens, strict=True)],
+        "credentials": [],
+    }
+
+
+def _token_entry(claims: Claims, token: str, ttl: int) -> dict[str, Any]:
+    return {
+        "audience": claims.aud,
+        "token": token,
+        "token_id": claims.jti,
+        "expires_in": ttl,
+        "capabilities": [c.to_json() for c in claims.cap],
+    }

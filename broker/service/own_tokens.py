@@ -1,0 +1,31 @@
+"""Checking a token this broker issued, for introspection and revocation."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from broker.errors import TokenRejected
+from broker.service.broker import Broker
+from broker.token.claims import Claims
+from broker.token.verify import check_claims, signed_claims
+
+
+async def own_token_claims(
+    broker: Broker, token: object, audiences: Collection[str] | None, *, leeway: int = 0
+) -> Claims:
+    """Claims of a valid token of ours for one of ``audiences`` (None: any audience).
+
+    The broker's clock is the reference, so its own checks use no leeway by default.
+    """
+    claims = signed_claims(token, await broker.signer.keyset())
+    if audiences is not None and claims.aud not in audiences:
+        raise TokenRejected("wrong_audience", f"aud {claims.aud!r}")
+    check_claims(
+        claims,
+        issuer=broker.issuer,
+        audience=claims.aud,
+        now=broker.now(),
+        leeway=leeway,
+        max_ttl=broker.policy.global_max_ttl,
+    )
+    return claims

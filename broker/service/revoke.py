@@ -1,0 +1,115 @@
+"""Revocation: one token, a whole task, or every token of an agent (kill switch).
+
+Revocations are written to the state store, which every replica and every verifier
+given the store reads, so they take effect everywhere at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.capability.names import is_name, is_task
+from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
+from broker.service.auth import agent_or_admin, require_admin
+from broker.service.broker import Broker, Call
+from broker.service.own_tokens import own_token_claims
+from broker.token.claims import is_jti
+
+
+async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
+    await broker.audit.record(
+        "revoke", request_id=call.request_id, decision="deny", code=error.code, reason=error.reason, **fields
+    )
+
+
+async def revoke_token(broker: Broker, call: Call, body: object) -> dict[str, Any]:
+    """``{"token": ...}`` by the token's agent or an admin; ``{"jti": ...}`` by an admin.
+
+    Agents revoke by presenting the token itself (proof they hold it); revoking by id
+    alone is an admin action, so a leaked id cannot be used to disrupt another agent.
+    """
+    try:
+        caller = agent_or_admin(broker, call)
+        if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
+            raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
+        if "jti" in body:
+            if caller is not None:
+                raise Forbidden("agents revoke by token; revoking by id is for admins")
+            jti = body["jti"]
+            if not is_jti(jti):
+                raise InvalidRequest("'jti' is not a token id")
+            exp = broker.now() + broker.policy.global_max_ttl
+            agent = None
+        else:
+            try:
+                claims = await own_token_claims(broker, body["token"], None, leeway=0)
+            except TokenRejected as e:
+                if e.code == "expired":
+                    return {"revoked": False, "reason": "expired"}
+                raise InvalidRequest(f"not a valid token of this broker ({e.code})") from None
+            if caller is not None and claims.agent != caller.name:
+                raise Forbidden("agents revoke only their own tokens")
+            jti, exp, agent = claims.jti, claims.exp, claims.agent
+    except BrokerError as e:
+        await _refused(broker, call, e)
+        raise
+    await broker.state.revoke_token(jti, exp)
+    broker.metrics.inc("capbroker_revocations_total", kind="token")
+    await broker.audit.record(
+        "revoke",
+        request_id=call.request_id,
+        decision="allow",
+        target="token",
+        jti=jti,
+        agent=agent,
+        by="admin" if caller is None else f"agent:{caller.name}",
+    )
+    return {"revoked": True, "jti": jti}
+
+
+async def revoke_task(broker: Broker, call: Call, task: str) -> dict[str, Any]:
+    try:
+        caller = agent_or_admin(broker, call)
+        if not is_task(task):
+            raise InvalidRequest("task id outside the grammar")
+        if caller is not None:
+            owner = await broker.state.task_owner(task)
+            if owner != caller.name:
+                raise Forbidden("only the task's owner or an admin revokes a task")
+    except BrokerError as e:
+        await _refused(broker, call, e, task=task if is_task(task) else None)
+        raise
+    await broker.state.revoke_task(task, broker.now())
+    broker.metrics.inc("capbroker_revocations_total", kind="task")
+    await broker.audit.record(
+        "revoke",
+        request_id=call.request_id,
+        decision="allow",
+        target="task",
+        task=task,
+        by="admin" if caller is None else f"agent:{caller.name}",
+    )
+    return {"revoked": True, "task": task}
+
+
+async def revoke_agent(broker: Broker, call: Call, agent: str) -> dict[str, Any]:
+    try:
+        require_admin(broker, call)
+        if not is_name(agent):
+            raise InvalidRequest("agent name outside the grammar")
+    except BrokerError as e:
+        await _refused(broker, call, e, agent=agent if is_name(agent) else None)
+        raise
+    cutoff = broker.now()
+    await broker.state.revoke_agent(agent, cutoff)
+    broker.metrics.inc("capbroker_revocations_total", kind="agent")
+    await broker.audit.record(
+        "revoke",
+        request_id=call.request_id,
+        decision="allow",
+        target="agent",
+        agent=agent,
+        issued_before=cutoff,
+        by="admin",
+    )
+    return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff}
