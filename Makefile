@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install lint typecheck contracts unit mutation fmt clean
+.PHONY: test install servers lint typecheck contracts unit mutation fmt clean dev
 
 test: lint typecheck contracts unit mutation
 
@@ -13,6 +13,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# redis-server and OpenBao for the integration tests (installed when absent)
+servers: $(STAMP)
+	VENV=$(VENV) tools/ensure-servers.sh
+
+# the embedded default: no servers, local key, in-memory state, the example scopes/
+dev: $(STAMP)
+	$(VENV)/bin/broker dev
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check broker tests tools
@@ -25,7 +33,7 @@ contracts: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when nothing was collected: that is a failure here, never a pass.
-unit: $(STAMP)
+unit: $(STAMP) servers
 	$(PY) -m pytest --cov --cov-report=term:skip-covered; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from broker.cli import ops_cmd
 from broker.service.credentials import new_client_secret, secret_sha256
 
 
@@ -13,6 +14,7 @@ def register(commands: Any) -> None:
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     new = sub.add_parser("new-client", help="print a fresh client secret and its sha256 for a policy file")
     new.set_defaults(run=run_new_client)
+    ops_cmd.register_rotate(sub)
 
 
 def run_new_client(args: argparse.Namespace) -> int:

