@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT_TOKEN = "root-token-for-tests"  # noqa: S105 -- a dev server's throwaway root token
+ROOT_TOKEN = "root-token-for-tests"
 
 
 def free_port() -> int:
