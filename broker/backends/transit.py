@@ -1,0 +1,365 @@
+"""Signing with a Vault/OpenBao Transit key: the private key never leaves Vault (SPEC 6).
+
+- Keys: a Transit key of type ``ed25519`` (EdDSA) or ``ecdsa-p256`` (ES256). Version ``N``
+  of key ``K`` has kid ``K-vN``. The published key set holds every version Vault still
+  verifies with (``min_decryption_version`` up to ``latest_version``, the newest
+  ``MAX_JWKS_KEYS`` of them); the signing version is the ``latest_version`` of that same
+  read. So this process never signs with a version it does not publish, and a rotation
+  made elsewhere (``broker keys rotate``) is picked up within ``refresh`` seconds.
+- Signing: the kid is fixed before signing (the header is part of the signed input), so
+  Vault is told the version explicitly. ``marshaling_algorithm=jws`` gives Ed25519's 64
+  bytes or ECDSA's ``r || s``; Vault does not normalise ECDSA to low-S, we do. Every
+  signature is checked against the published key before a token leaves this module.
+- Failure: hvac blocks, so each call runs on a small dedicated thread pool and is bounded
+  by ``asyncio.wait_for(timeout + margin)``; requests never retries, never follows a
+  redirect (it would carry the ``X-Vault-Token`` header to the new host) and ignores proxy
+  and netrc settings from the environment. Anything that goes wrong -- refused, timed out,
+  sealed, forbidden, a malformed answer -- is ``BackendUnavailable("vault: <what>")``,
+  naming only an exception class or a fixed sentence: never Vault's response body or the
+  token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar, cast
+
+import hvac
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from broker.errors import BackendUnavailable
+from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
+from broker.token.b64 import Base64Error, b64url_decode
+from broker.token.claims import Claims
+from broker.token.codec import assemble, signing_input
+from broker.token.keys import MAX_JWKS_KEYS, KeySet, VerificationKey
+
+__all__ = ["KEY_TYPES", "TransitSigningBackend", "ensure_key"]
+
+#: the Transit key type for each algorithm we accept
+KEY_TYPES: Final[Mapping[Algorithm, str]] = {"EdDSA": "ed25519", "ES256": "ecdsa-p256"}
+#: how long past the HTTP timeout a call may take before it is abandoned (thread hand-off,
+#: a connect and a read each bounded by ``timeout``)
+TIMEOUT_MARGIN: Final = 0.25
+#: a Transit key name: a URL path segment, and with ``-v<N>`` still inside the kid grammar
+_KEY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
+_MOUNT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,64}){0,7}")
+_HALF_ORDER: Final = P256_ORDER // 2
+_PROBE: Final = b"capbroker transit self-test"
+
+_T = TypeVar("_T")
+
+
+class _Transit(Protocol):
+    """The four Transit calls we make, typed (hvac's own are not)."""
+
+    def create_key(self, *, name: str, key_type: str, exportable: bool, mount_point: str) -> object: ...
+
+    def read_key(self, *, name: str, mount_point: str) -> object: ...
+
+    def rotate_key(self, *, name: str, mount_point: str) -> object: ...
+
+    def sign_data(
+        self,
+        *,
+        name: str,
+        hash_input: str,
+        key_version: int,
+        hash_algorithm: str | None,
+        marshaling_algorithm: str,
+        mount_point: str,
+    ) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One read of the Transit key: what we publish and which version signs."""
+
+    keyset: KeySet
+    version: int
+    read_at: float
+
+
+class TransitSigningBackend:
+    """``SigningBackend`` over a Vault/OpenBao Transit key (see the module docstring).
+
+    ``token`` needs only the capbroker policy (``infra/vault/capbroker-policy.hcl``: sign
+    and read the key); ``rotate`` also needs ``capbroker-rotate-policy.hcl``.
+    ``refresh`` is how long a read of the key is trusted (0: read before every use).
+    """
+
+    def __init__(
+        self,
+        *,
+        addr: str,
+        token: str,
+        mount: str = "transit",
+        key: str = "capbroker",
+        alg: Algorithm = "EdDSA",
+        timeout: float = 1.0,
+        refresh: float = 10.0,
+        verify: bool | str = True,
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_target(addr, mount, key, alg)
+        if not token:
+            raise ValueError("a Vault token is required")
+        if not 0 < timeout <= 60 or not 0 <= refresh <= 3600 or not 1 <= workers <= 64:
+            raise ValueError("timeout in (0, 60], refresh in [0, 3600], workers in [1, 64]")
+        self._addr, self._token, self._mount, self._key, self._alg = addr, token, mount, key, alg
+        self._timeout, self._refresh, self._verify, self._clock = timeout, refresh, verify, clock
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capbroker-vault")
+        self._local = threading.local()  # one hvac client (and session) per worker thread
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+        self._closed = False
+
+    @property
+    def alg(self) -> Algorithm:
+        return self._alg
+
+    def kid_for(self, version: int) -> str:
+        return f"{self._key}-v{version}"
+
+    async def sign(self, claims: Claims) -> str:
+        snapshot = await self._current()
+        message = signing_input(self._alg, self.kid_for(snapshot.version), claims)
+        return assemble(message, await self._sign(message, snapshot))
+
+    async def keyset(self) -> KeySet:
+        return (await self._current()).keyset
+
+    async def rotate(self) -> str:
+        await self._call(lambda t: t.rotate_key(name=self._key, mount_point=self._mount))
+        return self.kid_for((await self._read()).version)
+
+    async def check(self) -> None:
+        """Read the key now and sign a probe with it, verified against the published key."""
+        await self._sign(_PROBE, await self._read())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def __repr__(self) -> str:  # never the token
+        return f"TransitSigningBackend(addr={self._addr!r}, key={self._mount}/{self._key}, alg={self._alg!r})"
+
+    # ------------------------------------------------------------------ key versions
+
+    async def _current(self) -> _Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None or self._clock() - snapshot.read_at >= self._refresh:
+            snapshot = await self._read()
+        return snapshot
+
+    async def _read(self) -> _Snapshot:
+        response = await self._call(lambda t: t.read_key(name=self._key, mount_point=self._mount))
+        keyset, version = _key_versions(response, self._key, self._alg)
+        self._snapshot = _Snapshot(keyset, version, self._clock())
+        return self._snapshot
+
+    async def _sign(self, message: bytes, snapshot: _Snapshot) -> bytes:
+        kid = self.kid_for(snapshot.version)
+        key = snapshot.keyset.key_for(kid)
+        if key is None:  # cannot happen: _key_versions always publishes the latest version
+            raise BackendUnavailable("vault: the signing version is not published")
+        response = await self._call(
+            lambda t: t.sign_data(
+                name=self._key,
+                hash_input=base64.b64encode(message).decode("ascii"),
+                key_version=snapshot.version,
+                hash_algorithm="sha2-256" if self._alg == "ES256" else None,
+                marshaling_algorithm="jws",
+                mount_point=self._mount,
+            )
+        )
+        signature = _signature(response, snapshot.version, self._alg)
+        if not verify_signature(key.key, message, signature):
+            raise BackendUnavailable("vault: the signature does not verify with the published key")
+        return signature
+
+    # ------------------------------------------------------------------ the I/O boundary
+
+    async def _call(self, operation: Callable[[_Transit], _T]) -> _T:
+        """Run one blocking hvac call on the pool, bounded; every failure is translated."""
+        if self._closed:
+            raise BackendUnavailable("vault: the backend is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor, lambda: operation(self._transit()))
+            return await asyncio.wait_for(future, self._timeout + TIMEOUT_MARGIN)
+        except Exception as e:  # noqa: BLE001 -- the adapter boundary: any client failure is "unavailable"
+            # ``from None``: hvac's message holds Vault's response body, which never reaches a log
+            raise BackendUnavailable(f"vault: {type(e).__name__}") from None
+
+    def _transit(self) -> _Transit:
+        """This worker thread's client (requests sessions are not shared between threads)."""
+        transit: _Transit | None = getattr(self._local, "transit", None)
+        if transit is None:
+            session = _session(self._verify)
+            with self._sessions_lock:
+                self._sessions.append(session)
+            transit = _transit(self._addr, self._token, self._timeout, self._verify, session)
+            self._local.transit = transit
+        return transit
+
+
+def ensure_key(
+    *,
+    addr: str,
+    token: str,
+    mount: str = "transit",
+    key: str = "capbroker",
+    alg: Algorithm = "EdDSA",
+    timeout: float = 5.0,
+    verify: bool | str = True,
+) -> None:
+    """Create the Transit key if it is missing (blocking; for setup scripts and tests).
+
+    Needs an admin token (``transit/keys/<key>``: create, read); the broker's own token
+    cannot. Raises ``BackendUnavailable`` if Vault fails, ``ValueError`` if a key of that
+    name exists with another type.
+    """
+    _check_target(addr, mount, key, alg)
+    session = _session(verify)
+    transit = _transit(addr, token, timeout, verify, session)
+    try:
+        # creating an existing key changes nothing, whatever its type: so create, then check
+        transit.create_key(name=key, key_type=KEY_TYPES[alg], exportable=False, mount_point=mount)
+        response = transit.read_key(name=key, mount_point=mount)
+    except Exception as e:  # noqa: BLE001 -- the adapter boundary, as in TransitSigningBackend._call
+        raise BackendUnavailable(f"vault: {type(e).__name__}") from None
+    finally:
+        session.close()
+    data = _data(response)
+    if data.get("type") != KEY_TYPES[alg]:
+        raise ValueError(f"transit key {key!r} exists and is not {KEY_TYPES[alg]}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_target(addr: str, mount: str, key: str, alg: Algorithm) -> None:
+    if not addr.startswith(("http://", "https://")):
+        raise ValueError("the Vault address is an http(s) URL")
+    if not _MOUNT.fullmatch(mount):
+        raise ValueError("transit mount outside [A-Za-z0-9_-] path segments")
+    if not _KEY_NAME.fullmatch(key):
+        raise ValueError("transit key name outside [A-Za-z0-9][A-Za-z0-9_-]{0,47}")
+    if alg not in KEY_TYPES:
+        raise ValueError("alg must be EdDSA or ES256")
+
+
+def _session(verify: bool | str) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxies, CA bundles or netrc credentials from the environment
+    session.verify = verify
+    # no retry of any kind: a failed call fails now, and the caller answers 503
+    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False), pool_connections=1, pool_maxsize=1)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _transit(addr: str, token: str, timeout: float, verify: bool | str, session: requests.Session) -> _Transit:
+    client = hvac.Client(
+        url=addr,
+        token=token,
+        timeout=timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
+        verify=verify,
+        session=session,
+        allow_redirects=False,
+    )
+    return cast("_Transit", client.secrets.transit)
+
+
+def _data(response: object) -> dict[str, Any]:
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise BackendUnavailable("vault: malformed response")
+    return data
+
+
+def _version(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise BackendUnavailable("vault: malformed key versions")
+    return value
+
+
+def _key_versions(response: object, key: str, alg: Algorithm) -> tuple[KeySet, int]:
+    """The published key set and the signing version, from one ``read_key`` answer."""
+    data = _data(response)
+    if data.get("type") != KEY_TYPES[alg]:
+        raise BackendUnavailable(f"vault: transit key {key!r} is not {KEY_TYPES[alg]}")
+    latest = _version(data.get("latest_version"))
+    oldest = max(_version(data.get("min_decryption_version")), 1, latest - MAX_JWKS_KEYS + 1)
+    versions = data.get("keys")
+    if latest < 1 or oldest > latest or not isinstance(versions, dict):
+        raise BackendUnavailable("vault: malformed key versions")
+    keys = [VerificationKey(f"{key}-v{v}", _public_key(versions.get(str(v)), alg)) for v in range(oldest, latest + 1)]
+    return KeySet(keys), latest
+
+
+def _public_key(entry: object, alg: Algorithm) -> PublicKey:
+    encoded = entry.get("public_key") if isinstance(entry, dict) else None
+    if not isinstance(encoded, str):
+        raise BackendUnavailable("vault: malformed public key")
+    key: object
+    try:
+        if alg == "EdDSA":  # standard base64 of the raw 32 bytes
+            raw = base64.b64decode(encoded, validate=True)
+            canonical = base64.b64encode(raw).decode("ascii") == encoded
+            key = ed25519.Ed25519PublicKey.from_public_bytes(raw) if canonical else None
+        else:  # PEM (SubjectPublicKeyInfo)
+            key = load_pem_public_key(encoded.encode("ascii"))
+    except (ValueError, binascii.Error, UnicodeEncodeError):  # wrong length, bad encoding, bad point
+        key = None
+    if isinstance(key, ed25519.Ed25519PublicKey) or (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return key
+    raise BackendUnavailable("vault: malformed public key")
+
+
+def _signature(response: object, version: int, alg: Algorithm) -> bytes:
+    """The 64 signature bytes from ``vault:v<version>:<base64url>``; ES256 made low-S."""
+    data = _data(response)
+    value, prefix = data.get("signature"), f"vault:v{version}:"
+    if not isinstance(value, str) or not value.startswith(prefix):
+        raise BackendUnavailable("vault: malformed signature")
+    try:
+        signature = b64url_decode(value[len(prefix) :])
+    except Base64Error:
+        raise BackendUnavailable("vault: malformed signature") from None
+    if len(signature) != 64:
+        raise BackendUnavailable("vault: malformed signature")
+    return _low_s(signature) if alg == "ES256" else signature
+
+
+def _low_s(signature: bytes) -> bytes:
+    """``r || s`` with ``s`` replaced by ``n - s`` when above ``n/2``: the same signature,
+    in the one spelling our verifier accepts (Vault does not normalise)."""
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
+        raise BackendUnavailable("vault: malformed signature")
+    if s > _HALF_ORDER:
+        s = P256_ORDER - s
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -1,0 +1,23 @@
+# capbroker: the policy of the broker's own Vault token (least privilege, SPEC 6).
+#
+# The broker signs capability tokens with the Transit key "capbroker" and publishes its
+# public versions. The private key never leaves Vault: no export, no backup, no key
+# config, no create, no rotate (rotation is an operator action:
+# capbroker-rotate-policy.hcl). sys/health needs no token and no policy.
+
+# Sign: POST transit/sign/capbroker with key_version, marshaling_algorithm=jws (and
+# hash_algorithm=sha2-256 for ecdsa-p256) in the body. The hash-in-the-URL form
+# (transit/sign/capbroker/<hash>) is not granted and not used.
+path "transit/sign/capbroker" {
+  capabilities = ["update"]
+}
+
+# Read the key's public versions (the JWKS) and its latest / min_decryption_version.
+path "transit/keys/capbroker" {
+  capabilities = ["read"]
+}
+
+# Agent identity, method "vault" (SPEC 2.2): look up the token an agent presents.
+path "auth/token/lookup" {
+  capabilities = ["update"]
+}
