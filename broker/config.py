@@ -102,13 +102,23 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def _seconds(value: object) -> float:
+    """Seconds as a number, or a string: ``"0.8"``, ``"800ms"``, ``"2s"`` (YAML files hold no floats)."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    return float(text.removesuffix("s"))
+
+
 def _typed(name: str, value: Any) -> Any:
     kind = _FIELDS.get(name, str)
     try:
         if kind is int and not isinstance(value, bool):
             return int(value)
         if kind is float and not isinstance(value, bool):
-            return float(value)
+            return _seconds(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{name} must be a number") from None
     if kind is list:

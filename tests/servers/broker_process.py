@@ -110,8 +110,8 @@ class BrokerProcess:
                 f"signing_alg: {self.signing_alg}",
                 "state: redis",
                 f"redis_url: {self.redis_url}",
-                "backend_timeout: 0.8",
-                "key_refresh: 0.5",
+                "backend_timeout: 800ms",
+                "key_refresh: 500ms",
                 "",
             ])
         )
