@@ -18,7 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.errors import BrokerError, PolicyInvalid
 from broker.http.problems import broker_error_handler, http_exception_handler
-from broker.http.request_id import stamp_request_id
+from broker.http.request_id import stamp_request_id, timing_middleware
 from broker.http.routes import HANDLERS
 from broker.service import admin
 from broker.service.broker import Broker, Call
@@ -26,7 +26,7 @@ from broker.service.readiness import Readiness, self_test
 
 log = logging.getLogger("broker")
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
 SELF_TEST_RETRY_SECONDS = 1.0
 
 
@@ -84,6 +84,7 @@ def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_s
             Exception: http_exception_handler,
         },
         before_send=[stamp_request_id],
+        middleware=[timing_middleware],
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="capbroker",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Any, Final
 
-from litestar.types import Message
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 _SCOPE_KEY: Final = "capbroker_request_id"
 _ACCEPTED: Final = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
@@ -39,3 +40,21 @@ async def stamp_request_id(message: Message, scope: Any) -> None:
         broker = getattr(getattr(app, "state", None), "broker", None)
         if broker is not None:
             broker.metrics.inc("capbroker_http_requests_total", status=f"{message['status'] // 100}xx")
+
+
+def timing_middleware(app: ASGIApp) -> ASGIApp:
+    """Observe each routed request's latency in the broker's metrics."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                broker = getattr(scope["app"].state, "broker", None)
+                if broker is not None:
+                    broker.metrics.observe_latency(time.perf_counter() - started)
+            await send(message)
+
+        await app(scope, receive, timed_send)
+
+    return middleware
