@@ -44,7 +44,9 @@ def test_file_settings_with_env_overrides(tmp_path: Path) -> None:
 
 def test_env_only(tmp_path: Path) -> None:
     env = {
-        "BROKER_ISSUER": "https://b.internal", "BROKER_SCOPES": str(tmp_path), "BROKER_ADMIN_KEY_SHA256": f"{ADMIN},{'b' * 64}",
+        "BROKER_ISSUER": "https://b.internal",
+        "BROKER_SCOPES": str(tmp_path),
+        "BROKER_ADMIN_KEY_SHA256": f"{ADMIN},{'b' * 64}",
         "BROKER_VAULT_ADDR": "http://127.0.0.1:8200", "BROKER_VAULT_TOKEN": "t", "BROKER_REDIS_URL": "redis://127.0.0.1/0",
     }
     s = load_settings(None, env)
@@ -65,7 +67,8 @@ def test_env_only(tmp_path: Path) -> None:
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(tmp_path: Path, extra: str, message: str) -> None:
-    text = "\n".join(line for line in BASE.splitlines() if not line.startswith(extra.split(":")[0] + ":")) + "\n"
+    name = extra.split(":", maxsplit=1)[0]
+    text = "\n".join(line for line in BASE.splitlines() if not line.startswith(name + ":")) + "\n"
     path = write(tmp_path, text + extra)
     with pytest.raises(SettingsError, match=message):
         load_settings(path, {"BROKER_VAULT_TOKEN": "t"})
