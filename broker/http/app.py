@@ -26,7 +26,7 @@ from broker.service.readiness import Readiness, self_test
 
 log = logging.getLogger("broker")
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024
 SELF_TEST_RETRY_SECONDS = 1.0
 
 
