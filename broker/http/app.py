@@ -95,7 +95,6 @@ def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_s
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
             ),
-            security=[{"bearer": []}],
         ),
         debug=False,
     )

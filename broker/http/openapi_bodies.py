@@ -9,7 +9,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Problem:
+    """RFC 9457 problem details with capbroker's stable ``code``."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    request_id: str
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """Documented error responses: every error is problem+json with a ``code``."""
+    return {
+        status: ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=f"problem ({status})")
+        for status in statuses
+    }
+
 
 NAME = Schema(type=OpenAPIType.STRING, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 TASK = Schema(type=OpenAPIType.STRING, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

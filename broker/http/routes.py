@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
+from litestar.params import PathParameter
 
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body
-from broker.http.openapi_bodies import EXPLAIN, INTROSPECT, MINT, REVOKE, with_body
+from broker.http.openapi_bodies import EXPLAIN, INTROSPECT, MINT, REVOKE, problems, with_body
 from broker.http.request_id import request_id_of
 from broker.service import admin, introspect, mint, revoke
 from broker.service.broker import Broker, Call
@@ -30,44 +31,84 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 NO_STORE = {"Cache-Control": "no-store"}
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+AGENT_ERRORS = problems(400, 401, 403, 413, 429, 503)
+ACTION_ERRORS = problems(400, 401, 403, 413, 503)
+ADMIN_ERRORS = problems(400, 401, 403, 413, 422, 503)
 
 
-@post("/v1/tokens", operation_class=with_body(MINT), summary="Mint capability tokens for a task", tags=["agents"])
+@post(
+    "/v1/tokens",
+    operation_class=with_body(MINT),
+    status_code=201,
+    security=BEARER,
+    summary="Mint capability tokens for a task",
+    tags=["agents"],
+    responses=AGENT_ERRORS,
+)
 async def mint_tokens(request: AnyRequest) -> Response[Any]:
-    body = await json_body(request)
-    return _json(await mint.mint(_broker(request), _call(request), body), 201, NO_STORE)
+    return _json(await mint.mint(_broker(request), _call(request), lambda: json_body(request)), 201, NO_STORE)
 
 
-@post("/v1/revoke", operation_class=with_body(REVOKE), summary="Revoke one token", tags=["revocation"])
+@post(
+    "/v1/revoke",
+    operation_class=with_body(REVOKE),
+    status_code=200,
+    security=BEARER,
+    summary="Revoke one token",
+    tags=["revocation"],
+    responses=ACTION_ERRORS,
+)
 async def revoke_token(request: AnyRequest) -> Response[Any]:
-    body = await json_body(request)
-    return _json(await revoke.revoke_token(_broker(request), _call(request), body))
+    return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_body(request)))
 
 
-@post("/v1/tasks/{task:str}/revoke", summary="Revoke every token of a task", tags=["revocation"])
-async def revoke_task(request: AnyRequest, task: str) -> Response[Any]:
-    await empty_body(request)
-    return _json(await revoke.revoke_task(_broker(request), _call(request), task))
+@post(
+    "/v1/tasks/{task:str}/revoke",
+    status_code=200,
+    security=BEARER,
+    summary="Revoke every token of a task",
+    tags=["revocation"],
+    responses=ACTION_ERRORS,
+)
+async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
+    return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: empty_body(request)))
 
 
-@post("/v1/agents/{agent:str}/revoke", summary="Kill switch: every token of an agent", tags=["revocation"])
-async def revoke_agent(request: AnyRequest, agent: str) -> Response[Any]:
-    await empty_body(request)
-    return _json(await revoke.revoke_agent(_broker(request), _call(request), agent))
+@post(
+    "/v1/agents/{agent:str}/revoke",
+    status_code=200,
+    security=BEARER,
+    summary="Kill switch: every token of an agent",
+    tags=["revocation"],
+    responses=ACTION_ERRORS,
+)
+async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
+    return _json(await revoke.revoke_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
 
 
 @post(
     "/v1/introspect",
+    status_code=200,
+    security=BEARER,
+    responses=ACTION_ERRORS,
     operation_class=with_body(INTROSPECT, JSON, FORM),
     summary="RFC 7662 introspection",
     tags=["services"],
 )
 async def introspect_token(request: AnyRequest) -> Response[Any]:
-    body = await json_or_form_body(request)
-    return _json(await introspect.introspect(_broker(request), _call(request), body), headers=NO_STORE)
+    return _json(
+        await introspect.introspect(_broker(request), _call(request), lambda: json_or_form_body(request)),
+        headers=NO_STORE,
+    )
 
 
-@get("/.well-known/jwks.json", summary="Public keys of every key version still able to verify", tags=["keys"])
+@get(
+    "/.well-known/jwks.json",
+    responses=problems(503),
+    summary="Public keys of every key version still able to verify",
+    tags=["keys"],
+)
 async def jwks(request: AnyRequest) -> Response[Any]:
     keys = await _broker(request).signer.keyset()
     return _json(keys.to_jwks(), headers={"Cache-Control": "public, max-age=60"})
@@ -94,21 +135,34 @@ async def metadata(request: AnyRequest) -> Response[Any]:
     )
 
 
-@get("/v1/scopes", summary="The loaded policy and its hash", tags=["admin"])
+@get("/v1/scopes", security=BEARER, responses=ADMIN_ERRORS, summary="The loaded policy and its hash", tags=["admin"])
 async def scopes(request: AnyRequest) -> Response[Any]:
     return _json(await admin.scopes(_broker(request), _call(request)))
 
 
-@post("/v1/explain", operation_class=with_body(EXPLAIN), summary="Would this agent get these scopes?", tags=["admin"])
+@post(
+    "/v1/explain",
+    operation_class=with_body(EXPLAIN),
+    status_code=200,
+    security=BEARER,
+    summary="Would this agent get these scopes?",
+    tags=["admin"],
+    responses=ADMIN_ERRORS,
+)
 async def explain(request: AnyRequest) -> Response[Any]:
-    body = await json_body(request)
-    return _json(await admin.explain(_broker(request), _call(request), body))
+    return _json(await admin.explain(_broker(request), _call(request), lambda: json_body(request)))
 
 
-@post("/v1/admin/reload", summary="Reload the policy files", tags=["admin"])
+@post(
+    "/v1/admin/reload",
+    status_code=200,
+    security=BEARER,
+    responses=ADMIN_ERRORS,
+    summary="Reload the policy files",
+    tags=["admin"],
+)
 async def reload(request: AnyRequest) -> Response[Any]:
-    await empty_body(request)
-    return _json(await admin.reload(_broker(request), _call(request)))
+    return _json(await admin.reload(_broker(request), _call(request), lambda: empty_body(request)))
 
 
 @get("/healthz", summary="Liveness", tags=["ops"])

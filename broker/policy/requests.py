@@ -32,6 +32,9 @@ def _refuse_unknown_fields(value: dict[object, object], allowed: set[str], where
     unknown = set(value) - allowed
     if unknown:
         raise InvalidRequest(f"unknown field(s) in {where}: {sorted(map(str, unknown))}")
+    nulls = sorted(str(k) for k, v in value.items() if v is None)
+    if nulls:
+        raise InvalidRequest(f"null is not a value in {where} (leave the field out): {nulls}")
 
 
 def _scope_entry(value: object) -> ScopeRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.errors import BrokerError, InvalidRequest, PolicyInvalid
@@ -59,9 +60,10 @@ async def scopes(broker: Broker, call: Call) -> dict[str, Any]:
     return policy_view(policy)
 
 
-async def explain(broker: Broker, call: Call, body: object) -> dict[str, Any]:
+async def explain(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     await _admin(broker, call, "explain")
     try:
+        body = await read_body()
         if not isinstance(body, dict):
             raise InvalidRequest("the body must be an object")
         agent_name = body.get("agent")
@@ -94,10 +96,23 @@ async def explain(broker: Broker, call: Call, body: object) -> dict[str, Any]:
     return {"decision": "deny", "code": decision.code, "reasons": list(decision.reasons), "capabilities": []}
 
 
-async def reload(broker: Broker, call: Call, *, trigger: str = "api") -> dict[str, Any]:
+async def _nothing() -> None:
+    return None
+
+
+async def reload(
+    broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]] = _nothing, *, trigger: str = "api"
+) -> dict[str, Any]:
     """Reload the policy. Invalid policy: ``PolicyInvalid`` (422), the old policy kept."""
     if trigger == "api":
         await _admin(broker, call, "reload")
+        try:
+            await read_body()
+        except BrokerError as e:
+            await broker.audit.record(
+                "admin", request_id=call.request_id, action="reload", decision="deny", code=e.code
+            )
+            raise
     old = broker.policy.digest
     try:
         policy = await broker.reload_policy()

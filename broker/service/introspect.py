@@ -4,6 +4,7 @@ backend failure, which is 503: an unknown revocation state is never reported act
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.errors import BrokerError, InvalidRequest, TokenRejected
@@ -29,10 +30,10 @@ def _token_field(body: object) -> str:
     return token
 
 
-async def introspect(broker: Broker, call: Call, body: object) -> dict[str, Any]:
+async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     try:
         service = service_of(broker, call)
-        token = _token_field(body)
+        token = _token_field(await read_body())
     except BrokerError as e:
         await broker.audit.record(
             "introspect", request_id=call.request_id, decision="deny", code=e.code, reason=e.reason

@@ -9,6 +9,7 @@ leave: if it cannot be written, the caller gets 503 and no token.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,15 +55,19 @@ def _scopes(request: MintRequest) -> list[str]:
     return [s.scope for s in request.scopes]
 
 
-async def mint(broker: Broker, call: Call, body: object) -> dict[str, Any]:
-    """The 201 body for a mint request, or a ``BrokerError`` (audited) explaining why not."""
+async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
+    """The 201 body for a mint request, or a ``BrokerError`` (audited) explaining why not.
+
+    The caller is authenticated before the body is read: a stranger learns nothing about
+    what a well-formed request looks like.
+    """
     try:
         agent = agent_of(broker, call)
     except BrokerError as e:
         await _deny(broker, call, e, None, None)
         raise
     try:
-        request = parse_mint_request(body)
+        request = parse_mint_request(await read_body())
     except BrokerError as e:
         await _deny(broker, call, e, agent.name, None)
         raise

@@ -6,6 +6,7 @@ given the store reads, so they take effect everywhere at once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.capability.names import is_name, is_task
@@ -22,7 +23,7 @@ async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any
     )
 
 
-async def revoke_token(broker: Broker, call: Call, body: object) -> dict[str, Any]:
+async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     """``{"token": ...}`` by the token's agent or an admin; ``{"jti": ...}`` by an admin.
 
     Agents revoke by presenting the token itself (proof they hold it); revoking by id
@@ -30,6 +31,7 @@ async def revoke_token(broker: Broker, call: Call, body: object) -> dict[str, An
     """
     try:
         caller = agent_or_admin(broker, call)
+        body = await read_body()
         if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
             raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
         if "jti" in body:
@@ -67,9 +69,12 @@ async def revoke_token(broker: Broker, call: Call, body: object) -> dict[str, An
     return {"revoked": True, "jti": jti}
 
 
-async def revoke_task(broker: Broker, call: Call, task: str) -> dict[str, Any]:
+async def revoke_task(
+    broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
     try:
         caller = agent_or_admin(broker, call)
+        await read_body()
         if not is_task(task):
             raise InvalidRequest("task id outside the grammar")
         if caller is not None:
@@ -92,9 +97,12 @@ async def revoke_task(broker: Broker, call: Call, task: str) -> dict[str, Any]:
     return {"revoked": True, "task": task}
 
 
-async def revoke_agent(broker: Broker, call: Call, agent: str) -> dict[str, Any]:
+async def revoke_agent(
+    broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
     try:
         require_admin(broker, call)
+        await read_body()
         if not is_name(agent):
             raise InvalidRequest("agent name outside the grammar")
     except BrokerError as e:

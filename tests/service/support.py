@@ -28,15 +28,6 @@ PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"
 MAX_BODY = 64 * 1024
 
-# broker/http/routes.py declares its path parameters (``task``, ``agent``) in the style
-# Litestar 2.25 deprecates, so building the app warns, and this suite runs with warnings
-# as errors. Only that one message is ignored; test_api.py keeps a strict xfail on it so
-# the filter goes once routes.py is fixed.
-IGNORE_PATH_PARAM_STYLE = (
-    "ignore:.*path parameter '(task|agent)' declared using deprecated inferred style"
-    ":litestar.exceptions.LitestarDeprecationWarning"
-)
-
 # A compact JWS (what every capability token is) and a client secret, wherever they sit.
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 CLIENT_SECRET = re.compile(r"cbk_[A-Za-z0-9_-]{20,}")

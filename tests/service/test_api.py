@@ -17,7 +17,6 @@ from broker.errors import TokenRejected
 from broker.verify import Verifier
 from tests.service.harness import ISSUER, Harness, make_harness
 from tests.service.support import (
-    IGNORE_PATH_PARAM_STYLE,
     JSON,
     MAX_BODY,
     PROBLEM_JSON,
@@ -36,8 +35,6 @@ from tests.service.support import (
     running,
     token_for,
 )
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_PATH_PARAM_STYLE)
 
 AnyClient = TestClient[Any]
 REVIEWER_ALL = ["widgets-read", "widgets-pulls-read", "widgets-review-comment"]
@@ -76,11 +73,6 @@ def problem_body_without_request_id(r: Any) -> dict[str, Any]:
 # ================================================================ the app itself
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: routes.py declares path parameters 'task' and 'agent' in the style Litestar 2.25 "
-    "deprecates (LitestarDeprecationWarning at create_app); fix: FromPath[str] / Annotated[str, PathParameter()]",
-)
 def test_the_app_builds_without_deprecation_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -18,7 +18,6 @@ from litestar.testing import TestClient
 
 from tests.service.harness import Harness
 from tests.service.support import (
-    IGNORE_PATH_PARAM_STYLE,
     JSON,
     MAX_BODY,
     assert_no_secrets,
@@ -27,8 +26,6 @@ from tests.service.support import (
     stream,
     token_for,
 )
-
-pytestmark = pytest.mark.filterwarnings(IGNORE_PATH_PARAM_STYLE)
 
 AnyClient = TestClient[Any]
 Ctx = dict[str, str]
@@ -91,12 +88,6 @@ JSON_ENDPOINTS: dict[str, tuple[str, dict[str, Any], int]] = {
 EMPTY_BODY_ENDPOINTS = {TASK_REVOKE: "admin", AGENT_REVOKE: "admin", RELOAD: "admin"}
 SHORT = {TOKENS: "tokens", REVOKE: "revoke", INTROSPECT: "introspect", EXPLAIN: "explain"}
 SHORT |= {TASK_REVOKE: "task-revoke", AGENT_REVOKE: "agent-revoke", RELOAD: "reload"}
-
-XFAIL_NULL = pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: an explicit JSON null for an optional field is taken as 'absent' "
-    "(broker/policy/requests.py uses body.get), so it is accepted instead of invalid_request",
-)
 
 CASES: list[Any] = []
 
@@ -210,8 +201,8 @@ for null_id, entry in [
     ("resource-null", {"scope": "widgets-read", "resource": None}),
     ("actions-null", {"scope": "widgets-read", "actions": None}),
 ]:
-    bad_mint(f"scope-entry-{null_id}", mint_scope(entry), marks=(XFAIL_NULL,))
-bad_mint("ttl-null", {**MINT_OK, "ttl": None}, marks=(XFAIL_NULL,))
+    bad_mint(f"scope-entry-{null_id}", mint_scope(entry))
+bad_mint("ttl-null", {**MINT_OK, "ttl": None})
 
 # task ids outside [A-Za-z0-9][A-Za-z0-9._:-]{0,127}
 for task_id, task in [
