@@ -11,6 +11,7 @@ from broker.token.keys import KeyLookup, KeySet
 from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_leeway, verify_token
 from broker.verify.grant import Grant
 from broker.verify.jwks import Fetch, RemoteJwks
+from broker.verify.redis_revocation import URL_SCHEMES, RedisRevocation
 from broker.verify.revocation import RevocationCheck
 
 
@@ -18,8 +19,9 @@ class Verifier:
     """Verify tokens for one audience from one issuer.
 
     Give exactly one of ``jwks_url`` (fetched, cached, refreshed) or ``jwks`` (a JWKS
-    document or a ``KeySet``). With ``revocation``, every verification also asks it; if it
-    cannot answer, the token is rejected (``revocation_unavailable``).
+    document or a ``KeySet``). With ``revocation`` (a ``RevocationCheck``, or the broker's
+    Redis URL, read by ``RedisRevocation``), every verification also asks it; if it cannot
+    answer, the token is rejected (``revocation_unavailable``).
     """
 
     def __init__(
@@ -29,7 +31,7 @@ class Verifier:
         audience: str,
         jwks_url: str | None = None,
         jwks: dict[str, Any] | KeySet | None = None,
-        revocation: RevocationCheck | None = None,
+        revocation: RevocationCheck | str | None = None,
         leeway: int = DEFAULT_LEEWAY,
         max_ttl: int = DEFAULT_MAX_TTL,
         clock: Callable[[], float] = time.time,
@@ -41,6 +43,10 @@ class Verifier:
             raise ValueError("issuer and audience are required")
         if (jwks_url is None) == (jwks is None):
             raise ValueError("give exactly one of jwks_url or jwks")
+        if isinstance(revocation, str):
+            if not revocation.startswith(URL_SCHEMES):
+                raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
+            revocation = RedisRevocation(revocation)
         if revocation is not None and not callable(getattr(revocation, "is_revoked", None)):
             raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
         if type(max_ttl) is not int or not 0 < max_ttl <= DEFAULT_MAX_TTL:

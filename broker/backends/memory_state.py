@@ -1,0 +1,185 @@
+"""``MemoryState``: the ``StateStore`` of the embedded default, inside one process.
+
+Everything lives in dicts and dies with the process; nothing is shared with another
+replica, so run exactly one broker process with it. Each method runs to completion
+without awaiting, which makes it atomic on the event loop, the way a Lua script is atomic
+in Redis. Entries expire lazily (when read, and in a sweep every few hundred writes) on
+the schedule of ``broker.service.retention``, using the injected clock.
+
+Audit events are kept in a list, all of them, for the life of the process: this is a
+development mode, and an audit log that drops events silently is no audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.audit.chain import GENESIS, seal
+from broker.service import retention
+from broker.service.ports import RevocationState, StoredEvent, TaskClaim
+
+_SWEEP_EVERY = 512  # writes between two sweeps of expired entries
+
+
+@dataclass(slots=True)
+class _Task:
+    owner: str
+    expiry: int  # epoch seconds: the record is dropped after this
+    jtis: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Expiring:
+    value: int
+    expiry: float  # epoch seconds
+
+
+class MemoryState:
+    """In-process state: rate limits, task records, revocations and the audit chain."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._rates: dict[str, _Expiring] = {}  # agent -> GCRA arrival time (µs)
+        self._tasks: dict[str, _Task] = {}
+        self._revoked_tokens: dict[str, _Expiring] = {}
+        self._revoked_tasks: dict[str, _Expiring] = {}
+        self._cutoffs: dict[str, _Expiring] = {}  # agent -> cut-off (epoch seconds)
+        self._events: list[StoredEvent] = []
+        self._head = GENESIS
+        self._last_id = (0, 0)
+        self._writes = 0
+
+    # ------------------------------------------------------------------ rate limits
+
+    async def take_rate(self, agent: str, count: int, per_seconds: int) -> float:
+        """GCRA, the same arithmetic as ``RedisState``'s script, in whole microseconds."""
+        interval, limit = gcra_parameters(count, per_seconds)
+        now = int(self._clock() * 1_000_000)
+        stored = self._live(self._rates, agent)
+        tat = max(stored.value if stored else now, now)
+        new_tat = tat + interval
+        if new_tat - now > limit:
+            return (new_tat - limit - now) / 1_000_000
+        self._write(self._rates, agent, _Expiring(new_tat, new_tat / 1_000_000))
+        return 0.0
+
+    # ------------------------------------------------------------------ tasks
+
+    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
+        if self._live(self._revoked_tasks, task) is not None:
+            return TaskClaim.REVOKED
+        record = self._tasks.get(task)
+        if record is not None and self._expired(record.expiry):
+            del self._tasks[task]
+            record = None
+        expiry = retention.task_record_expiry(expires_at)
+        if record is None:
+            record = _Task(owner=agent, expiry=expiry)
+            self._tasks[task] = record
+        if record.owner != agent:
+            return TaskClaim.OTHER_OWNER
+        record.jtis.update(jtis)
+        record.expiry = max(record.expiry, expiry)
+        self._count_write()
+        return TaskClaim.OWNED
+
+    async def task_owner(self, task: str) -> str | None:
+        record = self._tasks.get(task)
+        if record is None:
+            return None
+        if self._expired(record.expiry):
+            del self._tasks[task]
+            return None
+        return record.owner
+
+    # ------------------------------------------------------------------ revocation
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        self._write(self._revoked_tokens, jti, _Expiring(1, retention.token_revocation_expiry(expires_at)))
+
+    async def revoke_task(self, task: str, now: int) -> None:
+        self._write(self._revoked_tasks, task, _Expiring(1, retention.task_revocation_expiry(now)))
+
+    async def revoke_agent(self, agent: str, cutoff: int) -> None:
+        current = self._live(self._cutoffs, agent)
+        if current is None or cutoff > current.value:
+            self._write(self._cutoffs, agent, _Expiring(cutoff, retention.agent_cutoff_expiry(cutoff)))
+
+    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState:
+        cutoff = self._live(self._cutoffs, agent)
+        return RevocationState(
+            token_revoked=self._live(self._revoked_tokens, jti) is not None,
+            task_revoked=self._live(self._revoked_tasks, task) is not None,
+            agent_cutoff=cutoff.value if cutoff is not None else None,
+        )
+
+    # ------------------------------------------------------------------ audit
+
+    async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
+        sealed = seal(event, self._head)
+        stored = StoredEvent(self._next_id(), sealed)
+        self._events.append(stored)
+        self._head = sealed["hash"]
+        return stored
+
+    async def audit_events(self) -> AsyncIterator[StoredEvent]:
+        for stored in list(self._events):
+            yield stored
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ internals
+
+    def _next_id(self) -> str:
+        """A Redis-style stream id, ``<ms>-<seq>``, strictly increasing even if the clock
+        stands still or steps back."""
+        ms = int(self._clock() * 1000)
+        last_ms, last_seq = self._last_id
+        self._last_id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._last_id[0]}-{self._last_id[1]}"
+
+    def _expired(self, expiry: float) -> bool:
+        return self._clock() >= expiry
+
+    def _live(self, table: dict[str, _Expiring], key: str) -> _Expiring | None:
+        entry = table.get(key)
+        if entry is not None and self._expired(entry.expiry):
+            del table[key]
+            return None
+        return entry
+
+    def _write(self, table: dict[str, _Expiring], key: str, entry: _Expiring) -> None:
+        table[key] = entry
+        self._count_write()
+
+    def _count_write(self) -> None:
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for table in (self._rates, self._revoked_tokens, self._revoked_tasks, self._cutoffs):
+            for key in [k for k, e in table.items() if now >= e.expiry]:
+                del table[key]
+        for key in [k for k, t in self._tasks.items() if now >= t.expiry]:
+            del self._tasks[key]
+
+
+def gcra_parameters(count: int, per_seconds: int) -> tuple[int, int]:
+    """The emission interval and the limit on ``tat - now``, both in whole microseconds.
+
+    The interval is rounded up so that ``limit = count * interval`` lets exactly ``count``
+    mints through in a fresh burst, with no floating-point edge at the last one.
+    """
+    if type(count) is not int or type(per_seconds) is not int or count < 1 or per_seconds < 1:
+        raise ValueError("a rate limit is a positive count per a positive number of seconds")
+    interval = -(-per_seconds * 1_000_000 // count)  # integer ceiling
+    return interval, count * interval

@@ -1,0 +1,50 @@
+"""Redis key names, shared by the broker's ``RedisState`` and the verifier's sync reader.
+
+Pure and import-free on purpose: ``broker.verify`` imports it, and the verifier library
+must not pull in the broker's backends. Every name is ``<prefix><kind>:<id>`` with the
+caller's id last, so two different (kind, id) pairs can never name the same key, whatever
+characters the id holds.
+"""
+
+from __future__ import annotations
+
+DEFAULT_PREFIX = "capbroker:"
+DEFAULT_STREAM = "capbroker:audit"
+
+
+def rate(prefix: str, agent: str) -> str:
+    """The agent's GCRA state: its theoretical arrival time, in microseconds."""
+    return f"{prefix}rate:{agent}"
+
+
+def task(prefix: str, task_id: str) -> str:
+    """Hash of the task record: ``owner`` and ``expiry`` (epoch seconds)."""
+    return f"{prefix}task:{task_id}"
+
+
+def task_tokens(prefix: str, task_id: str) -> str:
+    """Set of the token ids issued for the task."""
+    return f"{prefix}task-jtis:{task_id}"
+
+
+def revoked_token(prefix: str, jti: str) -> str:
+    return f"{prefix}rev:jti:{jti}"
+
+
+def revoked_task(prefix: str, task_id: str) -> str:
+    return f"{prefix}rev:task:{task_id}"
+
+
+def agent_cutoff(prefix: str, agent: str) -> str:
+    """The agent's kill-switch cut-off: tokens with ``iat`` at or before it are revoked."""
+    return f"{prefix}rev:agent:{agent}"
+
+
+def revocation(prefix: str, jti: str, task_id: str, agent: str) -> tuple[str, str, str]:
+    """The three keys one revocation check reads, in ``MGET`` order: token, task, agent."""
+    return revoked_token(prefix, jti), revoked_task(prefix, task_id), agent_cutoff(prefix, agent)
+
+
+def audit_head(prefix: str) -> str:
+    """The hash of the last event appended to the audit stream."""
+    return f"{prefix}audit:head"

@@ -1,0 +1,287 @@
+"""``RedisState``: the ``StateStore`` every broker replica shares, in Redis.
+
+Failure is bounded and translated here, at the boundary. The client is built with
+explicit socket timeouts, no retries and no health checks, and every call is also
+wrapped in ``asyncio.wait_for``: a paused server still accepts TCP connections (the
+kernel's backlog) but never answers. Any redis, OS or timeout error becomes
+``BackendUnavailable("redis: <ExceptionClassName>")``, never the server's text. The
+connection pool reconnects on its own, so the same object works again once Redis is back.
+
+Every read-modify-write is one Lua script, atomic across replicas:
+
+- ``take_rate``: GCRA on Redis's own clock (``TIME``), so replicas' clocks do not matter.
+- ``claim_task``: revoked? owner? record the tokens and extend the record's life.
+- ``revoke_agent``: keep the latest cut-off.
+- ``append_audit``: compare-and-append. Lua in Redis has no SHA-256, so the client seals
+  the event onto the head it read, and the script appends it only if the head is still
+  that hash; otherwise the client re-seals onto the new head and tries again. Appends
+  from one object take turns, so only other processes ever race it.
+
+A call that timed out may still have been executed (a paused server runs what it had
+buffered when it resumes). Each such effect errs on the safe side: an allowance spent,
+a task claimed by the agent that asked, an audit event for a mint that then failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from broker.audit.chain import GENESIS, canonical, seal
+from broker.backends import redis_keys as keys
+from broker.backends.memory_state import gcra_parameters
+from broker.errors import BackendUnavailable
+from broker.service import retention
+from broker.service.ports import RevocationState, StoredEvent, TaskClaim
+
+T = TypeVar("T")
+
+# asyncio.wait_for gets a little longer than the socket timeout, so that redis-py's own
+# timeout (which closes the connection cleanly) fires first when it can.
+_MARGIN = 0.25
+_AUDIT_ATTEMPTS = 64  # compare-and-append rounds before giving up on a busy stream
+_PAGE = 500  # audit events per XRANGE
+
+# KEYS: rate key. ARGV: emission interval, limit on tat - now (both whole microseconds).
+# Returns 0 when allowed, else the microseconds until the next mint is allowed.
+_TAKE_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > limit then
+  return new_tat - limit - now
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return 0
+"""
+
+# KEYS: revoked-task, task record (hash), task's token ids (set).
+# ARGV: agent, record expiry (epoch seconds), token ids...
+_CLAIM_TASK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'revoked' end
+redis.call('HSETNX', KEYS[2], 'owner', ARGV[1])
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return 'other_owner' end
+local expiry = tonumber(ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[2], 'expiry'))
+if current and current > expiry then expiry = current end
+redis.call('HSET', KEYS[2], 'expiry', string.format('%d', expiry))
+if #ARGV > 2 then redis.call('SADD', KEYS[3], unpack(ARGV, 3)) end
+redis.call('EXPIREAT', KEYS[2], expiry)
+redis.call('EXPIREAT', KEYS[3], expiry)
+return 'owned'
+"""
+
+# KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
+_REVOKE_AGENT = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current and current >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"""
+
+# KEYS: audit head, audit stream. ARGV: the head the event was sealed onto, the sealed
+# event's canonical JSON, its hash, GENESIS. Returns {1, stream id} or {0, current head}.
+_APPEND_AUDIT = """
+local head = redis.call('GET', KEYS[1]) or ARGV[4]
+if head ~= ARGV[1] then return {0, head} end
+local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[3])
+return {1, id}
+"""
+
+
+class RedisState:
+    """Rate limits, task records, revocations and the audit chain, shared in Redis."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        timeout: float = 1.0,
+        stream: str = keys.DEFAULT_STREAM,
+        prefix: str = keys.DEFAULT_PREFIX,
+    ) -> None:
+        """Use ``from_url``: it builds ``client`` with the timeouts and no retries."""
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self._redis = client
+        self._timeout = timeout
+        self._stream = stream
+        self._prefix = prefix
+        self._audit_turn = asyncio.Lock()
+        self._audit_head = GENESIS
+        self._take_rate = client.register_script(_TAKE_RATE)
+        self._claim_task = client.register_script(_CLAIM_TASK)
+        self._revoke_agent = client.register_script(_REVOKE_AGENT)
+        self._append_audit = client.register_script(_APPEND_AUDIT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 1.0,
+        stream: str = keys.DEFAULT_STREAM,
+        prefix: str = keys.DEFAULT_PREFIX,
+    ) -> RedisState:
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            retry_on_error=[],
+            health_check_interval=0,
+            # RESP2: with RESP3, redis-py 8 turns on "maintenance notifications", which
+            # can relax the timeouts on a server's say-so and skip the pool's check for
+            # connections the server closed while they sat idle.
+            protocol=2,
+            decode_responses=True,
+        )
+        return cls(client, timeout=timeout, stream=stream, prefix=prefix)
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout + _MARGIN)
+        except (RedisError, OSError) as e:  # OSError covers TimeoutError
+            raise BackendUnavailable(f"redis: {type(e).__name__}") from None  # no server text, even chained
+
+    # ------------------------------------------------------------------ rate limits
+
+    async def take_rate(self, agent: str, count: int, per_seconds: int) -> float:
+        interval, limit = gcra_parameters(count, per_seconds)
+        wait = await self._call(self._take_rate(keys=[keys.rate(self._prefix, agent)], args=[interval, limit]))
+        return _integer(wait) / 1_000_000
+
+    # ------------------------------------------------------------------ tasks
+
+    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
+        result = await self._call(
+            self._claim_task(
+                keys=[
+                    keys.revoked_task(self._prefix, task),
+                    keys.task(self._prefix, task),
+                    keys.task_tokens(self._prefix, task),
+                ],
+                args=[agent, retention.task_record_expiry(expires_at), *jtis],
+            )
+        )
+        try:
+            return TaskClaim(result)
+        except ValueError:
+            raise BackendUnavailable("redis: unexpected reply") from None
+
+    async def task_owner(self, task: str) -> str | None:
+        owner = await self._call(self._redis.hget(keys.task(self._prefix, task), "owner"))
+        return owner if isinstance(owner, str) else None
+
+    # ------------------------------------------------------------------ revocation
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        key = keys.revoked_token(self._prefix, jti)
+        await self._call(self._redis.set(key, "1", exat=retention.token_revocation_expiry(expires_at)))
+
+    async def revoke_task(self, task: str, now: int) -> None:
+        key = keys.revoked_task(self._prefix, task)
+        await self._call(self._redis.set(key, "1", exat=retention.task_revocation_expiry(now)))
+
+    async def revoke_agent(self, agent: str, cutoff: int) -> None:
+        key = keys.agent_cutoff(self._prefix, agent)
+        await self._call(self._revoke_agent(keys=[key], args=[cutoff, retention.agent_cutoff_expiry(cutoff)]))
+
+    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState:
+        token, task_revoked, cutoff = await self._call(
+            self._redis.mget(keys.revocation(self._prefix, jti, task, agent))
+        )
+        return RevocationState(
+            token_revoked=token is not None,
+            task_revoked=task_revoked is not None,
+            agent_cutoff=None if cutoff is None else _integer(cutoff),
+        )
+
+    # ------------------------------------------------------------------ audit
+
+    async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
+        """Appends from this object take turns (an ``asyncio.Lock``, waited on for at most
+        ``timeout``), so compare-and-append only ever races other processes: without the
+        turn, N concurrent appends here would need up to N rounds each."""
+        try:
+            await asyncio.wait_for(self._audit_turn.acquire(), self._timeout)
+        except TimeoutError:
+            raise BackendUnavailable("redis: TimeoutError") from None
+        try:
+            return await self._append_sealed(event)
+        finally:
+            self._audit_turn.release()
+
+    async def _append_sealed(self, event: Mapping[str, Any]) -> StoredEvent:
+        head_key = keys.audit_head(self._prefix)
+        head = self._audit_head  # a guess: if another writer moved on, the script says where to
+        for _ in range(_AUDIT_ATTEMPTS):
+            sealed = seal(event, head)
+            reply = await self._call(
+                self._append_audit(
+                    keys=[head_key, self._stream],
+                    args=[head, canonical(sealed), sealed["hash"], GENESIS],
+                )
+            )
+            if not isinstance(reply, list) or len(reply) != 2:
+                raise BackendUnavailable("redis: unexpected reply")
+            ok, value = reply
+            if ok == 1:
+                self._audit_head = sealed["hash"]
+                return StoredEvent(_text(value), sealed)
+            head = _text(value)  # another writer got there first: seal onto its event
+        raise BackendUnavailable("redis: audit stream too busy")
+
+    async def audit_events(self) -> AsyncIterator[StoredEvent]:
+        """Every event, oldest first, in pages. An entry that is not a JSON object comes
+        out as an empty event, so ``verify_chain`` reports it rather than crashing."""
+        start = "-"
+        while True:
+            page = await self._call(self._redis.xrange(self._stream, min=start, max="+", count=_PAGE)) or []
+            for entry_id, fields in page:
+                yield StoredEvent(_text(entry_id), _decode_event((fields or {}).get("e")))
+            if len(page) < _PAGE:
+                return
+            start = f"({_text(page[-1][0])}"
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping())
+
+    async def aclose(self) -> None:
+        await self._call(self._redis.aclose())
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise BackendUnavailable("redis: unexpected reply")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise BackendUnavailable("redis: unexpected reply")
+
+
+def _decode_event(raw: object) -> Mapping[str, Any]:
+    try:
+        event = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}

@@ -1,0 +1,346 @@
+"""One contract, two StateStores: every test runs against MemoryState and against
+RedisState on a real redis-server. "Two replicas" are two RedisState objects on the same
+Redis (and, for the one-process MemoryState, the same object twice).
+
+Each test gets a fresh key prefix and stream, so tests never see each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.audit.chain import GENESIS, verify_chain
+from broker.backends import redis_keys as keys
+from broker.backends import redis_state
+from broker.backends.memory_state import MemoryState
+from broker.backends.redis_state import RedisState
+from broker.service import retention
+from broker.service.ports import RevocationState, StateStore, StoredEvent, TaskClaim
+from tests.servers.processes import RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
+
+
+@dataclass
+class Backend:
+    """How to open replicas onto one shared state, and how to tamper with its audit stream."""
+
+    name: str
+    url: str = ""
+    prefix: str = ""
+    stream: str = ""
+    memory: MemoryState | None = None
+
+    def open(self) -> StateStore:
+        if self.memory is not None:
+            return self.memory
+        return RedisState.from_url(self.url, prefix=self.prefix, stream=self.stream)
+
+    @asynccontextmanager
+    async def replicas(self, n: int = 2) -> AsyncIterator[list[StateStore]]:
+        stores = [self.open() for _ in range(n)]
+        try:
+            yield stores
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    async def rewrite_event(self, index: int, field: str, value: object) -> None:
+        """Change one field of one stored event in place, keeping its stream id."""
+        if self.memory is not None:
+            stored = self.memory._events[index]
+            self.memory._events[index] = replace(stored, event={**stored.event, field: value})
+            return
+        raw = Redis.from_url(self.url, decode_responses=True)
+        try:
+            entries = await raw.xrange(self.stream) or []
+            await raw.delete(self.stream)
+            for i, (entry_id, fields) in enumerate(entries):
+                assert entry_id is not None
+                assert fields is not None
+                body = json.loads(fields["e"])
+                if i == index:
+                    body[field] = value
+                await raw.xadd(self.stream, {"e": json.dumps(body)}, id=entry_id)
+        finally:
+            await raw.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        return Backend("memory", memory=MemoryState())
+    server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    return Backend("redis", url=server.url, prefix=prefix, stream=f"{prefix}audit")
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())  # type: ignore[arg-type]
+
+
+def revocation(*, token: bool = False, task: bool = False, cutoff: int | None = None) -> RevocationState:
+    return RevocationState(token_revoked=token, task_revoked=task, agent_cutoff=cutoff)
+
+
+async def all_events(store: StateStore) -> list[StoredEvent]:
+    return [e async for e in store.audit_events()]
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+def test_rate_limit_is_exact_across_two_replicas_hammering_at_once(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            results = await asyncio.gather(*(s.take_rate("alice", 25, 3600) for _ in range(50) for s in (a, b)))
+            assert sum(r == 0.0 for r in results) == 25
+            refused = [r for r in results if r > 0]
+            assert len(refused) == 75
+            # the next slot frees one emission interval (144 s) after the burst began
+            assert all(140 < r <= 144 for r in refused)
+
+    run(body)
+
+
+def test_retry_after_is_the_time_to_the_next_slot(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            assert [await store.take_rate("alice", 2, 600) for _ in range(2)] == [0.0, 0.0]
+            wait = await store.take_rate("alice", 2, 600)
+            assert 295 < wait <= 300
+            assert await store.take_rate("bob", 2, 600) == 0.0  # another agent, another allowance
+
+    run(body)
+
+
+def test_refused_mints_spend_nothing(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            assert await store.take_rate("alice", 1, 1) == 0.0
+            assert all(r > 0 for r in [await store.take_rate("alice", 1, 1) for _ in range(20)])
+            await asyncio.sleep(1.05)
+            assert await store.take_rate("alice", 1, 1) == 0.0
+
+    run(body)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_two_agents_racing_for_one_task_exactly_one_wins(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            exp = int(time.time()) + 300
+            calls = [
+                store.claim_task("race", agent, [f"{agent}-{i}"], exp)
+                for i in range(25)
+                for store, agent in ((a, "alice"), (b, "bob"))
+            ]
+            results = await asyncio.gather(*calls)
+            by_agent = {"alice": set(results[0::2]), "bob": set(results[1::2])}
+            winner = await a.task_owner("race")
+            assert winner is not None
+            loser = "bob" if winner == "alice" else "alice"
+            assert by_agent[winner] == {TaskClaim.OWNED}
+            assert by_agent[loser] == {TaskClaim.OTHER_OWNER}
+            assert await b.task_owner("race") == winner
+
+    run(body)
+
+
+def test_task_ownership_and_revocation(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            now = int(time.time())
+            assert await store.task_owner("t1") is None
+            assert await store.claim_task("t1", "alice", ["j1", "j2"], now + 300) is TaskClaim.OWNED
+            assert await store.claim_task("t1", "alice", [], now + 300) is TaskClaim.OWNED
+            assert await store.claim_task("t1", "bob", ["j3"], now + 300) is TaskClaim.OTHER_OWNER
+            assert await store.task_owner("t1") == "alice"
+            await store.revoke_task("t1", now)
+            assert await store.claim_task("t1", "alice", ["j4"], now + 300) is TaskClaim.REVOKED
+            assert await store.claim_task("t-unrevoked", "alice", ["j5"], now + 300) is TaskClaim.OWNED
+            await store.revoke_task("t-new", now)  # revoked before anyone minted for it
+            assert await store.claim_task("t-new", "bob", ["j6"], now + 300) is TaskClaim.REVOKED
+            assert await store.task_owner("t-new") is None
+
+    run(body)
+
+
+# ---------------------------------------------------------------- revocation
+
+
+def test_revocations_are_seen_by_every_replica(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            assert await b.revocation_state("j1", "t1", "alice") == revocation()
+            await a.revoke_token("j1", now + 300)
+            assert await b.revocation_state("j1", "t1", "alice") == revocation(token=True)
+            assert await b.revocation_state("j2", "t1", "alice") == revocation()
+            await a.revoke_task("t1", now)
+            assert await b.revocation_state("j2", "t1", "alice") == revocation(task=True)
+            assert await b.revocation_state("j2", "t2", "alice") == revocation()
+            await a.revoke_agent("alice", now)
+            assert await b.revocation_state("j2", "t2", "alice") == revocation(cutoff=now)
+            assert await b.revocation_state("j2", "t2", "bob") == revocation()
+
+    run(body)
+
+
+def test_the_agent_cutoff_keeps_the_maximum_under_concurrent_kills(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            cutoffs = [now - 500 + (i * 37) % 400 for i in range(40)] + [now]
+            await asyncio.gather(*(s.revoke_agent("alice", c) for c in cutoffs for s in (a, b)))
+            await a.revoke_agent("alice", now - 1000)  # an older kill never undoes a newer one
+            state = await b.revocation_state("j1", "t1", "alice")
+            assert state.agent_cutoff == now
+            assert state.revokes(now)
+            assert not state.revokes(now + 1)
+
+    run(body)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit_chain_stays_linear_under_concurrent_appends(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            stores = (a, b)
+            returned = await asyncio.gather(
+                *(stores[i % 2].append_audit({"action": "mint", "n": i}) for i in range(200))
+            )
+            stored = await all_events(a)
+            report = verify_chain(stored)
+            assert report.ok, report.broken
+            assert report.count == len(stored) == 200
+            assert report.head == stored[-1].event["hash"]
+            assert stored[0].event["prev"] == GENESIS
+            assert sorted(e.event["n"] for e in stored) == list(range(200))
+            assert sorted(returned, key=lambda e: e.event["n"]) == sorted(stored, key=lambda e: e.event["n"])
+            ids = [_id_key(e.id) for e in stored]
+            assert ids == sorted(ids)
+            assert len(set(ids)) == 200
+
+    run(body)
+
+
+def test_audit_events_reads_every_page_in_order(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_state, "_PAGE", 7)
+
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            assert await all_events(store) == []
+            for i in range(21):  # three full pages, then an empty one
+                await store.append_audit({"n": i})
+            await store.append_audit({"n": 21})
+            stored = await all_events(store)
+            assert [e.event["n"] for e in stored] == list(range(22))
+            assert verify_chain(stored).ok
+
+    run(body)
+
+
+@pytest.mark.parametrize("index", [0, 3, 5])
+def test_a_tampered_event_is_named_by_verify_chain(backend: Backend, index: int) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            for i in range(6):
+                await store.append_audit({"action": "mint", "agent": "alice", "n": i})
+            before = await all_events(store)
+            assert verify_chain(before).ok
+            await backend.rewrite_event(index, "agent", "mallory")
+            after = await all_events(store)
+            assert [e.id for e in after] == [e.id for e in before]
+            report = verify_chain(after)
+            assert report.broken is not None
+            assert (report.broken.index, report.broken.id) == (index, before[index].id)
+            assert report.count == index
+
+    run(body)
+
+
+def test_ping(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (store,):
+            await store.ping()
+
+    run(body)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, seq = stream_id.split("-")
+    return int(ms), int(seq)
+
+
+# ---------------------------------------------------------------- Redis only: how long keys live
+
+
+@pytest.fixture
+def redis_backend(redis_server: RedisServer) -> Backend:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    return Backend("redis", url=redis_server.url, prefix=prefix, stream=f"{prefix}audit")
+
+
+def test_redis_keys_expire_on_the_retention_schedule(redis_backend: Backend) -> None:
+    p = redis_backend.prefix
+
+    async def body() -> None:
+        raw = Redis.from_url(redis_backend.url, decode_responses=True)
+        async with redis_backend.replicas(1) as (store,):
+            now = int(time.time())
+            await store.revoke_token("j1", now + 300)
+            await store.revoke_task("t1", now)
+            await store.revoke_agent("alice", now - 10)
+            await store.revoke_agent("alice", now)
+            await store.claim_task("t2", "alice", ["j2"], now + 3000)
+            await store.claim_task("t2", "alice", ["j3"], now + 300)  # does not shorten the record
+            await store.take_rate("alice", 10, 60)
+            assert await raw.expiretime(keys.revoked_token(p, "j1")) == retention.token_revocation_expiry(now + 300)
+            assert await raw.expiretime(keys.revoked_task(p, "t1")) == retention.task_revocation_expiry(now)
+            assert await raw.expiretime(keys.agent_cutoff(p, "alice")) == retention.agent_cutoff_expiry(now)
+            record_expiry = retention.task_record_expiry(now + 3000)
+            assert await raw.expiretime(keys.task(p, "t2")) == record_expiry
+            assert await raw.expiretime(keys.task_tokens(p, "t2")) == record_expiry
+            assert await raw.smembers(keys.task_tokens(p, "t2")) == {"j2", "j3"}
+            assert 0 < await raw.pttl(keys.rate(p, "alice")) <= 6000  # one emission interval
+        await raw.aclose()
+
+    run(body)
+
+
+def test_redis_task_record_is_gone_once_its_last_token_expired(redis_backend: Backend) -> None:
+    async def body() -> None:
+        async with redis_backend.replicas(1) as (store,):
+            long_ago = int(time.time()) - retention.REVOCATION_GRACE - 10
+            await store.claim_task("t-old", "alice", ["j1"], long_ago)
+            assert await store.task_owner("t-old") is None
+            assert await store.claim_task("t-old", "bob", ["j2"], int(time.time()) + 300) is TaskClaim.OWNED
+
+    run(body)
+
+
+def test_redis_script_cache_flush_is_transparent(redis_backend: Backend) -> None:
+    async def body() -> None:
+        raw = Redis.from_url(redis_backend.url)
+        async with redis_backend.replicas(1) as (store,):
+            assert await store.take_rate("alice", 5, 60) == 0.0
+            await raw.script_flush()
+            assert await store.take_rate("alice", 5, 60) == 0.0
+            assert (await store.append_audit({"n": 1})).event["prev"] == GENESIS
+        await raw.aclose()
+
+    run(body)
