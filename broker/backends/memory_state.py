@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.audit.chain import GENESIS, seal
+from broker.backends.gcra import gcra_parameters
 from broker.service import retention
 from broker.service.ports import RevocationState, StoredEvent, TaskClaim
 
@@ -171,15 +172,3 @@ class MemoryState:
                 del table[key]
         for key in [k for k, t in self._tasks.items() if now >= t.expiry]:
             del self._tasks[key]
-
-
-def gcra_parameters(count: int, per_seconds: int) -> tuple[int, int]:
-    """The emission interval and the limit on ``tat - now``, both in whole microseconds.
-
-    The interval is rounded up so that ``limit = count * interval`` lets exactly ``count``
-    mints through in a fresh burst, with no floating-point edge at the last one.
-    """
-    if type(count) is not int or type(per_seconds) is not int or count < 1 or per_seconds < 1:
-        raise ValueError("a rate limit is a positive count per a positive number of seconds")
-    interval = -(-per_seconds * 1_000_000 // count)  # integer ceiling
-    return interval, count * interval

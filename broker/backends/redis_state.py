@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 from broker.audit.chain import GENESIS, canonical, seal
 from broker.backends import redis_keys as keys
-from broker.backends.memory_state import gcra_parameters
+from broker.backends.gcra import gcra_parameters
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import RevocationState, StoredEvent, TaskClaim

@@ -11,7 +11,8 @@ from typing import TypeVar
 import pytest
 
 from broker.audit.chain import GENESIS, verify_chain
-from broker.backends.memory_state import MemoryState, gcra_parameters
+from broker.backends.gcra import gcra_parameters
+from broker.backends.memory_state import MemoryState
 from broker.service import retention
 from broker.service.ports import RevocationState, StoredEvent, TaskClaim
 

@@ -192,7 +192,7 @@ def test_verifier_with_remote_jwks_verifies(ring: KeyRing, ed_signer: LocalSigne
 
 def test_revocation_must_be_a_check_object(ring: KeyRing) -> None:
     with pytest.raises(TypeError, match="is_revoked"):
-        verifier(ring, revocation="redis://127.0.0.1:6379")
+        verifier(ring, revocation="http://127.0.0.1:6379")
 
 
 @pytest.mark.parametrize("max_ttl", [0, 3601, 10**9, 1.5])
