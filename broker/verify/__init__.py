@@ -8,8 +8,19 @@ grant.allows("bucket", "s3://acme-reports/agents/t1/out.csv", "write")
 
 from broker.errors import TokenRejected
 from broker.verify.grant import Grant
+from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import RemoteJwks
+from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation import RevocationCheck, StaticRevocationList
 from broker.verify.verifier import Verifier
 
-__all__ = ["Verifier", "Grant", "TokenRejected", "RevocationCheck", "StaticRevocationList", "RemoteJwks"]
+__all__ = [
+    "Verifier",
+    "Grant",
+    "TokenRejected",
+    "RevocationCheck",
+    "StaticRevocationList",
+    "RedisRevocation",
+    "IntrospectionClient",
+    "RemoteJwks",
+]

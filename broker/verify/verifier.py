@@ -10,6 +10,7 @@ from broker.errors import TokenRejected
 from broker.token.keys import KeyLookup, KeySet
 from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_leeway, verify_token
 from broker.verify.grant import Grant
+from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
 from broker.verify.redis_revocation import URL_SCHEMES, RedisRevocation
 from broker.verify.revocation import RevocationCheck
@@ -21,7 +22,9 @@ class Verifier:
     Give exactly one of ``jwks_url`` (fetched, cached, refreshed) or ``jwks`` (a JWKS
     document or a ``KeySet``). With ``revocation`` (a ``RevocationCheck``, or the broker's
     Redis URL, read by ``RedisRevocation``), every verification also asks it; if it cannot
-    answer, the token is rejected (``revocation_unavailable``).
+    answer, the token is rejected (``revocation_unavailable``). With ``introspection`` (an
+    ``IntrospectionClient``), every verification also asks the broker whether the token
+    is active, with the same fail-closed rule.
     """
 
     def __init__(
@@ -32,6 +35,7 @@ class Verifier:
         jwks_url: str | None = None,
         jwks: dict[str, Any] | KeySet | None = None,
         revocation: RevocationCheck | str | None = None,
+        introspection: IntrospectionClient | None = None,
         leeway: int = DEFAULT_LEEWAY,
         max_ttl: int = DEFAULT_MAX_TTL,
         clock: Callable[[], float] = time.time,
@@ -57,6 +61,9 @@ class Verifier:
         self.max_ttl = max_ttl
         self._clock = clock
         self._revocation = revocation
+        if introspection is not None and not callable(getattr(introspection, "is_active", None)):
+            raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
+        self._introspection = introspection
         self._keys: KeyLookup
         if jwks_url is not None:
             self._keys = RemoteJwks(
@@ -95,6 +102,13 @@ class Verifier:
                 raise TokenRejected("revocation_unavailable", type(e).__name__) from None
             if revoked:
                 raise TokenRejected("revoked")
+        if self._introspection is not None:
+            try:
+                active = self._introspection.is_active(str(token))
+            except Exception as e:  # noqa: BLE001 -- any failure of the check fails closed
+                raise TokenRejected("revocation_unavailable", type(e).__name__) from None
+            if not active:
+                raise TokenRejected("revoked", "introspection: not active")
         return Grant(claims)
 
     def require(self, token: object, *, kind: str, resource: str, action: str, now: int | None = None) -> Grant:
