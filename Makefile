@@ -23,8 +23,8 @@ dev: $(STAMP)
 	$(VENV)/bin/broker dev
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check broker tests tools
-	$(VENV)/bin/ruff format --check broker
+	$(VENV)/bin/ruff check broker tests tools examples bench
+	$(VENV)/bin/ruff format --check broker examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -22,6 +22,7 @@ class Mutation:
     file: str
     original: str
     mutant: str
+    tests: tuple[str, ...] = ("tests/unit", "tests/security")
 
 
 MUTATIONS = [
@@ -33,13 +34,20 @@ MUTATIONS = [
              "    if parsed.alg != key.alg:", "    if False:"),
     Mutation("'..' rule deleted", "broker/capability/resources.py",
              '    if ".." in resource:', '    if False:'),
+    Mutation("introspection ignores revocation", "broker/service/introspect.py",
+             "    active = not state.revokes(claims.iat)", "    active = True", ("tests/service",)),
+    Mutation("introspection audience filter deleted", "broker/service/own_tokens.py",
+             "    if audiences is not None and claims.aud not in audiences:", "    if False:", ("tests/service",)),
+    Mutation("mint rate limit deleted", "broker/service/mint.py",
+             "    if wait > 0:", "    if False:", ("tests/service",)),
+    Mutation("task ownership ignored", "broker/service/mint.py",
+             "    if claim is not TaskClaim.OWNED:", "    if False:", ("tests/service",)),
 ]
 
 
-def run_suite() -> tuple[bool, str]:
+def run_suite(tests: tuple[str, ...]) -> tuple[bool, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not integration",
-         "tests/unit", "tests/security"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not integration", *tests],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("FAILED") or " passed" in ln
@@ -57,12 +65,12 @@ def main() -> int:
             return 2
         path.write_text(source.replace(m.original, m.mutant))
         try:
-            green, summary = run_suite()
+            green, summary = run_suite(m.tests)
         finally:
             path.write_text(source)
         verdict = "SURVIVED (no test noticed)" if green else "killed"
         survivors += green
-        print(f"{m.name:28} {verdict:28} {summary}")
+        print(f"{m.name:38} {verdict:28} {summary}")
     print(f"{len(MUTATIONS) - survivors} of {len(MUTATIONS)} mutations killed")
     return 1 if survivors else 0
 
