@@ -45,4 +45,3 @@ async def read_repo(request: Request[Any, Any, Any], owner: str, repo: str) -> d
 
 def create_app(verifier: Verifier | None = None) -> Litestar:
     return Litestar([read_repo], guards=[capability_guard(verifier or make_verifier())])
-
