@@ -159,7 +159,11 @@ def _check(s: Settings) -> None:
         raise SettingsError("state redis needs redis_url")
     if not 0.05 <= s.backend_timeout <= 10:
         raise SettingsError("backend_timeout is 0.05 to 10 seconds")
-    if not 0 < s.port < 65536 or not 1 <= s.workers <= 64:
-        raise SettingsError("port or workers out of range")
+    if not 0 < s.port < 65536:
+        raise SettingsError("port out of range")
+    if s.workers != 1:
+        # A policy reload must reach every worker and never crash one on a bad file; until
+        # that exists, scale with more replicas (they share Redis and Vault).
+        raise SettingsError("workers: one per process for now; run more replicas to scale")
     if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError("issuer must be an https:// URL (http only on loopback)")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import TextIO
 
 from litestar import Litestar
 
 from broker.audit.recorder import AuditRecorder
-from broker.config import Settings, load_settings
+from broker.config import Settings
 from broker.http.app import create_app
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
@@ -64,8 +63,3 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> Litestar:
     return create_app(build_broker(settings), max_body_bytes=settings.max_body_bytes, handle_sighup=handle_sighup)
-
-
-def serve_app() -> Litestar:
-    """uvicorn factory for ``broker serve`` workers: settings from BROKER_CONFIG + env."""
-    return build_app(load_settings(os.environ.get("BROKER_CONFIG")))

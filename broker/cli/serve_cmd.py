@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -54,15 +53,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.signer != "vault" or settings.state != "redis":
         print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
-    if args.config:
-        os.environ["BROKER_CONFIG"] = str(Path(args.config).resolve())
     try:
-        if settings.workers > 1:
-            _uvicorn_run("broker.runtime:serve_app", settings, factory=True, workers=settings.workers)
-        else:
-            from broker.runtime import build_app
+        from broker.runtime import build_app
 
-            _uvicorn_run(build_app(settings), settings)
+        _uvicorn_run(build_app(settings), settings)
     except PolicyInvalid as e:
         print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
         return 1
