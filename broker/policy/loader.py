@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 from broker.errors import PolicyInvalid, PolicyIssue
@@ -52,4 +54,15 @@ def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) 
         issues.extend(result)
     if issues or isinstance(result, list):
         raise PolicyInvalid(issues)
-    return result
+    return dataclasses.replace(result, digest=policy_digest(root, [(Path(name), raw) for name, _, raw in documents]))
+
+
+def policy_digest(root: Path, files: list[tuple[Path, bytes]]) -> str:
+    """SHA-256 over each file's path relative to the policy directory and the bytes that
+    were compiled: the same files give the same digest on every replica, wherever the
+    directory is mounted."""
+    digest = hashlib.sha256()
+    for path, raw in files:
+        digest.update(hashlib.sha256(path.relative_to(root).as_posix().encode()).digest())
+        digest.update(hashlib.sha256(raw).digest())
+    return digest.hexdigest()
