@@ -46,7 +46,7 @@ MUTATIONS = [
 
 
 def run_suite(tests: tuple[str, ...]) -> tuple[bool, str]:
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603 -- our own interpreter and test paths
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not integration", *tests],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
