@@ -1,0 +1,149 @@
+"""A small closed-loop HTTP load generator, run in its own process by ``bench.mint``.
+
+``connections`` asyncio workers each hold one keep-alive connection and POST back to back
+for ``warmup + seconds``. Only requests that complete inside the measured window (after
+the warm-up) count: requests/s is those completions over the window, p50/p99 are over
+their latencies, and a request counts as an error when it raised or its status was not
+the expected one.
+
+This module imports nothing from the broker or the test harness, so the load process
+stays small. It uses aiohttp when installed (``bench/requirements.txt``), httpx otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+Send = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    url: str
+    headers: dict[str, str]
+    expect: int
+    body: str  # a fixed JSON body, or one with {n} replaced by a request number unique in the run
+    connections: int = 64
+    seconds: float = 10.0
+    warmup: float = 2.0
+    client: str = "auto"  # auto | aiohttp | httpx
+
+
+@dataclass
+class LoadResult:
+    client: str
+    ok: int = 0
+    errors: int = 0
+    window: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    cpu_seconds: float = 0.0
+    first_error: str = ""
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.window if self.window else 0.0
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile of the successful requests' latencies, in ms."""
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+        return ordered[rank - 1]
+
+
+def pick_client(wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    return "aiohttp" if importlib.util.find_spec("aiohttp") is not None else "httpx"
+
+
+def run_load(spec: LoadSpec, on_window: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run one measurement, return it as a picklable dict. ``on_window`` is told "start" and
+    "end" at the edges of the measured window."""
+    result = asyncio.run(_run(spec, on_window))
+    return asdict(result)
+
+
+def load_process(spec: LoadSpec, conn: Connection) -> None:
+    """Entry point of the load process: Ctrl-C is the parent's to handle (it ends this process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(("result", run_load(spec, lambda edge: conn.send((edge, None)))))
+    finally:
+        conn.close()
+
+
+async def _run(spec: LoadSpec, on_window: Callable[[str], None]) -> LoadResult:
+    client = pick_client(spec.client)
+    if client == "aiohttp":
+        import aiohttp  # noqa: PLC0415 - optional, bench-only dependency
+
+        connector = aiohttp.TCPConnector(limit=spec.connections, limit_per_host=spec.connections)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, headers=spec.headers, timeout=timeout) as session:
+
+            async def send(body: bytes) -> tuple[int, bytes]:
+                async with session.post(spec.url, data=body) as r:
+                    return r.status, await r.read()
+
+            return await _drive(spec, send, client, on_window)
+    if client == "httpx":
+        import httpx  # noqa: PLC0415
+
+        limits = httpx.Limits(max_connections=spec.connections, max_keepalive_connections=spec.connections)
+        async with httpx.AsyncClient(limits=limits, headers=spec.headers, timeout=30) as http:
+
+            async def send_httpx(body: bytes) -> tuple[int, bytes]:
+                r = await http.post(spec.url, content=body)
+                return r.status_code, r.content
+
+            return await _drive(spec, send_httpx, client, on_window)
+    raise ValueError(f"unknown client {client!r}")
+
+
+async def _drive(spec: LoadSpec, send: Send, client: str, on_window: Callable[[str], None]) -> LoadResult:
+    result = LoadResult(client=client)
+    state = {"measuring": False, "stop": False}
+    counter = iter(range(1 << 62))
+    templated = "{n}" in spec.body
+
+    async def worker() -> None:
+        while not state["stop"]:
+            body = (spec.body.replace("{n}", str(next(counter))) if templated else spec.body).encode()
+            start = time.perf_counter()
+            try:
+                status, raw = await send(body)
+            except Exception as e:  # noqa: BLE001 - any failure of one request is one error
+                status, raw = -1, f"{type(e).__name__}: {e}".encode()
+            elapsed = time.perf_counter() - start
+            if not state["measuring"]:
+                continue
+            if status == spec.expect:
+                result.ok += 1
+                result.latencies_ms.append(elapsed * 1000)
+            else:
+                result.errors += 1
+                if not result.first_error:
+                    result.first_error = f"{status} {raw[:300]!r}"
+
+    workers = [asyncio.create_task(worker()) for _ in range(spec.connections)]
+    await asyncio.sleep(spec.warmup)
+    state["measuring"] = True
+    on_window("start")
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.sleep(spec.seconds)
+    state["measuring"] = False
+    on_window("end")
+    result.window = time.perf_counter() - t0
+    result.cpu_seconds = time.process_time() - cpu0
+    state["stop"] = True
+    await asyncio.gather(*workers)
+    return result
