@@ -44,6 +44,7 @@ class Settings:
     audit_stream: str = "capbroker:audit"
     backend_timeout: float = 1.0
     key_refresh: float = 10.0
+    clock_skew: float = 5.0  # how far replica clocks may disagree (seconds)
     max_body_bytes: int = 64 * 1024
     workers: int = 1
 
@@ -65,6 +66,7 @@ _FIELDS: dict[str, type] = {
     "audit_stream": str,
     "backend_timeout": float,
     "key_refresh": float,
+    "clock_skew": float,
     "max_body_bytes": int,
     "workers": int,
 }
@@ -157,6 +159,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
     if s.state == "redis" and not s.redis_url:
         raise SettingsError("state redis needs redis_url")
+    if not 0 <= s.clock_skew <= 60:
+        raise SettingsError("clock_skew is 0 to 60 seconds (the largest verifier leeway)")
     if not 0.05 <= s.backend_timeout <= 10:
         raise SettingsError("backend_timeout is 0.05 to 10 seconds")
     if not 0 < s.port < 65536:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import TextIO
 
@@ -58,6 +59,7 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         state=state,
         audit=AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout),
         admin_key_hashes=settings.admin_key_sha256,
+        clock_skew=math.ceil(settings.clock_skew),
     )
 
 

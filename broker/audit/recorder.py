@@ -4,12 +4,18 @@ The event is first stored (the state store seals it onto the hash chain), then w
 as one JSON line to the output. If storing fails the caller gets ``BackendUnavailable``
 and must not hand out what the event describes: no token is ever unaudited.
 
-Events carry ids, names and reasons, never a token, a client secret or a Vault token.
+Events carry ids, names and reasons, never a token, a client secret or a Vault token:
+reasons may quote what a caller sent, so anything shaped like one is redacted first.
+
+Requests with no valid credential at all (``unauthenticated``) are written to the output
+only, marked ``"stored": false``: a stranger must not be able to grow the Redis stream
+(and so evict revocations or fill memory) by sending garbage.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +26,23 @@ from broker.service.ports import StateStore, StoredEvent
 
 EVENT_TYPES = frozenset({"mint", "deny", "revoke", "introspect", "admin"})
 
+_SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a compact JWS (any token)
+    r"|cbk_[A-Za-z0-9_-]{8,}"  # a client secret, whole or in part
+    r"|\b(?:hvs|hvb|s|b)\.[A-Za-z0-9]{20,}"  # a Vault/OpenBao token
+)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every string's token-, secret- or Vault-token-shaped part replaced."""
+    if isinstance(value, str):
+        return _SECRET_SHAPES.sub("[redacted]", value)
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    return value
+
 
 class AuditRecorder:
     def __init__(self, state: StateStore, *, out: TextIO | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -27,7 +50,9 @@ class AuditRecorder:
         self._out = out if out is not None else sys.stdout
         self._clock = clock
 
-    async def record(self, event_type: str, *, request_id: str, **fields: Any) -> StoredEvent:
+    async def record(self, event_type: str, *, request_id: str, **fields: Any) -> StoredEvent | None:
+        """Store the event on the chain and echo it; ``None`` when it is only echoed
+        (an unauthenticated request)."""
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown audit event type {event_type!r}")
         event: dict[str, Any] = {
@@ -35,8 +60,19 @@ class AuditRecorder:
             "type": event_type,
             "request_id": request_id,
         }
-        event.update({k: v for k, v in fields.items() if v is not None})
+        event.update({k: redact(v) for k, v in fields.items() if v is not None})
+        if event.get("code") == "unauthenticated":
+            self._write({**event, "stored": False})
+            return None
         stored = await self._state.append_audit(event)
-        self._out.write(json.dumps({"audit_id": stored.id, **stored.event}, separators=(",", ":")) + "\n")
-        self._out.flush()
+        self._write({"audit_id": stored.id, **stored.event})
         return stored
+
+    def _write(self, line: dict[str, Any]) -> None:
+        # The stored copy is authoritative: a broken stdout must not turn into a 500
+        # after the event is already on the chain.
+        try:
+            self._out.write(json.dumps(line, separators=(",", ":")) + "\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            pass

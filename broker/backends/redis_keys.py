@@ -45,6 +45,7 @@ def revocation(prefix: str, jti: str, task_id: str, agent: str) -> tuple[str, st
     return revoked_token(prefix, jti), revoked_task(prefix, task_id), agent_cutoff(prefix, agent)
 
 
-def audit_head(prefix: str) -> str:
-    """The hash of the last event appended to the audit stream."""
-    return f"{prefix}audit:head"
+def audit_head(stream: str) -> str:
+    """The hash of the last event appended to ``stream``: one head per stream, so two
+    deployments with their own streams on one Redis keep two intact chains."""
+    return f"{stream}:head"

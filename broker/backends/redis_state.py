@@ -227,7 +227,7 @@ class RedisState:
             self._audit_turn.release()
 
     async def _append_sealed(self, event: Mapping[str, Any]) -> StoredEvent:
-        head_key = keys.audit_head(self._prefix)
+        head_key = keys.audit_head(self._stream)
         head = self._audit_head  # a guess: if another writer moved on, the script says where to
         for _ in range(_AUDIT_ATTEMPTS):
             sealed = seal(event, head)

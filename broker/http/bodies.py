@@ -9,8 +9,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from broker.errors import InvalidRequest
+from broker.errors import InvalidRequest, PayloadTooLarge
 from broker.token.strictjson import StrictJsonError, loads_object
 
 JSON = "application/json"
@@ -29,6 +30,14 @@ def media_type(request: Request[Any, Any, Any]) -> str | None:
         if name.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
             return None
     return kind
+
+
+async def _raw(request: Request[Any, Any, Any]) -> bytes:
+    """The body, or ``PayloadTooLarge`` (a domain error, so the use case audits it)."""
+    try:
+        return await request.body()
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge("request body over the size limit") from None
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -54,21 +63,21 @@ def parse_form(raw: bytes) -> dict[str, Any]:
 async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
     if media_type(request) != JSON:
         raise InvalidRequest("Content-Type must be application/json")
-    return parse_json(await request.body())
+    return parse_json(await _raw(request))
 
 
 async def json_or_form_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
     kind = media_type(request)
     if kind == JSON:
-        return parse_json(await request.body())
+        return parse_json(await _raw(request))
     if kind == FORM:
-        return parse_form(await request.body())
+        return parse_form(await _raw(request))
     raise InvalidRequest("Content-Type must be application/json or application/x-www-form-urlencoded")
 
 
 async def empty_body(request: Request[Any, Any, Any]) -> None:
     """Action endpoints take no fields: an empty body, or ``{}`` as JSON."""
-    raw = await request.body()
+    raw = await _raw(request)
     if not raw.strip():
         return
     if media_type(request) != JSON:

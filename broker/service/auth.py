@@ -7,15 +7,16 @@ secret whose SHA-256 the policy (agents, services) or the settings (admins) hold
 from __future__ import annotations
 
 from broker.errors import Forbidden, Unauthenticated
-from broker.policy.model import Agent, Service
+from broker.policy.model import Agent, Policy, Service
 from broker.service.broker import Broker, Call
 from broker.service.credentials import is_client_secret, matches_any, secret_sha256
 
 
-def _principal(broker: Broker, call: Call) -> Agent | Service | None:
+def _principal(source: Broker | Policy, call: Call) -> Agent | Service | None:
     if call.credential is None or not is_client_secret(call.credential):
         return None
-    return broker.policy.principal_for_key(secret_sha256(call.credential))
+    policy = source.policy if isinstance(source, Broker) else source
+    return policy.principal_for_key(secret_sha256(call.credential))
 
 
 def is_admin(broker: Broker, call: Call) -> bool:
@@ -26,15 +27,16 @@ def is_admin(broker: Broker, call: Call) -> bool:
     )
 
 
-def agent_of(broker: Broker, call: Call) -> Agent:
-    principal = _principal(broker, call)
+def agent_of(policy: Policy, call: Call) -> Agent:
+    """The calling agent in ``policy`` (a snapshot the caller keeps for the request)."""
+    principal = _principal(policy, call)
     if not isinstance(principal, Agent):
         raise Unauthenticated("no agent has this credential")
     return principal
 
 
-def service_of(broker: Broker, call: Call) -> Service:
-    principal = _principal(broker, call)
+def service_of(policy: Policy, call: Call) -> Service:
+    principal = _principal(policy, call)
     if not isinstance(principal, Service):
         raise Unauthenticated("no service has this credential")
     return principal

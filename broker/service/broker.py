@@ -40,6 +40,9 @@ class Broker:
     admin_key_hashes: tuple[str, ...]
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    # How far replica clocks may disagree. Introspection accepts a token this much before
+    # its nbf or after its exp; the kill switch's cut-off reaches this far ahead.
+    clock_skew: int = 5
     ready_for_signing: bool = False  # set by the start-up self-test
     overlay: Callable[[Policy], Policy] | None = None  # `broker dev` only: its generated keys
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -32,7 +32,7 @@ def _token_field(body: object) -> str:
 
 async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     try:
-        service = service_of(broker, call)
+        service = service_of(broker.policy, call)
         token = _token_field(await read_body())
     except BrokerError as e:
         await broker.audit.record(

@@ -59,20 +59,23 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     """The 201 body for a mint request, or a ``BrokerError`` (audited) explaining why not.
 
     The caller is authenticated before the body is read: a stranger learns nothing about
-    what a well-formed request looks like.
+    what a well-formed request looks like. The rate allowance is spent next, before the
+    body is even parsed, so malformed or probing requests cost allowance too. One policy
+    snapshot serves the whole request, so a reload in between cannot mix two policies.
     """
+    policy = broker.policy
     try:
-        agent = agent_of(broker, call)
+        agent = agent_of(policy, call)
     except BrokerError as e:
         await _deny(broker, call, e, None, None)
         raise
+    await _spend_rate(broker, call, agent)
     try:
         request = parse_mint_request(await read_body())
     except BrokerError as e:
         await _deny(broker, call, e, agent.name, None)
         raise
-    await _spend_rate(broker, call, agent, request)
-    decision = decide(agent, request, broker.policy)
+    decision = decide(agent, request, policy)
     if isinstance(decision, Deny):
         error = error_for_code(decision.code, decision.reason)
         await _deny(
@@ -82,13 +85,13 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     return await _issue(broker, call, agent, request, decision)
 
 
-async def _spend_rate(broker: Broker, call: Call, agent: Agent, request: MintRequest) -> None:
+async def _spend_rate(broker: Broker, call: Call, agent: Agent) -> None:
     if agent.rate is None:
         return
     wait = await broker.state.take_rate(agent.name, agent.rate.count, agent.rate.per_seconds)
     if wait > 0:
         error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
-        await _deny(broker, call, error, agent.name, request.task, scopes=_scopes(request))
+        await _deny(broker, call, error, agent.name, None)
         raise error
 
 

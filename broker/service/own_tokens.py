@@ -11,11 +11,12 @@ from broker.token.verify import check_claims, signed_claims
 
 
 async def own_token_claims(
-    broker: Broker, token: object, audiences: Collection[str] | None, *, leeway: int = 0
+    broker: Broker, token: object, audiences: Collection[str] | None, *, leeway: int | None = None
 ) -> Claims:
     """Claims of a valid token of ours for one of ``audiences`` (None: any audience).
 
-    The broker's clock is the reference, so its own checks use no leeway by default.
+    The leeway defaults to ``broker.clock_skew``: a token minted by a replica whose
+    clock runs a little ahead is not "not yet valid" here.
     """
     claims = signed_claims(token, await broker.signer.keyset())
     if audiences is not None and claims.aud not in audiences:
@@ -25,7 +26,7 @@ async def own_token_claims(
         issuer=broker.issuer,
         audience=claims.aud,
         now=broker.now(),
-        leeway=leeway,
+        leeway=broker.clock_skew if leeway is None else leeway,
         max_ttl=broker.policy.global_max_ttl,
     )
     return claims

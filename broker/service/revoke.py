@@ -15,6 +15,7 @@ from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
 from broker.token.claims import is_jti
+from broker.token.verify import MAX_LEEWAY
 
 
 async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
@@ -44,7 +45,8 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
             agent = None
         else:
             try:
-                claims = await own_token_claims(broker, body["token"], None, leeway=0)
+                # Revocable for as long as any verifier could still accept it (the largest leeway).
+                claims = await own_token_claims(broker, body["token"], None, leeway=MAX_LEEWAY)
             except TokenRejected as e:
                 if e.code == "expired":
                     return {"revoked": False, "reason": "expired"}
@@ -108,7 +110,10 @@ async def revoke_agent(
     except BrokerError as e:
         await _refused(broker, call, e, agent=agent if is_name(agent) else None)
         raise
-    cutoff = broker.now()
+    # Replica clocks may disagree by up to clock_skew: reach that far ahead, so a token
+    # stamped by a replica whose clock runs fast is still caught (errs closed: the agent's
+    # mints in the next few seconds are revoked too).
+    cutoff = broker.now() + broker.clock_skew
     await broker.state.revoke_agent(agent, cutoff)
     broker.metrics.inc("capbroker_revocations_total", kind="agent")
     await broker.audit.record(

@@ -344,3 +344,22 @@ def test_redis_script_cache_flush_is_transparent(redis_backend: Backend) -> None
         await raw.aclose()
 
     run(body)
+
+
+def test_redis_two_streams_on_one_redis_keep_two_intact_chains(redis_server: RedisServer) -> None:
+    """Two deployments sharing one Redis and one key prefix, each with its own stream."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    prod = Backend("redis", url=redis_server.url, prefix=prefix, stream=f"{prefix}prod:audit")
+    staging = Backend("redis", url=redis_server.url, prefix=prefix, stream=f"{prefix}staging:audit")
+
+    async def body() -> None:
+        async with prod.replicas(1) as (p,), staging.replicas(1) as (s,):
+            for i in range(5):
+                await p.append_audit({"action": "mint", "n": i})
+                await s.append_audit({"action": "mint", "n": i})
+            for store in (p, s):
+                report = verify_chain(await all_events(store))
+                assert report.ok, report.broken
+                assert report.count == 5
+
+    run(body)

@@ -112,6 +112,7 @@ class BrokerProcess:
                 f"redis_url: {self.redis_url}",
                 "backend_timeout: 800ms",
                 "key_refresh: 500ms",
+                "clock_skew: 1s",
                 "",
             ])
         )
