@@ -30,13 +30,12 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from broker.audit.chain import GENESIS, canonical, seal
 from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
+from broker.backends.redis_options import fail_fast
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import RevocationState, StoredEvent, TaskClaim
@@ -135,20 +134,7 @@ class RedisState:
         stream: str = keys.DEFAULT_STREAM,
         prefix: str = keys.DEFAULT_PREFIX,
     ) -> RedisState:
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            retry_on_error=[],
-            health_check_interval=0,
-            # RESP2: with RESP3, redis-py 8 turns on "maintenance notifications", which
-            # can relax the timeouts on a server's say-so and skip the pool's check for
-            # connections the server closed while they sat idle.
-            protocol=2,
-            decode_responses=True,
-        )
+        client = Redis.from_url(url, **fail_fast(timeout))
         return cls(client, timeout=timeout, stream=stream, prefix=prefix)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ from typing import Any
 
 from broker.capability.names import is_name, is_task
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
+from broker.policy.model import Agent
 from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
@@ -21,6 +22,18 @@ from broker.token.verify import MAX_LEEWAY
 async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
     await broker.audit.record(
         "revoke", request_id=call.request_id, decision="deny", code=error.code, reason=error.reason, **fields
+    )
+
+
+async def _revoked(broker: Broker, call: Call, caller: Agent | None, target: str, **fields: Any) -> None:
+    broker.metrics.inc("capbroker_revocations_total", kind=target)
+    await broker.audit.record(
+        "revoke",
+        request_id=call.request_id,
+        decision="allow",
+        target=target,
+        by="admin" if caller is None else f"agent:{caller.name}",
+        **fields,
     )
 
 
@@ -58,16 +71,7 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
         await _refused(broker, call, e)
         raise
     await broker.state.revoke_token(jti, exp)
-    broker.metrics.inc("capbroker_revocations_total", kind="token")
-    await broker.audit.record(
-        "revoke",
-        request_id=call.request_id,
-        decision="allow",
-        target="token",
-        jti=jti,
-        agent=agent,
-        by="admin" if caller is None else f"agent:{caller.name}",
-    )
+    await _revoked(broker, call, caller, "token", jti=jti, agent=agent)
     return {"revoked": True, "jti": jti}
 
 
@@ -87,15 +91,7 @@ async def revoke_task(
         await _refused(broker, call, e, task=task if is_task(task) else None)
         raise
     await broker.state.revoke_task(task, broker.now())
-    broker.metrics.inc("capbroker_revocations_total", kind="task")
-    await broker.audit.record(
-        "revoke",
-        request_id=call.request_id,
-        decision="allow",
-        target="task",
-        task=task,
-        by="admin" if caller is None else f"agent:{caller.name}",
-    )
+    await _revoked(broker, call, caller, "task", task=task)
     return {"revoked": True, "task": task}
 
 
@@ -115,14 +111,5 @@ async def revoke_agent(
     # mints in the next few seconds are revoked too).
     cutoff = broker.now() + broker.clock_skew
     await broker.state.revoke_agent(agent, cutoff)
-    broker.metrics.inc("capbroker_revocations_total", kind="agent")
-    await broker.audit.record(
-        "revoke",
-        request_id=call.request_id,
-        decision="allow",
-        target="agent",
-        agent=agent,
-        issued_before=cutoff,
-        by="admin",
-    )
+    await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff)
     return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff}

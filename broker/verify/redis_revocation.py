@@ -9,10 +9,9 @@ and the ``Verifier`` rejects the token (``revocation_unavailable``). It never sk
 from __future__ import annotations
 
 from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from broker.backends import redis_keys as keys
+from broker.backends.redis_options import fail_fast
 from broker.token.claims import Claims
 
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -27,20 +26,7 @@ class RedisRevocation:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         self._prefix = prefix
-        self._redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            retry_on_error=[],
-            health_check_interval=0,
-            # RESP2: with RESP3, redis-py 8 turns on "maintenance notifications", which
-            # can relax the timeouts on a server's say-so and skip the pool's check for
-            # connections the server closed while they sat idle.
-            protocol=2,
-            decode_responses=True,
-        )
+        self._redis = Redis.from_url(url, **fail_fast(timeout))
 
     def is_revoked(self, claims: Claims) -> bool:
         """True if the token, its task, or its agent up to a cut-off is revoked. Raises
