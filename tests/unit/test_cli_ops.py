@@ -1,0 +1,60 @@
+"""`broker serve`, `broker keys rotate`, `broker audit verify`: their refusals, in process.
+
+Their work on real OpenBao and Redis is in tests/integration/test_service_e2e.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+from tests.helpers import REPO
+
+ADMIN = "a" * 64
+
+
+def settings(tmp_path: Path, **overrides: str) -> Path:
+    values = {
+        "issuer": "http://127.0.0.1:8700",
+        "scopes": str(REPO / "scopes"),
+        "admin_key_sha256": f"[{ADMIN}]",
+        "signer": "local",
+        "state": "memory",
+    } | overrides
+    path = tmp_path / "broker.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+    return path
+
+
+def test_serve_refuses_a_missing_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_serve_refuses_the_embedded_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(settings(tmp_path))]) == 2
+    assert "Vault + Redis only" in capsys.readouterr().err
+
+
+def test_serve_refuses_bad_settings_naming_the_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(settings(tmp_path, workers="4"))]) == 2
+    assert "workers" in capsys.readouterr().err
+
+
+def test_audit_verify_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "verify", "--config", str(settings(tmp_path))]) == 0
+    assert "audit chain OK: 0 event(s)" in capsys.readouterr().out
+
+
+def test_keys_rotate_names_the_new_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "rotate", "--config", str(settings(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "-v2 (the JWKS now publishes 2 key version(s))" in out
+
+
+def test_ops_commands_report_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = settings(tmp_path, colour="blue")
+    assert main(["keys", "rotate", "--config", str(bad)]) == 2
+    assert main(["audit", "verify", "--config", str(bad)]) == 2
+    assert capsys.readouterr().err.count("unknown setting 'colour'") == 2
