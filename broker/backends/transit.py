@@ -52,7 +52,7 @@ __all__ = ["KEY_TYPES", "TransitSigningBackend", "ensure_key"]
 KEY_TYPES: Final[Mapping[Algorithm, str]] = {"EdDSA": "ed25519", "ES256": "ecdsa-p256"}
 #: how long past the HTTP timeout a call may take before it is abandoned (thread hand-off,
 #: a connect and a read each bounded by ``timeout``)
-TIMEOUT_MARGIN: Final = 0.25
+TIMEOUT_MARGIN: Final = 0.5  # wide enough that a loaded machine still hits the HTTP timeout first
 #: a Transit key name: a URL path segment, and with ``-v<N>`` still inside the kid grammar
 _KEY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _MOUNT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,64}){0,7}")
