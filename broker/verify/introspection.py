@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from broker.verify.jwks import _OPENER, check_jwks_url
+from broker.verify.jwks import check_jwks_url, read_capped
 
 MAX_ANSWER_BYTES = 64 * 1024
 
@@ -22,13 +22,7 @@ Post = Callable[[str, bytes, dict[str, str]], bytes]
 
 def _post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> bytes:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 -- checked URL
-    with _OPENER.open(request, timeout=timeout) as response:
-        if response.status != 200:
-            raise OSError(f"introspection answered {response.status}")
-        answer: bytes = response.read(MAX_ANSWER_BYTES + 1)
-    if len(answer) > MAX_ANSWER_BYTES:
-        raise OSError("introspection answer too large")
-    return answer
+    return read_capped(request, timeout=timeout, cap=MAX_ANSWER_BYTES, what="introspection")
 
 
 class IntrospectionClient:

@@ -44,16 +44,21 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
+def read_capped(request: urllib.request.Request, *, timeout: float, cap: int, what: str) -> bytes:
+    """The body of a 200 answer to ``request``, at most ``cap`` bytes; redirects refused."""
+    with _OPENER.open(request, timeout=timeout) as response:
+        if response.status != 200:
+            raise OSError(f"{what} answered {response.status}")
+        body: bytes = response.read(cap + 1)
+    if len(body) > cap:
+        raise OSError(f"{what} too large")
+    return body
+
+
 def fetch_url(url: str, *, timeout: float = 2.0) -> bytes:
     """GET ``url`` (already checked) with a timeout and a size cap; redirects are refused."""
     request = urllib.request.Request(check_jwks_url(url), headers={"Accept": "application/json"})  # noqa: S310
-    with _OPENER.open(request, timeout=timeout) as response:
-        if response.status != 200:
-            raise OSError(f"JWKS fetch answered {response.status}")
-        body: bytes = response.read(MAX_JWKS_BYTES + 1)
-    if len(body) > MAX_JWKS_BYTES:
-        raise OSError("JWKS too large")
-    return body
+    return read_capped(request, timeout=timeout, cap=MAX_JWKS_BYTES, what="JWKS fetch")
 
 
 class RemoteJwks:
