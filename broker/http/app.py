@@ -54,6 +54,12 @@ async def reload_on_signal(broker: Broker) -> None:
         log.error("policy reload on SIGHUP failed (%s)", e.code)  # noqa: TRY400
 
 
+def _keep(tasks: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
+    """Hold a reference to a background task until it is done (the loop keeps only weak ones)."""
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_sighup: bool = False) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -61,7 +67,7 @@ def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_s
         starter = asyncio.create_task(_self_test_until_ready(broker))
         loop = asyncio.get_running_loop()
         if handle_sighup:
-            loop.add_signal_handler(signal.SIGHUP, lambda: tasks.add(loop.create_task(reload_on_signal(broker))))
+            loop.add_signal_handler(signal.SIGHUP, lambda: _keep(tasks, loop.create_task(reload_on_signal(broker))))
         try:
             yield
         finally:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.capability import Capability
@@ -51,11 +52,9 @@ class Readiness:
     broker: Broker
     _checked_at: float = -1.0
     _result: dict[str, Any] | None = None
-    _lock: asyncio.Lock | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def check(self) -> dict[str, Any]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             now = time.monotonic()
             if self._result is None or now - self._checked_at >= READINESS_CACHE_SECONDS:
@@ -65,9 +64,13 @@ class Readiness:
 
     async def _run(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
-        for name, probe in (("state", self.broker.state.ping()), ("signing", self_test(self.broker))):
+        probes: dict[str, Callable[[], Awaitable[None]]] = {
+            "state": self.broker.state.ping,
+            "signing": lambda: self_test(self.broker),
+        }
+        for name, probe in probes.items():
             try:
-                await probe
+                await probe()
                 checks[name] = "ok"
             except BrokerError as e:
                 checks[name] = e.code

@@ -9,6 +9,8 @@ from typing import Any
 
 from litestar.testing import TestClient
 
+from broker.backends.local_signer import LocalSigningBackend
+from broker.token.keys import KeySet
 from broker.verify import StaticRevocationList, Verifier
 from tests.service.harness import ISSUER, Harness, make_harness
 from tests.service.support import introspect, mint, minted, post_json, running, token_for
@@ -126,3 +128,29 @@ def test_the_verifier_library_and_introspection_agree_on_a_fresh_token(h: Harnes
     v = Verifier(issuer=ISSUER, audience="git-gateway", jwks=jwks, revocation=StaticRevocationList())
     assert v.verify(token).task == "t-agree"
     assert introspect(client, h, "git-gateway", token)["active"] is True
+
+
+class MismatchedSigner(LocalSigningBackend):
+    """Signs with one key but publishes another: what a misconfigured deployment looks like."""
+
+    def __init__(self) -> None:
+        own = LocalSigningBackend.generate()
+        super().__init__(own._name, own._signers)  # type: ignore[attr-defined]
+        self._published = LocalSigningBackend.generate()
+
+    async def keyset(self) -> KeySet:
+        return await self._published.keyset()
+
+
+def test_nothing_is_minted_while_the_signing_self_test_fails() -> None:
+    h = make_harness(signer=MismatchedSigner())
+    with TestClient(h.app) as client:
+        time.sleep(0.2)  # the start-up self-test has run (and failed) by now
+        assert h.broker.ready_for_signing is False
+        r = mint(client, h, "reviewer", "t-selftest", ["widgets-read"])
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "backend_unavailable"
+        assert "eyJ" not in r.text
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"state": "ok", "signing": "backend_unavailable"}
