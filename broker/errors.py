@@ -7,6 +7,7 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     │   ├── InvalidRequest            invalid_request
     │   ├── UnknownScope              unknown_scope
     │   ├── TtlExceedsMax             ttl_exceeds_max
+    │   ├── InvalidDpopProof          invalid_dpop_proof (RFC 9449)
     │   └── PayloadTooLarge           payload_too_large
     ├── AccessError
     │   ├── Unauthenticated           unauthenticated
@@ -33,6 +34,7 @@ __all__ = [
     "BackendUnavailable",
     "BrokerError",
     "Forbidden",
+    "InvalidDpopProof",
     "InvalidRequest",
     "PayloadTooLarge",
     "PolicyInvalid",
@@ -73,6 +75,12 @@ class UnknownScope(RequestError):
 
 class TtlExceedsMax(RequestError):
     code = "ttl_exceeds_max"
+
+
+class InvalidDpopProof(RequestError):
+    """A DPoP proof (RFC 9449) is required and missing, or presented and not valid."""
+
+    code = "invalid_dpop_proof"
 
 
 class PayloadTooLarge(RequestError):
@@ -144,6 +152,7 @@ def error_for_code(code: str, reason: str) -> BrokerError:
         InvalidRequest,
         UnknownScope,
         TtlExceedsMax,
+        InvalidDpopProof,
         Unauthenticated,
         Forbidden,
         ScopeNotGranted,
@@ -171,7 +180,8 @@ TOKEN_REJECTION_CODES: Final = frozenset(
         "revocation_unavailable",  # fail closed: the revocation state could not be read
         "keys_unavailable",  # fail closed: no fresh enough key set
         "not_allowed",  # valid token, but it does not allow the requested access
-        "proof_required",  # a DPoP-bound token (cnf) presented without a checked proof
+        "proof_required",  # a DPoP-bound token (cnf) presented without a DPoP proof
+        "bad_proof",  # a DPoP proof that is malformed, stale, replayed, for another key or request
     }
 )
 
