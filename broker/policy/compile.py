@@ -20,7 +20,9 @@ from broker.capability.names import is_audience, is_name
 from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
 from broker.policy.model import (
+    DEFAULT_DELEGATION_DEPTH,
     GLOBAL_MAX_TTL,
+    MAX_DELEGATION_DEPTH,
     Agent,
     Identity,
     JwtIdentity,
@@ -157,6 +159,12 @@ def _sha256(value: object) -> str:
 def _url(value: object) -> str:
     if not isinstance(value, str) or not (_HTTPS.fullmatch(value) or _LOOPBACK_HTTP.fullmatch(value)):
         raise ValueError(f"{value!r} must be an https URL (plain http only on loopback)")
+    return value
+
+
+def _delegation_depth(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_DELEGATION_DEPTH:
+        raise ValueError(f"expected an integer from 0 (no delegation) to {MAX_DELEGATION_DEPTH}")
     return value
 
 
@@ -317,10 +325,15 @@ class _FileCompiler:
         before = len(r.issues)
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "agent")
-        r.fields(body, what, {"identity", "scopes"}, {"max_ttl", "rate", "description"}, at=line)
+        r.fields(
+            body, what, {"identity", "scopes"}, {"max_ttl", "rate", "description", "max_delegation_depth"}, at=line
+        )
         identity = r.field(body, "identity", lambda n: self.identity(n, what))
         scopes = r.field(body, "scopes", lambda n: r.string_list(n, f"{what} scopes"))
         max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
+        depth = r.field(
+            body, "max_delegation_depth", lambda n: r.scalar(n, f"{what} max_delegation_depth", _delegation_depth)
+        )
         rate = r.field(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate))
         description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
         if scopes is not None:
@@ -335,6 +348,7 @@ class _FileCompiler:
             rate,
             description or "",
             r.where(line),
+            DEFAULT_DELEGATION_DEPTH if depth is None else depth,
         )
         self.agents.append(agent)
 

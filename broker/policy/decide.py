@@ -78,7 +78,7 @@ def _decide(agent: Agent, request: MintRequest, policy: Policy, reasons: list[st
         if entry.scope not in agent.scopes:
             raise _Refuse("scope_not_granted", f"agent {agent.name!r} is not granted scope {entry.scope!r}")
         if scope.require_pop and not request.pop:
-            raise _Refuse("forbidden", f"scope {scope.name!r} requires a proof-of-possession (DPoP) bound token")
+            raise _Refuse("invalid_dpop_proof", f"scope {scope.name!r} requires a DPoP-bound token: send a DPoP proof")
         cap = _narrow(agent, scope, entry)
         reasons.append(
             f"scope {scope.name!r}: granted to {agent.name!r}; {cap.kind} {cap.resource} {list(cap.actions)}"

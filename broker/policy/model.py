@@ -12,6 +12,11 @@ from broker.capability import Capability
 GLOBAL_MAX_TTL: Final = 3600
 #: ``ttl`` when a mint request gives none (SPEC 4).
 DEFAULT_TTL: Final = 300
+#: How many times a token may be exchanged down a chain of sub-agents, unless the agent
+#: that minted it sets ``max_delegation_depth`` (0 forbids delegation).
+DEFAULT_DELEGATION_DEPTH: Final = 3
+#: The most any agent may set: the token profile refuses deeper ``act`` chains.
+MAX_DELEGATION_DEPTH: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class Agent:
     rate: Rate | None
     description: str
     where: Location
+    max_delegation_depth: int = DEFAULT_DELEGATION_DEPTH
 
 
 @dataclass(frozen=True, slots=True)

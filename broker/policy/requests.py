@@ -28,7 +28,7 @@ class MintRequest:
     pop: bool = False  # the request carries a proof-of-possession key
 
 
-def _refuse_unknown_fields(value: dict[object, object], allowed: set[str], where: str) -> None:
+def refuse_unknown_fields(value: dict[object, object], allowed: set[str], where: str) -> None:
     unknown = set(value) - allowed
     if unknown:
         raise InvalidRequest(f"unknown field(s) in {where}: {sorted(map(str, unknown))}")
@@ -37,14 +37,14 @@ def _refuse_unknown_fields(value: dict[object, object], allowed: set[str], where
         raise InvalidRequest(f"null is not a value in {where} (leave the field out): {nulls}")
 
 
-def _scope_entry(value: object) -> ScopeRequest:
+def scope_entry(value: object) -> ScopeRequest:
     if isinstance(value, str):
         if not is_name(value):
             raise InvalidRequest("a scope name is [a-z0-9][a-z0-9-]{0,62}")
         return ScopeRequest(value)
     if not isinstance(value, dict):
         raise InvalidRequest("each scope is a name or an object {scope, resource?, actions?}")
-    _refuse_unknown_fields(value, {"scope", "resource", "actions"}, "a scope entry")
+    refuse_unknown_fields(value, {"scope", "resource", "actions"}, "a scope entry")
     name = value.get("scope")
     if not is_name(name):
         raise InvalidRequest("each scope object needs a valid 'scope' name")
@@ -65,7 +65,7 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
     """``body`` is the decoded JSON object; raises ``InvalidRequest`` on anything off."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    _refuse_unknown_fields(body, {"task", "scopes", "ttl"}, "the request")
+    refuse_unknown_fields(body, {"task", "scopes", "ttl"}, "the request")
     task = body.get("task")
     if not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -77,7 +77,7 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
     ttl = body.get("ttl")
     return MintRequest(
         task=task,
-        scopes=tuple(_scope_entry(s) for s in scopes),
+        scopes=tuple(scope_entry(s) for s in scopes),
         ttl=None if ttl is None else parse_duration(ttl),
         pop=pop,
     )

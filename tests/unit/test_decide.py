@@ -106,7 +106,7 @@ def test_require_pop_scope_needs_a_bound_token(tmp_path: Path) -> None:
     agent = policy.agents["a"]
     denied = decide(agent, parse_mint_request({"task": "t", "scopes": ["s"]}), policy)
     assert isinstance(denied, Deny)
-    assert denied.code == "forbidden"
+    assert denied.code == "invalid_dpop_proof"
     assert isinstance(decide(agent, parse_mint_request({"task": "t", "scopes": ["s"]}, pop=True), policy), Allow)
 
 

@@ -1,0 +1,1 @@
+"""Delegation: narrowing a capability token for a sub-agent (token exchange), decided purely."""
