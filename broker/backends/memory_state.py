@@ -13,7 +13,7 @@ development mode, and an audit log that drops events silently is no audit log.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class MemoryState:
         self._revoked_tokens: dict[str, _Expiring] = {}
         self._revoked_tasks: dict[str, _Expiring] = {}
         self._cutoffs: dict[str, _Expiring] = {}  # agent -> cut-off (epoch seconds)
+        self._once: dict[str, _Expiring] = {}  # replay-guard claims
+        self._children: dict[str, tuple[set[str], _Expiring]] = {}  # parent jti -> child jtis
         self._events: list[StoredEvent] = []
         self._head = GENESIS
         self._last_id = (0, 0)
@@ -109,13 +111,35 @@ class MemoryState:
         if current is None or cutoff > current.value:
             self._write(self._cutoffs, agent, _Expiring(cutoff, retention.agent_cutoff_expiry(cutoff)))
 
-    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState:
-        cutoff = self._live(self._cutoffs, agent)
+    async def revocation_state(
+        self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
+    ) -> RevocationState:
+        cutoffs = [c.value for name in (agent, *delegators) if (c := self._live(self._cutoffs, name)) is not None]
         return RevocationState(
             token_revoked=self._live(self._revoked_tokens, jti) is not None,
             task_revoked=self._live(self._revoked_tasks, task) is not None,
-            agent_cutoff=cutoff.value if cutoff is not None else None,
+            agent_cutoff=max(cutoffs) if cutoffs else None,
         )
+
+    async def claim_once(self, key: str, expires_at: int) -> bool:
+        if self._live(self._once, key) is not None:
+            return False
+        self._write(self._once, key, _Expiring(1, expires_at))
+        return True
+
+    async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:
+        entry = self._children.get(parent_jti)
+        if entry is None or self._expired(entry[1].expiry):
+            entry = (set(), _Expiring(0, retention.token_revocation_expiry(parent_exp)))
+            self._children[parent_jti] = entry
+        entry[0].add(child_jti)
+        self._count_write()
+
+    async def delegations(self, jti: str) -> list[str]:
+        entry = self._children.get(jti)
+        if entry is None or self._expired(entry[1].expiry):
+            return []
+        return sorted(entry[0])
 
     # ------------------------------------------------------------------ audit
 
@@ -167,8 +191,10 @@ class MemoryState:
 
     def _sweep(self) -> None:
         now = self._clock()
-        for table in (self._rates, self._revoked_tokens, self._revoked_tasks, self._cutoffs):
+        for table in (self._rates, self._revoked_tokens, self._revoked_tasks, self._cutoffs, self._once):
             for key in [k for k, e in table.items() if now >= e.expiry]:
                 del table[key]
         for key in [k for k, t in self._tasks.items() if now >= t.expiry]:
             del self._tasks[key]
+        for key in [k for k, (_, e) in self._children.items() if now >= e.expiry]:
+            del self._children[key]

@@ -40,9 +40,25 @@ def agent_cutoff(prefix: str, agent: str) -> str:
     return f"{prefix}rev:agent:{agent}"
 
 
-def revocation(prefix: str, jti: str, task_id: str, agent: str) -> tuple[str, str, str]:
-    """The three keys one revocation check reads, in ``MGET`` order: token, task, agent."""
-    return revoked_token(prefix, jti), revoked_task(prefix, task_id), agent_cutoff(prefix, agent)
+def revocation(prefix: str, jti: str, task_id: str, agent: str, delegators: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The keys one revocation check reads, in ``MGET`` order: token, task, agent, then the
+    cut-off of each agent up the token's delegation chain."""
+    return (
+        revoked_token(prefix, jti),
+        revoked_task(prefix, task_id),
+        agent_cutoff(prefix, agent),
+        *(agent_cutoff(prefix, name) for name in delegators),
+    )
+
+
+def once(prefix: str, key: str) -> str:
+    """A replay-guard claim (an identity JWT's or a DPoP proof's id)."""
+    return f"{prefix}once:{key}"
+
+
+def delegations(prefix: str, jti: str) -> str:
+    """Set of the token ids exchanged from the token ``jti``."""
+    return f"{prefix}children:{jti}"
 
 
 def audit_head(stream: str) -> str:

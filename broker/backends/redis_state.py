@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -187,15 +187,33 @@ class RedisState:
         key = keys.agent_cutoff(self._prefix, agent)
         await self._call(self._revoke_agent(keys=[key], args=[cutoff, retention.agent_cutoff_expiry(cutoff)]))
 
-    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState:
-        token, task_revoked, cutoff = await self._call(
-            self._redis.mget(keys.revocation(self._prefix, jti, task, agent))
+    async def revocation_state(
+        self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
+    ) -> RevocationState:
+        token, task_revoked, *cutoffs = await self._call(
+            self._redis.mget(keys.revocation(self._prefix, jti, task, agent, tuple(delegators)))
         )
+        known = [_integer(c) for c in cutoffs if c is not None]
         return RevocationState(
             token_revoked=token is not None,
             task_revoked=task_revoked is not None,
-            agent_cutoff=None if cutoff is None else _integer(cutoff),
+            agent_cutoff=max(known) if known else None,
         )
+
+    async def claim_once(self, key: str, expires_at: int) -> bool:
+        first = await self._call(self._redis.set(keys.once(self._prefix, key), "1", nx=True, exat=expires_at))
+        return first is True
+
+    async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:
+        key = keys.delegations(self._prefix, parent_jti)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.sadd(key, child_jti)
+        pipe.expireat(key, retention.token_revocation_expiry(parent_exp))
+        await self._call(pipe.execute())
+
+    async def delegations(self, jti: str) -> list[str]:
+        members = await self._call(self._redis.smembers(keys.delegations(self._prefix, jti)))
+        return sorted(_text(m) for m in members)
 
     # ------------------------------------------------------------------ audit
 

@@ -13,7 +13,7 @@ HTTP layer turns that into 503 and no token.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -102,7 +102,28 @@ class StateStore(Protocol):
         """Revoke every token of the agent issued at or before ``cutoff`` (kill switch)."""
         ...
 
-    async def revocation_state(self, jti: str, task: str, agent: str) -> RevocationState: ...
+    async def revocation_state(
+        self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
+    ) -> RevocationState:
+        """One round trip: the token, its task, and the kill-switch cut-offs of its agent
+        and of every agent that delegated to it (the ``act`` chain); the latest cut-off
+        wins."""
+        ...
+
+    async def claim_once(self, key: str, expires_at: int) -> bool:
+        """True the first time ``key`` is claimed; False while an earlier claim of it lives
+        (until ``expires_at``, epoch seconds). The replay guard for identity JWTs and DPoP
+        proofs; atomic and shared by every replica."""
+        ...
+
+    async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:
+        """Record that ``child_jti`` was exchanged from ``parent_jti``, so revoking the
+        parent can revoke it too. Kept as long as the parent's revocation would be."""
+        ...
+
+    async def delegations(self, jti: str) -> list[str]:
+        """The token ids exchanged directly from ``jti``."""
+        ...
 
     async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
         """Seal ``event`` onto the hash chain (``broker.audit.chain.seal``) and store it,

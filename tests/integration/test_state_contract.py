@@ -198,6 +198,58 @@ def test_revocations_are_seen_by_every_replica(backend: Backend) -> None:
     run(body)
 
 
+def test_a_kill_switch_up_the_delegation_chain_revokes_the_delegated_token(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            assert await b.revocation_state("j1", "t1", "helper", ("alice",)) == revocation()
+            await a.revoke_agent("alice", now)  # the root of the chain
+            assert await b.revocation_state("j1", "t1", "helper", ("alice",)) == revocation(cutoff=now)
+            assert await b.revocation_state("j1", "t1", "helper") == revocation()  # chain not given
+            await a.revoke_agent("helper", now - 50)
+            await a.revoke_agent("mid", now + 9)
+            state = await b.revocation_state("j1", "t1", "helper", ("mid", "alice"))
+            assert state.agent_cutoff == now + 9  # the latest cut-off in the chain wins
+
+    run(body)
+
+
+def test_claim_once_is_true_exactly_once_across_replicas(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            until = int(time.time()) + 60
+            results = await asyncio.gather(*(s.claim_once("jwt:abc", until) for _ in range(10) for s in (a, b)))
+            assert results.count(True) == 1
+            assert await a.claim_once("jwt:other", until) is True
+
+    run(body)
+
+
+def test_claim_once_is_forgotten_after_its_expiry(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(1) as (a,):
+            past = int(time.time()) - 1
+            assert await a.claim_once("proof:x", past) in (True, False)  # already expired either way
+            assert await a.claim_once("proof:x", past + 3600) is True
+
+    run(body)
+
+
+def test_delegations_are_recorded_per_parent(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            exp = int(time.time()) + 300
+            assert await b.delegations("p1") == []
+            await a.add_delegation("p1", "c1", exp)
+            await b.add_delegation("p1", "c2", exp)
+            await a.add_delegation("c1", "g1", exp)
+            assert await b.delegations("p1") == ["c1", "c2"]
+            assert await a.delegations("c1") == ["g1"]
+            assert await a.delegations("c2") == []
+
+    run(body)
+
+
 def test_the_agent_cutoff_keeps_the_maximum_under_concurrent_kills(backend: Backend) -> None:
     async def body() -> None:
         async with backend.replicas(2) as (a, b):
