@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from broker.service.ports import StateStore, StoredEvent
 
-EVENT_TYPES = frozenset({"mint", "deny", "revoke", "introspect", "admin"})
+EVENT_TYPES = frozenset({"mint", "exchange", "deny", "revoke", "introspect", "admin"})
 
 _SECRET_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a compact JWS (any token)

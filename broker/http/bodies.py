@@ -49,7 +49,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 def parse_form(raw: bytes) -> dict[str, Any]:
     try:
-        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=8)
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=16)
     except (UnicodeDecodeError, ValueError) as e:
         raise InvalidRequest("body: not a form") from e
     out: dict[str, Any] = {}

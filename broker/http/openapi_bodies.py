@@ -90,11 +90,35 @@ REVOKE = Schema(
         ),
     ]
 )
+_TOKEN_TYPE = Schema(
+    type=OpenAPIType.STRING,
+    enum=["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:access_token"],
+)
+EXCHANGE = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "grant_type": Schema(type=OpenAPIType.STRING, enum=["urn:ietf:params:oauth:grant-type:token-exchange"]),
+        "subject_token": Schema(type=OpenAPIType.STRING, min_length=1, max_length=8192),
+        "subject_token_type": _TOKEN_TYPE,
+        "requested_token_type": _TOKEN_TYPE,
+        "actor": NAME,
+        "scopes": Schema(type=OpenAPIType.ARRAY, items=SCOPE_ENTRY, min_items=1, max_items=16),
+        "scope": Schema(type=OpenAPIType.STRING, pattern=r"^[a-z0-9][a-z0-9-]{0,62}( [a-z0-9][a-z0-9-]{0,62}){0,15}$"),
+        "audience": Schema(type=OpenAPIType.STRING, pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$"),
+        "task": TASK,
+        "ttl": TTL,
+    },
+    required=["grant_type", "subject_token", "subject_token_type", "actor"],
+    additional_properties=False,
+)
 INTROSPECT = Schema(
     type=OpenAPIType.OBJECT,
     properties={
         "token": Schema(type=OpenAPIType.STRING, max_length=8192),
         "token_type_hint": Schema(type=OpenAPIType.STRING, max_length=64),
+        "dpop": Schema(type=OpenAPIType.STRING, max_length=4096),
+        "htm": Schema(type=OpenAPIType.STRING, max_length=16),
+        "htu": Schema(type=OpenAPIType.STRING, max_length=2048),
     },
     required=["token"],
     additional_properties=False,

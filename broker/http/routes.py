@@ -8,9 +8,9 @@ from litestar import Request, Response, get, post
 from litestar.params import PathParameter
 
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body
-from broker.http.openapi_bodies import EXPLAIN, INTROSPECT, MINT, REVOKE, problems, with_body
+from broker.http.openapi_bodies import EXCHANGE, EXPLAIN, INTROSPECT, MINT, REVOKE, problems, with_body
 from broker.http.request_id import request_id_of
-from broker.service import admin, introspect, mint, revoke
+from broker.service import admin, exchange, introspect, mint, revoke
 from broker.service.broker import Broker, Call
 from broker.service.credentials import bearer_credential
 
@@ -23,7 +23,10 @@ def _broker(request: AnyRequest) -> Broker:
 
 
 def _call(request: AnyRequest) -> Call:
-    return Call(request_id_of(request.scope), bearer_credential(request.headers.get("authorization")))
+    proofs = request.headers.getall("dpop", [])
+    # Several DPoP headers are one invalid proof (""), never "the first one".
+    dpop = None if not proofs else proofs[0] if len(proofs) == 1 else ""
+    return Call(request_id_of(request.scope), bearer_credential(request.headers.get("authorization")), dpop)
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -48,6 +51,21 @@ ADMIN_ERRORS = problems(400, 401, 403, 413, 422, 503)
 )
 async def mint_tokens(request: AnyRequest) -> Response[Any]:
     return _json(await mint.mint(_broker(request), _call(request), lambda: json_body(request)), 201, NO_STORE)
+
+
+@post(
+    "/v1/tokens/exchange",
+    operation_class=with_body(EXCHANGE, JSON, FORM),
+    status_code=200,
+    summary="Exchange a capability token for a narrower one for a sub-agent (RFC 8693)",
+    tags=["agents"],
+    responses=AGENT_ERRORS,
+)
+async def exchange_token(request: AnyRequest) -> Response[Any]:
+    return _json(
+        await exchange.exchange(_broker(request), _call(request), lambda: json_or_form_body(request)),
+        headers=NO_STORE,
+    )
 
 
 @post(
@@ -128,7 +146,8 @@ async def metadata(request: AnyRequest) -> Response[Any]:
             "introspection_endpoint_auth_methods_supported": ["client_secret_bearer"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_bearer"],
             "token_endpoint_auth_methods_supported": ["client_secret_bearer"],
-            "grant_types_supported": [],
+            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+            "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
             "response_types_supported": [],
             "access_token_signing_alg_values_supported": [broker.signer.alg],
         }
@@ -183,6 +202,7 @@ async def metrics(request: AnyRequest) -> Response[str]:
 
 HANDLERS = [
     mint_tokens,
+    exchange_token,
     revoke_token,
     revoke_task,
     revoke_agent,

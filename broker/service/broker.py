@@ -27,6 +27,7 @@ class Call:
 
     request_id: str
     credential: str | None  # the bearer credential, never logged
+    dpop: str | None = None  # the request's DPoP proof (RFC 9449), if it sent exactly one
 
 
 @dataclass

@@ -1,55 +1,89 @@
 """RFC 7662 introspection for services: active only for valid, unrevoked tokens of the
 calling service's own audiences. Everything else is ``{"active": false}``, except a
-backend failure, which is 503: an unknown revocation state is never reported active."""
+backend failure, which is 503: an unknown revocation state is never reported active.
+
+A DPoP-bound token (``cnf.jkt``) is active only with the proof the agent sent to the
+service: the service passes it as ``dpop`` with the request it came with (``htm``,
+``htu``); the proof must be by the bound key, for that request and that token (``ath``),
+fresh, and not seen before by any replica.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import BrokerError, InvalidRequest, TokenRejected
+from broker.delegation.exchange import chain_names
+from broker.errors import BrokerError, InvalidDpopProof, InvalidRequest, TokenRejected
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
+from broker.service.proofs import proof_key
+from broker.token.claims import Claims
 
 INACTIVE: dict[str, Any] = {"active": False}
 
 
-def _token_field(body: object) -> str:
+@dataclass(frozen=True, slots=True)
+class _Question:
+    token: str
+    proof: tuple[str, str, str] | None  # (dpop, htm, htu)
+
+
+def _question(body: object) -> _Question:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be an object")
-    unknown = set(body) - {"token", "token_type_hint"}
+    unknown = set(body) - {"token", "token_type_hint", "dpop", "htm", "htu"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {sorted(map(str, unknown))}")
+    for name, value in body.items():
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{name!r} must be a string")
     token = body.get("token")
-    hint = body.get("token_type_hint")
-    if not isinstance(token, str) or not token:
+    if not token:
         raise InvalidRequest("'token' is required")
-    if hint is not None and not isinstance(hint, str):
-        raise InvalidRequest("'token_type_hint' must be a string")
-    return token
+    dpop, htm, htu = (str(body.get(name) or "") for name in ("dpop", "htm", "htu"))
+    if (dpop or htm or htu) and not (dpop and htm and htu):
+        raise InvalidRequest("'dpop', 'htm' and 'htu' go together")
+    return _Question(token, (dpop, htm, htu) if dpop else None)
+
+
+async def _proven(broker: Broker, question: _Question, claims: Claims) -> str | None:
+    """None when the token needs no proof or its proof holds; else why it is inactive."""
+    if claims.cnf_jkt is None:
+        return None
+    if question.proof is None:
+        return "proof_required"
+    dpop, htm, htu = question.proof
+    try:
+        jkt = await proof_key(broker, dpop, method=htm, url=htu, access_token=question.token)
+    except InvalidDpopProof:
+        return "bad_proof"
+    return None if jkt == claims.cnf_jkt else "bad_proof"
 
 
 async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     try:
         service = service_of(broker.policy, call)
-        token = _token_field(await read_body())
+        question = _question(await read_body())
     except BrokerError as e:
         await broker.audit.record(
             "introspect", request_id=call.request_id, decision="deny", code=e.code, reason=e.reason
         )
         raise
     try:
-        claims = await own_token_claims(broker, token, service.audiences)
+        claims = await own_token_claims(broker, question.token, service.audiences)
     except TokenRejected as e:
         broker.metrics.inc("capbroker_introspections_total", result="inactive")
         await broker.audit.record(
             "introspect", request_id=call.request_id, service=service.name, active=False, reason=e.code
         )
         return INACTIVE
-    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent)
-    active = not state.revokes(claims.iat)
-    broker.metrics.inc("capbroker_introspections_total", result="active" if active else "revoked")
+    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, chain_names(claims)[1:])
+    refusal = "revoked" if state.revokes(claims.iat) else await _proven(broker, question, claims)
+    active = refusal is None
+    broker.metrics.inc("capbroker_introspections_total", result="active" if active else refusal or "")
     await broker.audit.record(
         "introspect",
         request_id=call.request_id,
@@ -58,7 +92,7 @@ async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitab
         task=claims.task,
         jti=claims.jti,
         active=active,
-        reason=None if active else "revoked",
+        reason=refusal,
     )
     if not active:
         return INACTIVE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from broker.errors import (
     BackendUnavailable,
@@ -27,15 +27,18 @@ from broker.policy.requests import MintRequest, parse_mint_request
 from broker.service.auth import agent_of
 from broker.service.broker import Broker, Call
 from broker.service.ports import TaskClaim
+from broker.service.proofs import endpoint_url, proof_key
 from broker.token.claims import Claims
 from broker.token.mint import issue_claims, new_jti
+
+PATH: Final = "/v1/tokens"
 
 
 def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _deny(
+async def deny_event(
     broker: Broker, call: Call, error: BrokerError, agent: str | None, task: str | None, **extra: Any
 ) -> None:
     broker.metrics.inc("capbroker_decisions_total", decision="deny", code=error.code)
@@ -67,22 +70,26 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     try:
         agent = agent_of(policy, call)
     except BrokerError as e:
-        await _deny(broker, call, e, None, None)
+        await deny_event(broker, call, e, None, None)
         raise
     await _spend_rate(broker, call, agent)
     try:
-        request = parse_mint_request(await read_body())
+        body = await read_body()
+        jkt = None
+        if call.dpop is not None:
+            jkt = await proof_key(broker, call.dpop, method="POST", url=endpoint_url(broker, PATH), access_token=None)
+        request = parse_mint_request(body, pop=jkt is not None)
     except BrokerError as e:
-        await _deny(broker, call, e, agent.name, None)
+        await deny_event(broker, call, e, agent.name, None)
         raise
     decision = decide(agent, request, policy)
     if isinstance(decision, Deny):
         error = error_for_code(decision.code, decision.reason)
-        await _deny(
+        await deny_event(
             broker, call, error, agent.name, request.task, scopes=_scopes(request), reasons=list(decision.reasons)
         )
         raise error
-    return await _issue(broker, call, agent, request, decision)
+    return await _issue(broker, call, agent, request, decision, jkt=jkt)
 
 
 async def _spend_rate(broker: Broker, call: Call, agent: Agent) -> None:
@@ -91,11 +98,13 @@ async def _spend_rate(broker: Broker, call: Call, agent: Agent) -> None:
     wait = await broker.state.take_rate(agent.name, agent.rate.count, agent.rate.per_seconds)
     if wait > 0:
         error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
-        await _deny(broker, call, error, agent.name, None)
+        await deny_event(broker, call, error, agent.name, None)
         raise error
 
 
-async def _issue(broker: Broker, call: Call, agent: Agent, request: MintRequest, decision: Allow) -> dict[str, Any]:
+async def _issue(
+    broker: Broker, call: Call, agent: Agent, request: MintRequest, decision: Allow, *, jkt: str | None
+) -> dict[str, Any]:
     if not broker.ready_for_signing:
         raise BackendUnavailable("the signing self-test has not passed")
     now = broker.now()
@@ -109,6 +118,7 @@ async def _issue(broker: Broker, call: Call, agent: Agent, request: MintRequest,
             now=now,
             ttl=decision.ttl,
             jti=new_jti(),
+            cnf_jkt=jkt,
         )
         for plan in decision.tokens
     ]
@@ -120,7 +130,7 @@ async def _issue(broker: Broker, call: Call, agent: Agent, request: MintRequest,
             if claim is TaskClaim.OTHER_OWNER
             else Forbidden(f"task {request.task!r} was revoked")
         )
-        await _deny(broker, call, error, agent.name, request.task, scopes=_scopes(request))
+        await deny_event(broker, call, error, agent.name, request.task, scopes=_scopes(request))
         raise error
     tokens = await asyncio.gather(*(broker.signer.sign(c) for c in claims))
     await broker.audit.record(
@@ -133,6 +143,7 @@ async def _issue(broker: Broker, call: Call, agent: Agent, request: MintRequest,
         jti=jtis,
         audiences=[c.aud for c in claims],
         ttl=decision.ttl,
+        bound=jkt is not None,
         reasons=list(decision.reasons),
     )
     broker.metrics.inc("capbroker_decisions_total", decision="allow", code="ok")
