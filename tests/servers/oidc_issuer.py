@@ -319,7 +319,7 @@ class OidcIssuer(JwtIssuer):
     def start(self) -> OidcIssuer:
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self.issuer = self.base_url + self.path
-        threading.Thread(target=self._server.serve_forever, name="oidc-issuer", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="oidc-issuer", daemon=True).start()
         return self
 
     def stop(self) -> None:
