@@ -9,6 +9,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 _HELP = {
     "capbroker_tokens_minted_total": "Capability tokens signed and handed out.",
+    "capbroker_tokens_exchanged_total": "Delegated capability tokens issued by token exchange.",
     "capbroker_decisions_total": "Mint decisions by result and code.",
     "capbroker_revocations_total": "Revocations by kind (token, task, agent).",
     "capbroker_introspections_total": "Introspection answers by result.",

@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.capability.names import is_name, is_task
+from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
 from broker.policy.model import Agent
 from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
-from broker.token.claims import is_jti
+from broker.token.claims import MAX_ACT_DEPTH, is_jti
 from broker.token.verify import MAX_LEEWAY
 
 
@@ -64,15 +65,32 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
                 if e.code == "expired":
                     return {"revoked": False, "reason": "expired"}
                 raise InvalidRequest(f"not a valid token of this broker ({e.code})") from None
-            if caller is not None and claims.agent != caller.name:
-                raise Forbidden("agents revoke only their own tokens")
+            if caller is not None and caller.name not in chain_names(claims):
+                raise Forbidden("agents revoke only their own tokens and those delegated from them")
             jti, exp, agent = claims.jti, claims.exp, claims.agent
     except BrokerError as e:
         await _refused(broker, call, e)
         raise
     await broker.state.revoke_token(jti, exp)
-    await _revoked(broker, call, caller, "token", jti=jti, agent=agent)
+    descendants = await _revoke_descendants(broker, jti, exp)
+    await _revoked(broker, call, caller, "token", jti=jti, agent=agent, descendants=descendants or None)
     return {"revoked": True, "jti": jti}
+
+
+async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
+    """Revoke every token exchanged from ``jti``, down the whole tree. A child never
+    outlives its parent, so the parent's ``exp`` bounds how long each is remembered."""
+    revoked: list[str] = []
+    frontier = [jti]
+    for _ in range(MAX_ACT_DEPTH):
+        children = [c for parent in frontier for c in await broker.state.delegations(parent)]
+        for child in children:
+            await broker.state.revoke_token(child, exp)
+        revoked.extend(children)
+        frontier = children
+        if not frontier:
+            break
+    return revoked
 
 
 async def revoke_task(
