@@ -1,14 +1,18 @@
-"""Set up Transit signing on a test OpenBao server, the way an operator would.
+"""Set up Transit signing and AppRole agents on a test OpenBao server, the way an operator would.
 
 With the root token: enable the transit engine, create the key, write the shipped
 least-privilege policy (``infra/vault/``, rewritten for the key's name), and hand back a
-token holding only that policy, so tests and benches sign as the broker would in
-production, never as root.
+token holding only that policy, so tests and benches sign (and look up agents' tokens) as
+the broker would in production, never as root.
+
+Agents (identity method ``vault``): ``setup_approle`` makes an AppRole role and hands back
+a role_id and secret_id, and ``approle_login`` logs in with them as an agent would.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,5 +56,50 @@ def setup_transit(bao: BaoServer, *, key: str = "capbroker", alg: Algorithm = "E
             client.sys.create_or_update_policy(policies[1], policy_for_key(ROTATE_POLICY, key))
         created = client.auth.token.create(policies=policies, ttl="2h", no_default_policy=True)
         return str(created["auth"]["client_token"])
+    finally:
+        client.adapter.close()
+
+
+def setup_approle(
+    bao: BaoServer,
+    *,
+    role: str,
+    token_policies: Sequence[str] = ("default",),
+    metadata: Mapping[str, str] | None = None,
+    token_ttl: str = "1h",  # noqa: S107 -- a duration, not a secret
+    token_num_uses: int = 0,
+    token_type: str = "service",  # noqa: S107 -- a token type, not a secret
+    mount: str = "approle",
+) -> tuple[str, str]:
+    """Enable AppRole on ``mount`` (once), create or update ``role`` and return a fresh
+    ``(role_id, secret_id)``. ``metadata`` is the secret-id's: AppRole copies it into the
+    ``meta`` of every token that logs in with that secret-id, next to ``role_name``. Tokens
+    live ``token_ttl`` at most (it is also the max TTL)."""
+    client = admin_client(bao)
+    try:
+        if f"{mount}/" not in client.sys.list_auth_methods()["data"]:
+            client.sys.enable_auth_method("approle", path=mount)
+        client.auth.approle.create_or_update_approle(
+            role,
+            token_policies=list(token_policies),
+            token_ttl=token_ttl,
+            token_max_ttl=token_ttl,
+            token_num_uses=token_num_uses,
+            token_type=token_type,
+            mount_point=mount,
+        )
+        role_id = client.auth.approle.read_role_id(role, mount_point=mount)["data"]["role_id"]
+        secret = client.auth.approle.generate_secret_id(role, metadata=dict(metadata or {}), mount_point=mount)
+        return str(role_id), str(secret["data"]["secret_id"])
+    finally:
+        client.adapter.close()
+
+
+def approle_login(bao: BaoServer, role_id: str, secret_id: str, *, mount: str = "approle") -> str:
+    """Log in as an agent would (no token needed) and return the Vault token it gets."""
+    client = hvac.Client(url=bao.addr, timeout=10)
+    try:
+        response = client.auth.approle.login(role_id, secret_id, use_token=False, mount_point=mount)
+        return str(response["auth"]["client_token"])
     finally:
         client.adapter.close()
