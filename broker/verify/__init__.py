@@ -4,8 +4,12 @@ from broker.verify import Verifier, TokenRejected
 v = Verifier(issuer=..., audience=..., jwks_url=...)
 grant = v.verify(token)
 grant.allows("bucket", "s3://acme-reports/agents/t1/out.csv", "write")
+
+# a DPoP-bound token (cnf.jkt) needs the request's proof, method and URL
+grant = v.verify(token, dpop=proof_header, method="GET", url="https://storage.internal/reports/a.csv")
 """
 
+from broker.dpop import MemoryReplayCache, ProofReplayCache
 from broker.errors import TokenRejected
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
@@ -23,4 +27,6 @@ __all__ = [
     "RedisRevocation",
     "IntrospectionClient",
     "RemoteJwks",
+    "ProofReplayCache",
+    "MemoryReplayCache",
 ]

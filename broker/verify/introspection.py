@@ -4,6 +4,10 @@ For services that do not read the broker's Redis: the verifier checks the signat
 claims locally, then asks the introspection endpoint with the service's own client key.
 Any failure (network, timeout, status, body) raises, and the verifier rejects the token
 (``revocation_unavailable``): an unanswered question is never an allow.
+
+For a DPoP-bound token the form also carries the proof and the request it came with:
+``dpop`` (the proof), ``htm`` (the method) and ``htu`` (the URL, without query and
+fragment), so the broker can check the binding too.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
+from broker.dpop import htu_of
 from broker.verify.jwks import check_jwks_url, read_capped
 
 MAX_ANSWER_BYTES = 64 * 1024
@@ -40,8 +45,17 @@ class IntrospectionClient:
     def __repr__(self) -> str:
         return f"IntrospectionClient({self.url!r})"  # never the credential
 
-    def is_active(self, token: str) -> bool:
-        body = urllib.parse.urlencode({"token": token}).encode("ascii")
+    def is_active(
+        self, token: str, *, dpop: str | None = None, method: str | None = None, url: str | None = None
+    ) -> bool:
+        """Is ``token`` active? With ``dpop``, also send the proof and the request it came
+        with (``method`` and ``url`` are then required)."""
+        fields = {"token": token}
+        if dpop is not None:
+            if not method or not url:
+                raise ValueError("a DPoP proof is sent with the request's method and url")
+            fields |= {"dpop": dpop, "htm": method, "htu": htu_of(url)}
+        body = urllib.parse.urlencode(fields).encode("ascii")
         headers = {
             "Authorization": f"Bearer {self._credential}",
             "Content-Type": "application/x-www-form-urlencoded",

@@ -1,12 +1,27 @@
-"""``Verifier``: what internal services use to check a capability token (SPEC 8)."""
+"""``Verifier``: what internal services use to check a capability token (SPEC 8).
+
+DPoP (RFC 9449). A token bound to a key (``cnf.jkt``) is accepted only with a proof
+from that key for this request: no proof is ``proof_required``; a proof that is
+malformed, stale, for another request, another token (``ath``) or another key, or seen
+before, is ``bad_proof``. Checks run in this order: token (signature, claims), proof
+(everything but replay), revocation, introspection, and last the replay claim of the
+proof's ``(jkt, jti)``, kept until the proof could no longer pass the freshness check.
+Claiming last means a request refused for any other reason never uses up its proof, and
+only accepted proofs occupy the bounded cache. A proof sent with an unbound token is
+ignored: that token is a bearer token by design, and the proof adds nothing to check.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from typing import Any
 
+from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
+from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
+from broker.token.claims import Claims
 from broker.token.keys import KeyLookup, KeySet
 from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_leeway, verify_token
 from broker.verify.grant import Grant
@@ -25,6 +40,10 @@ class Verifier:
     answer, the token is rejected (``revocation_unavailable``). With ``introspection`` (an
     ``IntrospectionClient``), every verification also asks the broker whether the token
     is active, with the same fail-closed rule.
+
+    ``proof_replay`` remembers the DPoP proofs already accepted (default: a bounded
+    in-process ``MemoryReplayCache``; a service with several replicas should share one);
+    ``proof_max_age`` is how old a proof's ``iat`` may be, in seconds (1..300).
     """
 
     def __init__(
@@ -42,6 +61,8 @@ class Verifier:
         fetch: Fetch | None = None,
         jwks_cooldown: float = 30.0,
         jwks_max_stale: float = 3600.0,
+        proof_replay: ProofReplayCache | None = None,
+        proof_max_age: int = DEFAULT_MAX_AGE,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -55,6 +76,10 @@ class Verifier:
             raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
         if type(max_ttl) is not int or not 0 < max_ttl <= DEFAULT_MAX_TTL:
             raise ValueError(f"max_ttl must be 1..{DEFAULT_MAX_TTL} seconds: the global cap is never raised")
+        if type(proof_max_age) is not int or not 0 < proof_max_age <= MAX_MAX_AGE:
+            raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
+        if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):
+            raise TypeError("proof_replay must have claim(key, expires_at, now), such as MemoryReplayCache")
         self.issuer = issuer
         self.audience = audience
         self.leeway = check_leeway(leeway)
@@ -64,6 +89,8 @@ class Verifier:
         if introspection is not None and not callable(getattr(introspection, "is_active", None)):
             raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
         self._introspection = introspection
+        self.proof_max_age = proof_max_age
+        self._proof_replay: ProofReplayCache = proof_replay if proof_replay is not None else MemoryReplayCache()
         self._keys: KeyLookup
         if jwks_url is not None:
             self._keys = RemoteJwks(
@@ -78,8 +105,23 @@ class Verifier:
         else:
             self._keys = KeySet.from_jwks(jwks)
 
-    def verify(self, token: object, *, now: int | None = None) -> Grant:
-        """The grant of a valid, unrevoked token; otherwise ``TokenRejected`` with a code."""
+    def verify(
+        self,
+        token: object,
+        *,
+        now: int | None = None,
+        dpop: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> Grant:
+        """The grant of a valid, unrevoked token; otherwise ``TokenRejected`` with a code.
+
+        ``dpop`` is the request's DPoP proof header, if any; with it, ``method`` and ``url``
+        (the full URL the client requested) are required: leaving them out is a bug in
+        the caller, a ``ValueError``, not a rejected token.
+        """
+        if dpop is not None and (not method or not url):
+            raise ValueError("a DPoP proof is checked against the request: give its method and url")
         at = int(self._clock()) if now is None else now
         claims = verify_token(
             token,
@@ -90,11 +132,36 @@ class Verifier:
             leeway=self.leeway,
             max_ttl=self.max_ttl,
         )
-        if claims.cnf_jkt is not None:
-            # A key-bound token is only as good as the proof that comes with it. This
-            # verifier does not check DPoP proofs yet, so it refuses such tokens outright
-            # rather than accepting a stolen bearer copy.
-            raise TokenRejected("proof_required", "token is DPoP-bound")
+        if claims.cnf_jkt is None:
+            self._check_revocation(claims, str(token), None)
+            return Grant(claims)
+        if dpop is None or method is None or url is None:
+            raise TokenRejected("proof_required", "token is DPoP-bound; no proof came with it")
+        proof = self._checked_proof(claims.cnf_jkt, str(token), dpop=dpop, method=method, url=url, at=at)
+        self._check_revocation(claims, str(token), {"dpop": dpop, "method": method, "url": url})
+        self._claim(proof, at)
+        return Grant(claims)
+
+    def _checked_proof(self, cnf_jkt: str, token: str, *, dpop: str, method: str, url: str, at: int) -> CheckedProof:
+        try:
+            proof = check_proof(dpop, method=method, url=url, now=at, access_token=token, max_age=self.proof_max_age)
+        except ProofError as e:
+            raise TokenRejected("bad_proof", e.reason) from None
+        if not hmac.compare_digest(proof.jkt, cnf_jkt):
+            raise TokenRejected("bad_proof", "proof signed by another key than the token is bound to")
+        return proof
+
+    def _claim(self, proof: CheckedProof, at: int) -> None:
+        try:
+            first = self._proof_replay.claim(proof.replay_key, proof.expires_at, at)
+        except Exception as e:  # noqa: BLE001 -- a replay state we cannot read fails closed
+            raise TokenRejected("revocation_unavailable", f"proof replay cache: {type(e).__name__}") from None
+        if not first:
+            raise TokenRejected("bad_proof", "proof seen before (or the replay cache is full)")
+
+    def _check_revocation(self, claims: Claims, token: str, proof: dict[str, str] | None) -> None:
+        """The revocation store, then introspection (sent the proof and the request it
+        came with, when there is one). Either failing to answer fails closed."""
         if self._revocation is not None:
             try:
                 revoked = self._revocation.is_revoked(claims)
@@ -104,16 +171,31 @@ class Verifier:
                 raise TokenRejected("revoked")
         if self._introspection is not None:
             try:
-                active = self._introspection.is_active(str(token))
+                active = (
+                    self._introspection.is_active(token, **proof)
+                    if proof is not None
+                    else self._introspection.is_active(token)
+                )
             except Exception as e:  # noqa: BLE001 -- any failure of the check fails closed
                 raise TokenRejected("revocation_unavailable", type(e).__name__) from None
             if not active:
                 raise TokenRejected("revoked", "introspection: not active")
-        return Grant(claims)
 
-    def require(self, token: object, *, kind: str, resource: str, action: str, now: int | None = None) -> Grant:
-        """Verify, then insist the token allows ``action`` on ``resource``."""
-        grant = self.verify(token, now=now)
+    def require(
+        self,
+        token: object,
+        *,
+        kind: str,
+        resource: str,
+        action: str,
+        now: int | None = None,
+        dpop: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> Grant:
+        """Verify (with the same DPoP arguments), then insist the token allows ``action`` on
+        ``resource``."""
+        grant = self.verify(token, now=now, dpop=dpop, method=method, url=url)
         if not grant.allows(kind, resource, action):
             raise TokenRejected("not_allowed", f"{action} on {kind!r}")
         return grant

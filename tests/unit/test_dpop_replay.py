@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -45,8 +46,19 @@ def test_expired_keys_make_room_first() -> None:
     assert len(cache) == 2
 
 
+class SlowDict(dict[str, int]):
+    """Widens the gap between "seen?" and "remember it": without the lock, every thread
+    would slip through it."""
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        time.sleep(0.01)
+        return found
+
+
 def test_concurrent_claims_of_one_key_let_exactly_one_through() -> None:
     cache = MemoryReplayCache()
+    cache._expiry = SlowDict()  # white-box: make the race window wide enough to lose
     results: list[bool] = []
     barrier = threading.Barrier(16)
 

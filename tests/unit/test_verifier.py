@@ -221,3 +221,12 @@ def test_allows_refuses_values_of_the_wrong_type(ring: KeyRing, ed_signer: Local
     grant = verifier(ring).verify(good_token(ed_signer))
     assert not grant.allows(["bucket"], "s3://acme-reports/agents/t1/a", "read")  # type: ignore[arg-type]
     assert not grant.allows("bucket", None, "read")  # type: ignore[arg-type]
+
+
+def test_proof_settings_are_checked(ring: KeyRing) -> None:
+    for bad in (0, 301, 60.0, True):
+        with pytest.raises(ValueError, match="proof_max_age"):
+            verifier(ring, proof_max_age=bad)
+    with pytest.raises(TypeError, match="proof_replay"):
+        verifier(ring, proof_replay=set())
+    verifier(ring, proof_max_age=300)
