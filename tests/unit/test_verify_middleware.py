@@ -83,3 +83,21 @@ def test_litestar_guard(ring: KeyRing, ed_signer: LocalSigner) -> None:
         ok = client.get("/reports/a.csv", headers={"Authorization": f"Bearer {good_token(ed_signer)}"})
         assert ok.status_code == 200
         assert ok.json() == {"allowed": True}
+
+
+def test_middleware_accepts_the_dpop_scheme_and_offers_it(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """An unbound token may come with either scheme; a 401 offers Bearer and DPoP both."""
+    app = CapabilityMiddleware(echo_app, verifier(ring))
+    token = good_token(ed_signer).encode()
+    assert run(app, [(b"authorization", b"DPoP " + token)]) == (200, b"t1")
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(app({"type": "http", "headers": [], "method": "GET", "path": "/"}, receive, send))
+    challenge = dict(sent[0]["headers"])[b"www-authenticate"]
+    assert challenge == b'Bearer error="invalid_token", DPoP error="invalid_token", algs="EdDSA ES256"'
