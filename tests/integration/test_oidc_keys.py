@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -106,17 +109,32 @@ def test_end_to_end_a_token_verifies_and_matches(idp: OidcIssuer) -> None:
     keys.close()
 
 
-def test_environment_proxies_are_not_used(idp: OidcIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_proxies_are_not_used(idp: OidcIssuer) -> None:
+    """A fresh process whose environment names a dead proxy for everything still fetches
+    directly (urllib reads proxy settings when the opener is built, at import)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # bound, never listening
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy",)}
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, f"http://127.0.0.1:{dead}")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    keys = oidc()
-    assert len(run(lambda: keys.keys_for(idp.issuer, idp.jwks_uri, None))) == 3
-    keys.close()
+        env[name] = f"http://127.0.0.1:{dead}"
+    script = (
+        "import asyncio, sys\n"
+        "from broker.backends.oidc_keys import OidcKeys\n"
+        "keys = asyncio.run(OidcKeys().keys_for(sys.argv[1], sys.argv[2], None))\n"
+        "print(len(keys))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, idp.issuer, idp.jwks_uri],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "3"
+    assert counts(idp) == (0, 1)
 
 
 # ---------------------------------------------------------------- caching
@@ -233,6 +251,21 @@ def test_issuers_are_bounded() -> None:
         keys.close()
 
 
+def test_the_least_recently_used_issuer_is_dropped() -> None:
+    with running_issuer(path="/a") as a, running_issuer(path="/b") as b, running_issuer(path="/c") as c:
+        keys = oidc(max_issuers=2)
+
+        async def visit(*issuers: OidcIssuer) -> None:
+            for issuer in issuers:
+                await keys.keys_for(issuer.issuer, None, None)
+
+        run(lambda: visit(a, b, a, c, a))  # c pushes out b, the least recently used, not a
+        assert (counts(a), counts(b), counts(c)) == ((1, 1), (1, 1), (1, 1))
+        run(lambda: keys.keys_for(b.issuer, None, None))
+        assert counts(b) == (2, 2)
+        keys.close()
+
+
 def test_entries_are_per_issuer_and_jwks_uri(idp: OidcIssuer) -> None:
     keys = oidc()
     run(lambda: keys.keys_for(idp.issuer, None, None))
@@ -311,6 +344,21 @@ def test_hanging_issuer_with_a_cached_set_keeps_serving(idp: OidcIssuer, clock: 
     assert time.monotonic() - started < 1.0
     idp.recover()
     keys.close()
+
+
+def test_discovery_and_jwks_together_take_at_most_the_timeout() -> None:
+    """Each fetch alone is quick enough; both together are not: one deadline covers both."""
+    doc = json.dumps({"issuer": "https://issuer.example", "jwks_uri": "https://keys.example/jwks"}).encode()
+
+    async def slow(url: str) -> bytes:
+        await asyncio.sleep(0.3)
+        return doc if url.endswith("openid-configuration") else b'{"keys": []}'
+
+    keys = OidcKeys(fetch=slow, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="timed out"):
+        run(lambda: keys.keys_for("https://issuer.example", None, None))
+    assert time.monotonic() - started < 2.0
 
 
 def test_callers_queued_behind_a_failing_fetch_do_not_fetch_again(idp: OidcIssuer) -> None:

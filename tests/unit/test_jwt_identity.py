@@ -442,7 +442,7 @@ def test_unknown_header_fields_are_refused(idp: JwtIssuer, keys: IdentityKeys, f
 
 
 def test_crit_is_refused(idp: JwtIssuer, keys: IdentityKeys) -> None:
-    rejected(idp.issue(sub=SUB, aud=AUD, headers={"crit": ["exp"]}), keys, "crit")
+    rejected(idp.issue(sub=SUB, aud=AUD, headers={"crit": ["exp"]}), keys, "crit: no extension")
 
 
 def test_x5t_must_be_a_string(idp: JwtIssuer, keys: IdentityKeys) -> None:
