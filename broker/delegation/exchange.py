@@ -28,7 +28,7 @@ from broker.policy.decide import Deny
 from broker.policy.durations import parse_duration
 from broker.policy.model import DEFAULT_TTL, Agent, Policy
 from broker.policy.requests import MAX_SCOPES_PER_REQUEST, ScopeRequest, refuse_unknown_fields, scope_entry
-from broker.token.claims import SUBJECT_PREFIX, Actor, Claims
+from broker.token.claims import Actor, Claims
 
 GRANT_TYPE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 -- a type name
@@ -142,12 +142,7 @@ def parse_exchange_request(body: object) -> ExchangeRequest:
 
 def chain_names(claims: Claims) -> tuple[str, ...]:
     """Every agent named by a token: its subject, then each delegator up to the root."""
-    names = [claims.agent]
-    actor = claims.act
-    while actor is not None:
-        names.append(actor.sub[len(SUBJECT_PREFIX) :])
-        actor = actor.act
-    return tuple(names)
+    return (claims.agent, *claims.delegators)
 
 
 class _Refuse(Exception):

@@ -1,7 +1,8 @@
 """Who is calling: an agent, a service or an admin, from the bearer credential.
 
-Only the ``key`` identity exists so far (SPEC 2.2): the credential is a ``cbk_`` client
-secret whose SHA-256 the policy (agents, services) or the settings (admins) hold.
+Agents and services prove who they are with any identity method of SPEC 2.2
+(``broker.service.identify``); admins only with a ``cbk_`` client secret whose SHA-256
+the settings hold.
 """
 
 from __future__ import annotations
@@ -10,13 +11,7 @@ from broker.errors import Forbidden, Unauthenticated
 from broker.policy.model import Agent, Policy, Service
 from broker.service.broker import Broker, Call
 from broker.service.credentials import is_client_secret, matches_any, secret_sha256
-
-
-def _principal(source: Broker | Policy, call: Call) -> Agent | Service | None:
-    if call.credential is None or not is_client_secret(call.credential):
-        return None
-    policy = source.policy if isinstance(source, Broker) else source
-    return policy.principal_for_key(secret_sha256(call.credential))
+from broker.service.identify import principal_of
 
 
 def is_admin(broker: Broker, call: Call) -> bool:
@@ -27,34 +22,40 @@ def is_admin(broker: Broker, call: Call) -> bool:
     )
 
 
-def agent_of(policy: Policy, call: Call) -> Agent:
+async def agent_of(broker: Broker, policy: Policy, call: Call) -> Agent:
     """The calling agent in ``policy`` (a snapshot the caller keeps for the request)."""
-    principal = _principal(policy, call)
+    principal = await principal_of(broker, policy, call.credential)
     if not isinstance(principal, Agent):
         raise Unauthenticated("no agent has this credential")
     return principal
 
 
-def service_of(policy: Policy, call: Call) -> Service:
-    principal = _principal(policy, call)
+async def service_of(broker: Broker, policy: Policy, call: Call) -> Service:
+    principal = await principal_of(broker, policy, call.credential)
     if not isinstance(principal, Service):
         raise Unauthenticated("no service has this credential")
     return principal
 
 
 def require_admin(broker: Broker, call: Call) -> None:
+    """Admins present a client secret; so a 403 (not 401) goes only to another key's
+    holder: a JWT or Vault token is never resolved (nor its jti spent) on admin routes."""
     if is_admin(broker, call):
         return
-    if _principal(broker, call) is not None:
+    if (
+        call.credential is not None
+        and is_client_secret(call.credential)
+        and broker.policy.principal_for_key(secret_sha256(call.credential)) is not None
+    ):
         raise Forbidden("admin only")
     raise Unauthenticated("no admin has this credential")
 
 
-def agent_or_admin(broker: Broker, call: Call) -> Agent | None:
+async def agent_or_admin(broker: Broker, call: Call) -> Agent | None:
     """The calling agent, or None for an admin; anyone else is refused."""
     if is_admin(broker, call):
         return None
-    principal = _principal(broker, call)
+    principal = await principal_of(broker, broker.policy, call.credential)
     if isinstance(principal, Agent):
         return principal
     if principal is not None:

@@ -18,7 +18,7 @@ from broker.errors import PolicyInvalid
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
 from broker.service.metrics import Metrics
-from broker.service.ports import SigningBackend, StateStore
+from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,8 @@ class Broker:
     clock_skew: int = 5
     ready_for_signing: bool = False  # set by the start-up self-test
     overlay: Callable[[Policy], Policy] | None = None  # `broker dev` only: its generated keys
+    issuer_keys: IssuerKeys | None = None  # identity providers' keys (``jwt`` identities)
+    vault_tokens: VaultTokens | None = None  # Vault token lookup (``vault`` identities)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def now(self) -> int:
@@ -70,3 +72,7 @@ class Broker:
     async def aclose(self) -> None:
         await self.signer.aclose()
         await self.state.aclose()
+        if self.issuer_keys is not None:
+            await self.issuer_keys.aclose()
+        if self.vault_tokens is not None:
+            await self.vault_tokens.aclose()

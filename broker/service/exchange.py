@@ -21,7 +21,6 @@ from broker.delegation.exchange import (
     JWT_TOKEN_TYPE,
     ExchangeAllow,
     ExchangeRequest,
-    chain_names,
     decide_exchange,
     parse_exchange_request,
 )
@@ -75,7 +74,7 @@ async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
         claims = await own_token_claims(broker, request.subject_token, None)
     except BrokerError as e:
         raise Unauthenticated(f"subject_token: {e.code}") from None
-    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, chain_names(claims)[1:])
+    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, claims.delegators)
     if state.revokes(claims.iat):
         raise Unauthenticated("subject_token: revoked")
     return claims

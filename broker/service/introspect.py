@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, InvalidDpopProof, InvalidRequest, TokenRejected
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
@@ -65,7 +64,7 @@ async def _proven(broker: Broker, question: _Question, claims: Claims) -> str | 
 
 async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     try:
-        service = service_of(broker.policy, call)
+        service = await service_of(broker, broker.policy, call)
         question = _question(await read_body())
     except BrokerError as e:
         await broker.audit.record(
@@ -80,7 +79,7 @@ async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitab
             "introspect", request_id=call.request_id, service=service.name, active=False, reason=e.code
         )
         return INACTIVE
-    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, chain_names(claims)[1:])
+    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, claims.delegators)
     refusal = "revoked" if state.revokes(claims.iat) else await _proven(broker, question, claims)
     active = refusal is None
     broker.metrics.inc("capbroker_introspections_total", result="active" if active else refusal or "")

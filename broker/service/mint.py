@@ -68,7 +68,7 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     """
     policy = broker.policy
     try:
-        agent = agent_of(policy, call)
+        agent = await agent_of(broker, policy, call)
     except BrokerError as e:
         await deny_event(broker, call, e, None, None)
         raise

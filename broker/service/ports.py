@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broker.identity.jwt_keys import IdentityKeys
+from broker.identity.vault_identity import VaultTokenInfo
 from broker.token.algorithms import Algorithm
 from broker.token.claims import Claims
 from broker.token.keys import KeySet
@@ -135,5 +137,25 @@ class StateStore(Protocol):
         ...
 
     async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class IssuerKeys(Protocol):
+    """Identity providers' public keys (``broker.backends.oidc_keys``)."""
+
+    async def keys_for(self, issuer: str, jwks_uri: str | None, kid: str | None) -> IdentityKeys:
+        """The issuer's key set, fresh enough for ``kid``; ``BackendUnavailable`` if none."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class VaultTokens(Protocol):
+    """Vault token lookup with the broker's own token (``broker.backends.vault_lookup``)."""
+
+    async def lookup(self, presented: str) -> VaultTokenInfo | None:
+        """What Vault knows of ``presented``; None if it is not a valid token."""
+        ...
 
     async def aclose(self) -> None: ...

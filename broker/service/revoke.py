@@ -45,7 +45,7 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
     alone is an admin action, so a leaked id cannot be used to disrupt another agent.
     """
     try:
-        caller = agent_or_admin(broker, call)
+        caller = await agent_or_admin(broker, call)
         body = await read_body()
         if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
             raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
@@ -97,7 +97,7 @@ async def revoke_task(
     broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
     try:
-        caller = agent_or_admin(broker, call)
+        caller = await agent_or_admin(broker, call)
         await read_body()
         if not is_task(task):
             raise InvalidRequest("task id outside the grammar")

@@ -71,6 +71,17 @@ class Claims:
     def agent(self) -> str:
         return self.sub[len(SUBJECT_PREFIX) :]
 
+    @property
+    def delegators(self) -> tuple[str, ...]:
+        """The agents that delegated this token, nearest first (``act``, then its ``act``,
+        ...); the last is the agent that minted the root token. Empty if not delegated."""
+        names: list[str] = []
+        actor = self.act
+        while actor is not None:
+            names.append(actor.sub[len(SUBJECT_PREFIX) :])
+            actor = actor.act
+        return tuple(names)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "iss": self.iss,

@@ -1,6 +1,7 @@
 """``RedisRevocation``: a verifier's revocation check against the broker's Redis.
 
-Synchronous, one ``MGET`` of three keys per check (token id, task, agent cut-off), with
+Synchronous, one ``MGET`` per check (token id, task, and the kill-switch cut-off of the
+token's agent and of every agent up its delegation chain), with
 the same key names as the broker's ``RedisState``. Built with explicit socket timeouts and
 no retries: if Redis is down or slow the check raises within about ``timeout`` seconds,
 and the ``Verifier`` rejects the token (``revocation_unavailable``). It never skips.
@@ -29,12 +30,13 @@ class RedisRevocation:
         self._redis = Redis.from_url(url, **fail_fast(timeout))
 
     def is_revoked(self, claims: Claims) -> bool:
-        """True if the token, its task, or its agent up to a cut-off is revoked. Raises
-        (any redis or OS error) when the answer cannot be read."""
-        token, task, cutoff = self._redis.mget(keys.revocation(self._prefix, claims.jti, claims.task, claims.agent))
+        """True if the token, its task, or its agent or any delegator up to a cut-off is
+        revoked. Raises (any redis or OS error) when the answer cannot be read."""
+        names = keys.revocation(self._prefix, claims.jti, claims.task, claims.agent, claims.delegators)
+        token, task, *cutoffs = self._redis.mget(names)
         if token is not None or task is not None:
             return True
-        return cutoff is not None and claims.iat <= int(cutoff)
+        return any(cutoff is not None and claims.iat <= int(cutoff) for cutoff in cutoffs)
 
     def close(self) -> None:
         self._redis.close()

@@ -29,7 +29,11 @@ class StaticRevocationList:
         self.agents_before: dict[str, int] = {}
 
     def is_revoked(self, claims: Claims) -> bool:
-        cutoff = self.agents_before.get(claims.agent)
-        return (
-            claims.jti in self.token_ids or claims.task in self.tasks or (cutoff is not None and claims.iat <= cutoff)
-        )
+        """The kill switch reaches delegated tokens: every agent up the ``act`` chain counts."""
+        if claims.jti in self.token_ids or claims.task in self.tasks:
+            return True
+        for agent in (claims.agent, *claims.delegators):
+            cutoff = self.agents_before.get(agent)
+            if cutoff is not None and claims.iat <= cutoff:
+                return True
+        return False

@@ -13,7 +13,7 @@ import pytest
 
 from broker.backends.redis_state import RedisState
 from broker.errors import TokenRejected
-from broker.token import KeyRing, LocalSigner
+from broker.token import Actor, KeyRing, LocalSigner
 from broker.verify import Verifier
 from broker.verify.redis_revocation import RedisRevocation
 from tests.helpers import good_token, verifier
@@ -102,6 +102,19 @@ def test_agent_kill_switch_rejects_tokens_issued_up_to_the_cutoff(
     assert rejection(v, before) == "revoked"
     assert rejection(v, at) == "revoked"
     v.verify(after)
+
+
+def test_the_kill_switch_on_a_delegator_rejects_the_delegated_token(
+    redis_server: RedisServer, ring: KeyRing, ed_signer: LocalSigner
+) -> None:
+    tokens = Tokens(ed_signer)
+    root = f"root-{uuid.uuid4().hex[:12]}"
+    chain = Actor(f"agent:{tokens.agent}-mid", Actor(f"agent:{root}"))
+    delegated = good_token(ed_signer, agent="helper", act=chain, task=tokens.task, now=tokens.now, ttl=300)
+    v = redis_verifier(ring, redis_server.url, tokens.now)
+    assert v.verify(delegated).agent == "helper"
+    on_redis(redis_server.url, lambda s: s.revoke_agent(root, tokens.now))  # the root, two links up
+    assert rejection(v, delegated) == "revoked"
 
 
 def test_stopped_redis_rejects_as_revocation_unavailable(

@@ -132,6 +132,6 @@ def test_the_tree_generator_reaches_both_allows_and_every_refusal() -> None:
     """Guards the property above against vacuity: it must see deep allows and each kind of deny."""
     if not SEEN:  # the property did not run first (selected alone)
         test_every_exchanged_token_is_covered_by_its_parent()
-    labels = ("allow depth 1", "allow depth 3", "deny scope_not_granted", "deny forbidden", "deny ttl_exceeds_max")
+    labels = ("allow depth 1", "allow depth 2", "deny scope_not_granted", "deny forbidden", "deny ttl_exceeds_max")
     for label in labels:
         assert SEEN[label] > 0, (label, SEEN)

@@ -99,6 +99,19 @@ def test_agent_kill_switch_spares_tokens_issued_after_the_cutoff(ring: KeyRing, 
     assert verifier(ring, revocation=revoked).verify(good_token(ed_signer))
 
 
+def test_agent_kill_switch_reaches_tokens_delegated_from_the_agent(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    from broker.token import Actor
+
+    revoked = StaticRevocationList()
+    revoked.agents_before["analyst"] = NOW
+    delegated = good_token(ed_signer, agent="helper-2", act=Actor("agent:helper", Actor("agent:analyst")))
+    with pytest.raises(TokenRejected) as e:
+        verifier(ring, revocation=revoked).verify(delegated)
+    assert e.value.code == "revoked"
+    unrelated = good_token(ed_signer, agent="helper-2", act=Actor("agent:helper", Actor("agent:reviewer")))
+    assert verifier(ring, revocation=revoked).verify(unrelated)
+
+
 def test_revocation_check_failure_fails_closed(ring: KeyRing, ed_signer: LocalSigner) -> None:
     class Down:
         def is_revoked(self, claims: object) -> bool:
