@@ -146,6 +146,10 @@ class OidcKeys:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    async def aclose(self) -> None:
+        """``close`` for the broker's shutdown (the ``IssuerKeys`` port)."""
+        self.close()
+
     def _entry(self, key: tuple[str, str | None]) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:

@@ -91,6 +91,21 @@ def test_discovery_for_an_issuer_with_a_path() -> None:
         keys.close()
 
 
+def test_closed_and_reopened(idp: OidcIssuer) -> None:
+    """``aclose`` stops the fetch threads; a later fetch starts new ones."""
+    keys = oidc()
+
+    async def twice() -> None:
+        await keys.keys_for(idp.issuer, idp.jwks_uri, None)
+        await keys.aclose()
+        await keys.aclose()
+        await keys.keys_for(idp.issuer, None, None)
+
+    run(twice)
+    assert counts(idp) == (1, 2)
+    keys.close()
+
+
 def test_explicit_jwks_uri_skips_discovery(idp: OidcIssuer) -> None:
     keys = oidc()
     found = run(lambda: keys.keys_for(idp.issuer, idp.jwks_uri, "ed-1"))
