@@ -14,7 +14,7 @@ from broker.config import Settings
 from broker.http.app import create_app
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
-from broker.service.ports import SigningBackend, StateStore
+from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
 
 log = logging.getLogger("broker")
 
@@ -47,6 +47,21 @@ def state_store(settings: Settings) -> StateStore:
     return MemoryState()
 
 
+def vault_tokens(settings: Settings) -> VaultTokens | None:
+    """Vault token lookup for ``vault`` identities: wherever Vault is configured."""
+    if settings.signer != "vault":
+        return None
+    from broker.backends.vault_lookup import VaultTokenLookup
+
+    return VaultTokenLookup(settings.vault_addr, settings.vault_token, timeout=settings.backend_timeout)
+
+
+def issuer_keys(settings: Settings) -> IssuerKeys:
+    from broker.backends.oidc_keys import OidcKeys
+
+    return OidcKeys(timeout=settings.backend_timeout)
+
+
 def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Broker:
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
@@ -60,6 +75,8 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         audit=AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout),
         admin_key_hashes=settings.admin_key_sha256,
         clock_skew=math.ceil(settings.clock_skew),
+        issuer_keys=issuer_keys(settings),
+        vault_tokens=vault_tokens(settings),
     )
 
 

@@ -109,6 +109,8 @@ def run_dev(args: argparse.Namespace) -> int:
     overlay = partial(_dev_overlay, keys=keys)
     issuer = f"http://{args.host}:{args.port}"
     state = MemoryState()
+    from broker.backends.oidc_keys import OidcKeys
+
     broker = Broker(
         issuer=issuer,
         policy_dir=Path(args.scopes),
@@ -118,6 +120,7 @@ def run_dev(args: argparse.Namespace) -> int:
         audit=AuditRecorder(state),
         admin_key_hashes=(admin_hash,),
         overlay=overlay,
+        issuer_keys=OidcKeys(),  # jwt identities work in dev too; vault ones need `broker serve`
     )
     print(DEV_BANNER, file=sys.stderr)
     print(f"issuer: {issuer}    policy: {args.scopes} ({policy.digest[:12]})", file=sys.stderr)
