@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import redis
 
+from broker.dpop.client import DpopKey
 from broker.errors import TokenRejected
 from broker.service.credentials import new_client_secret, secret_sha256
 from broker.verify import Verifier
@@ -284,6 +285,52 @@ def test_agent_kill_switch_revokes_every_earlier_token_of_that_agent_only(stack:
     within(4.0, lambda: time.time() >= cutoff + 1)
     later = one_token(stack.b, "e2e-kill-after", ["widgets-push"], who="deployer")
     assert introspect(stack.a, later)["active"] is True
+
+
+def test_a_dpop_bound_token_delegated_on_b_is_checked_and_revoked_everywhere(stack: Stack) -> None:
+    key = DpopKey.generate()
+    issuer = stack.a.issuer
+    now = int(time.time())
+    mint_proof = {"DPoP": key.proof("POST", f"{issuer}/v1/tokens", now=now)}
+    status, _, body = stack.a.post("/v1/tokens", {"task": "e2e-deleg", "scopes": ["widgets-read"]}, who="reviewer",
+                                   headers=mint_proof)  # fmt: skip
+    assert status == 201, body
+    parent = body["tokens"][0]["token"]
+    exchange = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": parent,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "actor": "sub-reviewer",
+        "ttl": "2m",
+    }
+    status, _, body = stack.b.post("/v1/tokens/exchange", exchange)  # a stolen bearer copy of the parent
+    assert (status, body["code"]) == (401, "unauthenticated")
+    proof = {"DPoP": key.proof("POST", f"{issuer}/v1/tokens/exchange", now=now, access_token=parent)}
+    status, _, body = stack.b.post("/v1/tokens/exchange", exchange, headers=proof)
+    assert status == 200, body
+    child = body["access_token"]
+    url = "https://git.internal/acme/widgets.git/info/refs"
+    verifier = stack.verifier("git-gateway", revocation=True)
+
+    def use(token: str) -> str | None:
+        fresh = key.proof("GET", url, now=int(time.time()), access_token=token)
+        try:
+            verifier.verify(token, dpop=fresh, method="GET", url=url)
+        except TokenRejected as e:
+            return e.code
+        return None
+
+    assert use(child) is None
+    assert rejection(verifier, child) == "proof_required"
+    answer = stack.a.post("/v1/introspect", {"token": child, "dpop": key.proof("GET", url, now=now, access_token=child),
+                                             "htm": "GET", "htu": url}, who="git-gateway")[2]  # fmt: skip
+    assert answer["active"] is True
+    assert answer["act"] == {"sub": "agent:reviewer"}
+    status, _, body = stack.a.post("/v1/tasks/e2e-deleg/revoke", who="reviewer")
+    revoked_at = time.monotonic()
+    assert status == 200, body
+    within(REVOCATION_DEADLINE, lambda: use(child) == "revoked", revoked_at)
+    assert introspect(stack.b, child) == {"active": False}
 
 
 # ---------------------------------------------------------------------- 5. rate limit

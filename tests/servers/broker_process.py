@@ -150,9 +150,9 @@ class BrokerProcess:
 
     def request(
         self, method: str, path: str, body: Any = None, *, who: str | None = None, form: bool = False,
-        timeout: float = 5.0,
+        timeout: float = 5.0, headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
-        headers = {}
+        headers = dict(headers or {})
         data = None
         if who is not None:
             headers["Authorization"] = f"Bearer {self.policy.keys[who]}"
