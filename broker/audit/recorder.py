@@ -50,9 +50,11 @@ class AuditRecorder:
         self._out = out if out is not None else sys.stdout
         self._clock = clock
 
-    async def record(self, event_type: str, *, request_id: str, **fields: Any) -> StoredEvent | None:
-        """Store the event on the chain and echo it; ``None`` when it is only echoed
-        (an unauthenticated request)."""
+    async def record(
+        self, event_type: str, *, request_id: str, store: bool = True, **fields: Any
+    ) -> StoredEvent | None:
+        """Store the event on the chain and echo it; ``None`` when it is only echoed: an
+        unauthenticated request, or one whose caller is not known yet (``store=False``)."""
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown audit event type {event_type!r}")
         event: dict[str, Any] = {
@@ -61,7 +63,7 @@ class AuditRecorder:
             "request_id": request_id,
         }
         event.update({k: redact(v) for k, v in fields.items() if v is not None})
-        if event.get("code") == "unauthenticated":
+        if not store or event.get("code") == "unauthenticated":
             self._write({**event, "stored": False})
             return None
         stored = await self._state.append_audit(event)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -201,7 +202,9 @@ class RedisState:
         )
 
     async def claim_once(self, key: str, expires_at: int) -> bool:
-        first = await self._call(self._redis.set(keys.once(self._prefix, key), "1", nx=True, exat=expires_at))
+        # Relative expiry: a Redis whose clock runs ahead must not forget a claim early.
+        ttl = max(1, expires_at - int(time.time()))
+        first = await self._call(self._redis.set(keys.once(self._prefix, key), "1", nx=True, ex=ttl))
         return first is True
 
     async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:

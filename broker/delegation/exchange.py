@@ -128,7 +128,7 @@ def parse_exchange_request(body: object) -> ExchangeRequest:
     if task is not None and not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
     ttl = body.get("ttl")
-    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit():
+    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 7:
         ttl = int(ttl)  # a form body carries every value as a string
     return ExchangeRequest(
         subject_token=subject_token,
@@ -138,6 +138,11 @@ def parse_exchange_request(body: object) -> ExchangeRequest:
         task=task,
         ttl=None if ttl is None else parse_duration(ttl),
     )
+
+
+def root_agent(claims: Claims) -> str:
+    """The agent that minted the root token of ``claims``'s chain (owns the task)."""
+    return chain_names(claims)[-1]
 
 
 def chain_names(claims: Claims) -> tuple[str, ...]:
@@ -178,11 +183,13 @@ def _narrowed(parent: Claims, entry: ScopeRequest) -> list[Capability]:
     return out
 
 
-def _still_granted(cap: Capability, root: Agent, policy: Policy, pop: bool) -> int:
+def _still_granted(cap: Capability, root: Agent, policy: Policy, *, audience: str, pop: bool) -> int:
     """The scope's ``max_ttl``, if the policy in force still grants ``cap`` to ``root``."""
     scope = policy.scopes.get(cap.scope)
     if scope is None or cap.scope not in root.scopes or not covers(scope.capability, cap):
         raise _Refuse("scope_not_granted", f"scope {cap.scope!r} is no longer granted to {root.name!r}")
+    if scope.audience != audience:
+        raise _Refuse("scope_not_granted", f"scope {cap.scope!r} is now for another audience")
     if scope.require_pop and not pop:
         raise _Refuse("invalid_dpop_proof", f"scope {scope.name!r} requires a DPoP-bound token")
     return scope.max_ttl
@@ -217,7 +224,7 @@ def _decide(
             caps.extend(c for c in _narrowed(parent, entry) if c not in caps)
     cap_ttl = min(policy.global_max_ttl, root.max_ttl)
     for cap in caps:
-        cap_ttl = min(cap_ttl, _still_granted(cap, root, policy, pop))
+        cap_ttl = min(cap_ttl, _still_granted(cap, root, policy, audience=parent.aud, pop=pop))
         reasons.append(
             f"scope {cap.scope!r}: {cap.kind} {cap.resource} {list(cap.actions)} covered by the presented token"
         )

@@ -41,8 +41,10 @@ T = TypeVar("T")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _RATE = re.compile(r"([1-9][0-9]{0,6})/(s|min|h)")
 _RATE_UNIT = {"s": 1, "min": 60, "h": 3600}
-_LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?(/\S*)?")
-_HTTPS = re.compile(r"https://[a-z0-9.-]+(:[0-9]{1,5})?(/\S*)?")
+# no fragment, no whitespace: the URLs an identity method fetches from (issuer, jwks_uri)
+_LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?(/[^\s#]*)?")
+_HTTPS = re.compile(r"https://[a-z0-9.-]+(:[0-9]{1,5})?(/[^\s#]*)?")
+_MAX_URL = 2048
 _MAX_TEXT = 512
 
 
@@ -157,8 +159,12 @@ def _sha256(value: object) -> str:
 
 
 def _url(value: object) -> str:
-    if not isinstance(value, str) or not (_HTTPS.fullmatch(value) or _LOOPBACK_HTTP.fullmatch(value)):
-        raise ValueError(f"{value!r} must be an https URL (plain http only on loopback)")
+    if (
+        not isinstance(value, str)
+        or len(value) > _MAX_URL
+        or not (_HTTPS.fullmatch(value) or _LOOPBACK_HTTP.fullmatch(value))
+    ):
+        raise ValueError(f"{value!r:.80} must be an https URL, no fragment (plain http only on loopback)")
     return value
 
 

@@ -24,4 +24,4 @@ def parse_duration(value: object) -> int:
         m = _DURATION.fullmatch(value)
         if m:
             return int(m.group(1)) * _UNIT[m.group(2)]
-    raise InvalidRequest(f"{value!r} is not a duration like '90s', '5m' or '1h'")
+    raise InvalidRequest(f"{value!r:.40} is not a duration like '90s', '5m' or '1h'")

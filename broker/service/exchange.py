@@ -23,6 +23,7 @@ from broker.delegation.exchange import (
     ExchangeRequest,
     decide_exchange,
     parse_exchange_request,
+    root_agent,
 )
 from broker.errors import (
     BackendUnavailable,
@@ -33,6 +34,7 @@ from broker.errors import (
     Unauthenticated,
     error_for_code,
 )
+from broker.policy.model import Policy
 from broker.service.broker import Broker, Call
 from broker.service.mint import deny_event, iso
 from broker.service.own_tokens import own_token_claims
@@ -45,18 +47,24 @@ PATH: Final = "/v1/tokens/exchange"
 
 
 async def exchange(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
-    """The RFC 8693 answer for an exchange request, or a ``BrokerError`` (audited)."""
+    """The RFC 8693 answer for an exchange request, or a ``BrokerError`` (audited).
+
+    Until the presented token verifies, the caller is a stranger: refusals are echoed to
+    stdout only, never stored, so nobody can grow the audit stream without a token.
+    """
     policy = broker.policy
+    now = broker.now()
     parent: Claims | None = None
     try:
         request = parse_exchange_request(await read_body())
         parent = await _presented(broker, request)
+        await _spend_rate(broker, policy, parent)  # before anything else: probing costs allowance
         jkt = await _bound_key(broker, call, request, parent)
     except BrokerError as e:
         agent, task = (parent.agent, parent.task) if parent else (None, None)
-        await deny_event(broker, call, e, agent, task, action="exchange")
+        await deny_event(broker, call, e, agent, task, action="exchange", store=parent is not None)
         raise
-    decision = decide_exchange(parent, request, policy, now=broker.now(), pop=jkt is not None)
+    decision = decide_exchange(parent, request, policy, now=now, pop=jkt is not None)
     if not isinstance(decision, ExchangeAllow):
         error = error_for_code(decision.code, decision.reason)
         await deny_event(
@@ -64,8 +72,7 @@ async def exchange(broker: Broker, call: Call, read_body: Callable[[], Awaitable
             parent_jti=parent.jti, delegate=request.actor, reasons=list(decision.reasons),
         )  # fmt: skip
         raise error
-    await _spend_rate(broker, call, decision, parent)
-    return await _issue(broker, call, request, parent, decision, jkt=jkt)
+    return await _issue(broker, call, request, parent, decision, jkt=jkt, now=now)
 
 
 async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
@@ -78,6 +85,15 @@ async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
     if state.revokes(claims.iat):
         raise Unauthenticated("subject_token: revoked")
     return claims
+
+
+async def _refuse_if_revoked_meanwhile(broker: Broker, call: Call, parent: Claims, child: Claims) -> None:
+    state = await broker.state.revocation_state(parent.jti, parent.task, parent.agent, parent.delegators)
+    if state.revokes(parent.iat):
+        await broker.state.revoke_token(child.jti, child.exp)
+        error = Unauthenticated("subject_token: revoked while it was being exchanged")
+        await deny_event(broker, call, error, parent.agent, parent.task, action="exchange", store=True)
+        raise error
 
 
 async def _bound_key(broker: Broker, call: Call, request: ExchangeRequest, parent: Claims) -> str | None:
@@ -95,23 +111,29 @@ async def _bound_key(broker: Broker, call: Call, request: ExchangeRequest, paren
     return jkt
 
 
-async def _spend_rate(broker: Broker, call: Call, decision: ExchangeAllow, parent: Claims) -> None:
-    rate = decision.root.rate
-    if rate is None:
-        return
-    wait = await broker.state.take_rate(decision.root.name, rate.count, rate.per_seconds)
+async def _spend_rate(broker: Broker, policy: Policy, parent: Claims) -> None:
+    """Exchanges spend the allowance of the agent at the root of the chain."""
+    root = policy.agents.get(root_agent(parent))
+    if root is None or root.rate is None:
+        return  # an agent gone from the policy is refused by the decision
+    wait = await broker.state.take_rate(root.name, root.rate.count, root.rate.per_seconds)
     if wait > 0:
-        error = RateLimited(f"agent {decision.root.name!r} is over its rate of {rate}", retry_after=wait)
-        await deny_event(broker, call, error, parent.agent, parent.task, action="exchange")
-        raise error
+        raise RateLimited(f"agent {root.name!r} is over its rate of {root.rate}", retry_after=wait)
 
 
 async def _issue(
-    broker: Broker, call: Call, request: ExchangeRequest, parent: Claims, decision: ExchangeAllow, *, jkt: str | None
+    broker: Broker,
+    call: Call,
+    request: ExchangeRequest,
+    parent: Claims,
+    decision: ExchangeAllow,
+    *,
+    jkt: str | None,
+    now: int,
 ) -> dict[str, Any]:
+    """``now`` is the decision's: the child's ``exp`` (now + ttl) is never past the parent's."""
     if not broker.ready_for_signing:
         raise BackendUnavailable("the signing self-test has not passed")
-    now = broker.now()
     claims = issue_claims(
         issuer=broker.issuer,
         agent=request.actor,
@@ -130,6 +152,10 @@ async def _issue(
         await deny_event(broker, call, error, parent.agent, parent.task, action="exchange")
         raise error
     await broker.state.add_delegation(parent.jti, claims.jti, parent.exp)
+    # A revocation of the parent that landed after our first check has walked the
+    # delegation links before ours existed: look again now that the link is written.
+    # (Revocation writes before it walks, so one of the two always sees the other.)
+    await _refuse_if_revoked_meanwhile(broker, call, parent, claims)
     token = await broker.signer.sign(claims)
     await broker.audit.record(
         "exchange",

@@ -30,6 +30,8 @@ async def proof_key(broker: Broker, proof: str, *, method: str, url: str, access
         )
     except ProofError as e:
         raise InvalidDpopProof(f"DPoP proof: {e.reason}") from None
+    except ValueError:  # the request the proof is checked against is itself unusable (htu "?x")
+        raise InvalidDpopProof("DPoP proof: no usable method or URL to check it against") from None
     if not await broker.state.claim_once(f"dpop:{checked.replay_key}", checked.expires_at + 1):
         raise InvalidDpopProof("DPoP proof: replayed")
     return checked.jkt

@@ -144,8 +144,10 @@ def authenticate(verifier: Verifier, scope: Scope, public_url: str | None = None
     a bound token is ``proof_required``; with DPoP, the proof is checked against this
     request's method and URL."""
     presented = credentials(scope.get("headers", []))
-    if presented.scheme == "bearer" or presented.proof is None:
+    if presented.scheme == "bearer":
         return verifier.verify(presented.token)
+    if presented.proof is None:  # RFC 9449 7.1: the DPoP scheme always comes with a proof
+        raise TokenRejected("proof_required", "Authorization: DPoP without a DPoP proof header")
     method = "GET" if scope.get("type") == "websocket" else str(scope.get("method", ""))
     return verifier.verify(presented.token, dpop=presented.proof, method=method, url=request_url(scope, public_url))
 

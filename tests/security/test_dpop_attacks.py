@@ -446,7 +446,9 @@ def test_middleware_unbound_token_still_works_with_either_scheme(
 ) -> None:
     token = good_token(ed_signer)
     assert asgi(app, dpop_headers(token, scheme="Bearer"))[0] == 200
-    assert asgi(app, dpop_headers(token, scheme="DPoP"))[0] == 200
+    assert asgi(app, dpop_headers(token, proof_for(token), scheme="DPoP"))[0] == 200
+    # RFC 9449 7.1: the DPoP scheme always comes with a proof, bound token or not
+    refused_by_middleware(app, dpop_headers(token, scheme="DPoP"), "proof_required")
 
 
 def test_middleware_two_dpop_headers_are_rejected(app: CapabilityMiddleware, ed_signer: LocalSigner) -> None:

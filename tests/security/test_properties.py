@@ -670,7 +670,7 @@ def test_accepted_resources_are_clean_and_refused_ones_never_allowed() -> None:
             _check_candidate(kind, candidate, seen)
 
     check()
-    assert seen["accepted"] >= 100, seen
+    assert seen["accepted"] >= 40, seen  # ~110 on average over 800 examples; never below 60 seen
     assert seen["refused under grant"] >= 100, seen
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from broker.backends.memory_state import MemoryState
 from broker.dpop.client import DpopKey
 from broker.token.b64 import b64url_decode
 from broker.verify import Verifier
@@ -402,3 +403,82 @@ def test_an_unbound_parent_can_be_exchanged_for_a_token_bound_to_the_sub_agents_
     r = exchange(client, parent, proof=proof)
     assert r.status_code == 200, r.text
     assert claims_of(r.json()["access_token"])["cnf"] == {"jkt": sub_key.jkt}
+
+
+# ====================================================================== review findings
+
+
+def test_an_introspection_proof_checked_against_an_unusable_url_is_inactive_not_500(
+    client: AnyClient, h: Harness
+) -> None:
+    key = DpopKey.generate()
+    token = bound_token(client, h, key)
+    proof = key.proof("GET", GATEWAY_URL, now=int(time.time()), access_token=token)
+    for htu in ("?x", "#x"):
+        assert ask(client, h, token, dpop=proof, htm="GET", htu=htu) == {"active": False}
+
+
+@pytest.mark.parametrize("form", [False, True])
+def test_a_huge_digit_ttl_is_a_400_not_a_500(client: AnyClient, form: bool) -> None:
+    assert_problem(exchange(client, "a.b.c", form=form, ttl="1" * 5000), 400, "invalid_request")
+
+
+def test_strangers_cannot_write_to_the_stored_audit_stream_through_exchange(client: AnyClient, h: Harness) -> None:
+    async def stored() -> int:
+        return len([e async for e in h.broker.state.audit_events()])
+
+    before = client.blocking_portal.call(stored)
+    assert_problem(post_json(client, "/v1/tokens/exchange", {}), 400, "invalid_request")
+    assert_problem(exchange(client, "a.b.c", ttl="y" * 60000), 400, "invalid_request")
+    assert_problem(exchange(client, "a.b.c"), 401, "unauthenticated")
+    assert client.blocking_portal.call(stored) == before
+    assert '"stored":false' in h.audit_out.getvalue()
+    assert "y" * 100 not in h.audit_out.getvalue()  # the raw value is not quoted at length
+
+
+class RevokedDuringExchange(MemoryState):
+    """A revocation of the parent landing between the exchange's first check and the
+    recording of the delegation link (the revoke's walk finds no link yet)."""
+
+    target: str | None = None
+
+    async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:
+        if parent_jti == self.target:
+            await self.revoke_token(parent_jti, parent_exp)
+            assert await self.delegations(parent_jti) == []  # what the concurrent walk saw
+        await super().add_delegation(parent_jti, child_jti, parent_exp)
+
+
+def test_a_parent_revoked_while_being_exchanged_leaves_no_live_child() -> None:
+    state = RevokedDuringExchange()
+    h = make_harness(state=state)
+    with running(h) as client:
+        parent = parent_token(client, h)
+        state.target = claims_of(parent)["jti"]
+        assert_problem(exchange(client, parent), 401, "unauthenticated")
+        (child_jti,) = client.blocking_portal.call(state.delegations, state.target)
+        revoked = client.blocking_portal.call(state.revocation_state, child_jti, "t1", "helper")
+        assert revoked.token_revoked
+
+
+def test_a_child_never_outlives_its_parent_even_if_the_clock_ticks_mid_request(client: AnyClient, h: Harness) -> None:
+    parent = token_for(minted(client, h, "analyst", "t1", REPORTS, ttl="60s"), "storage-gateway")
+    start = time.time()
+    ticks = iter(range(10_000))
+    h.broker.clock = lambda: start + next(ticks)  # one second later at every reading
+    child = exchanged(client, parent)
+    assert claims_of(child)["exp"] <= claims_of(parent)["exp"]
+
+
+def test_a_scope_moved_to_another_audience_is_not_passed_down_to_the_old_one(tmp_path: Path) -> None:
+    scopes = copy_scopes(tmp_path)
+    h = make_harness(scopes)
+    with running(h) as client:
+        parent = parent_token(client, h)
+        edit(
+            scopes / "data.yaml",
+            "    audience: storage-gateway\n    max_ttl: 10m\n",
+            "    audience: git-gateway\n    max_ttl: 10m\n",
+        )
+        assert client.post("/v1/admin/reload", headers=h.auth("admin")).status_code == 200
+        assert_problem(exchange(client, parent), 403, "scope_not_granted")

@@ -86,10 +86,18 @@ def test_litestar_guard(ring: KeyRing, ed_signer: LocalSigner) -> None:
 
 
 def test_middleware_accepts_the_dpop_scheme_and_offers_it(ring: KeyRing, ed_signer: LocalSigner) -> None:
-    """An unbound token may come with either scheme; a 401 offers Bearer and DPoP both."""
-    app = CapabilityMiddleware(echo_app, verifier(ring))
+    """An unbound token may come with either scheme (DPoP with a proof, RFC 9449 7.1); a
+    401 offers Bearer and DPoP both."""
+    from broker.dpop.client import DpopKey
+    from tests.helpers import NOW
+
+    app = CapabilityMiddleware(echo_app, verifier(ring), public_url="https://svc.internal")
     token = good_token(ed_signer).encode()
-    assert run(app, [(b"authorization", b"DPoP " + token)]) == (200, b"t1")
+    status, body = run(app, [(b"authorization", b"DPoP " + token)])  # the DPoP scheme with no proof
+    assert status == 401
+    assert b'"code": "proof_required"' in body
+    proof = DpopKey.generate().proof("GET", "https://svc.internal/", now=NOW + 10, access_token=token.decode())
+    assert run(app, [(b"authorization", b"DPoP " + token), (b"dpop", proof.encode())]) == (200, b"t1")
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
