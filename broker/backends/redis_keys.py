@@ -8,6 +8,8 @@ characters the id holds.
 
 from __future__ import annotations
 
+import json
+
 DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
 
@@ -65,3 +67,20 @@ def audit_head(stream: str) -> str:
     """The hash of the last event appended to ``stream``: one head per stream, so two
     deployments with their own streams on one Redis keep two intact chains."""
     return f"{stream}:head"
+
+
+def revocation_channel(prefix: str) -> str:
+    """Pub/sub channel on which every revocation is announced as it is written, so
+    verifiers and replicas can keep a local revocation set (``revocation_message``)."""
+    return f"{prefix}revocations"
+
+
+def revocation_message(kind: str, ident: str, value: int) -> str:
+    """``{"kind": "token"|"task"|"agent", "id": ..., "value": ...}`` as compact JSON.
+
+    ``value``: for a token, its ``exp``; for a task, the time of the revocation; for an
+    agent, the cut-off (tokens with ``iat`` at or before it are revoked). The durable state
+    (the keys above) is the truth; a message only says "read it now"."""
+    if kind not in ("token", "task", "agent"):
+        raise ValueError(f"unknown revocation kind {kind!r}")
+    return json.dumps({"kind": kind, "id": ident, "value": value}, separators=(",", ":"))

@@ -176,17 +176,25 @@ class RedisState:
 
     # ------------------------------------------------------------------ revocation
 
+    async def _announce(self, kind: str, ident: str, value: int) -> None:
+        """Tell subscribed verifiers and replicas (after the durable write)."""
+        channel = keys.revocation_channel(self._prefix)
+        await self._call(self._redis.publish(channel, keys.revocation_message(kind, ident, value)))
+
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         key = keys.revoked_token(self._prefix, jti)
         await self._call(self._redis.set(key, "1", exat=retention.token_revocation_expiry(expires_at)))
+        await self._announce("token", jti, expires_at)
 
     async def revoke_task(self, task: str, now: int) -> None:
         key = keys.revoked_task(self._prefix, task)
         await self._call(self._redis.set(key, "1", exat=retention.task_revocation_expiry(now)))
+        await self._announce("task", task, now)
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
         key = keys.agent_cutoff(self._prefix, agent)
         await self._call(self._revoke_agent(keys=[key], args=[cutoff, retention.agent_cutoff_expiry(cutoff)]))
+        await self._announce("agent", agent, cutoff)
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()

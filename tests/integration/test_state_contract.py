@@ -417,3 +417,37 @@ def test_redis_two_streams_on_one_redis_keep_two_intact_chains(redis_server: Red
                 assert report.count == 5
 
     run(body)
+
+
+def test_redis_announces_every_revocation_after_writing_it(redis_server: RedisServer) -> None:
+    prefix = f"ann-{uuid.uuid4().hex[:8]}:"
+
+    async def body() -> None:
+        listener = Redis.from_url(redis_server.url, decode_responses=True)
+        pubsub = listener.pubsub()
+        await pubsub.subscribe(keys.revocation_channel(prefix))
+        await pubsub.get_message(timeout=1.0)  # the subscription confirmation
+        store = RedisState.from_url(redis_server.url, prefix=prefix)
+        try:
+            now = int(time.time())
+            await store.revoke_token("j1", now + 300)
+            await store.revoke_task("t1", now)
+            await store.revoke_agent("alice", now)
+            seen = []
+            while len(seen) < 3:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                assert message is not None, seen
+                seen.append(json.loads(message["data"]))
+            assert seen == [
+                {"kind": "token", "id": "j1", "value": now + 300},
+                {"kind": "task", "id": "t1", "value": now},
+                {"kind": "agent", "id": "alice", "value": now},
+            ]
+            # the durable state was written first: a subscriber reading on the message sees it
+            assert (await store.revocation_state("j1", "t1", "alice")).token_revoked
+        finally:
+            await store.aclose()
+            await pubsub.aclose()
+            await listener.aclose()
+
+    asyncio.run(body())
