@@ -20,7 +20,7 @@ from typing import Any
 from broker.audit.chain import GENESIS, seal
 from broker.backends.gcra import gcra_parameters
 from broker.service import retention
-from broker.service.ports import RevocationState, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
 
 _SWEEP_EVERY = 512  # writes between two sweeps of expired entries
 
@@ -88,6 +88,15 @@ class MemoryState:
         record.expiry = max(record.expiry, expiry)
         self._count_write()
         return TaskClaim.OWNED
+
+    async def claim_mint(
+        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+    ) -> MintClaim:
+        # Neither call suspends, so the pair is atomic on the event loop.
+        wait = 0.0 if rate is None else await self.take_rate(agent, *rate)
+        if wait > 0:
+            return MintClaim(wait, None)
+        return MintClaim(0.0, await self.claim_task(task, agent, jtis, expires_at))
 
     async def task_owner(self, task: str) -> str | None:
         record = self._tasks.get(task)

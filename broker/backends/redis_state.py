@@ -25,6 +25,7 @@ a task claimed by the agent that asked, an audit event for a mint that then fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -39,7 +40,7 @@ from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_options import fail_fast
 from broker.errors import BackendUnavailable
 from broker.service import retention
-from broker.service.ports import RevocationState, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
 
 T = TypeVar("T")
 
@@ -82,6 +83,31 @@ redis.call('EXPIREAT', KEYS[3], expiry)
 return 'owned'
 """
 
+# KEYS: rate key, revoked-task, task record, task's token ids. ARGV: emission interval and
+# limit (0 0 for no rate), then agent, record expiry, token ids... as _CLAIM_TASK.
+# Returns {wait in microseconds, claim}: the rate first; the task only if it allowed.
+_CLAIM_MINT = (
+    """
+local function take_rate(key, interval, limit)
+"""
+    + _TAKE_RATE.replace("KEYS[1]", "key")
+    .replace("tonumber(ARGV[1])", "interval")
+    .replace("tonumber(ARGV[2])", "limit")
+    + """
+end
+local function claim_task(k1, k2, k3, args)
+"""
+    + _CLAIM_TASK.replace("KEYS[1]", "k1").replace("KEYS[2]", "k2").replace("KEYS[3]", "k3").replace("ARGV", "args")
+    + """
+end
+if tonumber(ARGV[1]) > 0 then
+  local wait = take_rate(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+  if wait > 0 then return {wait, ''} end
+end
+return {0, claim_task(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 3)})}
+"""
+)
+
 # KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
 _REVOKE_AGENT = """
 local current = tonumber(redis.call('GET', KEYS[1]))
@@ -90,15 +116,20 @@ redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 return 1
 """
 
-# KEYS: audit head, audit stream. ARGV: the head the event was sealed onto, the sealed
-# event's canonical JSON, its hash, GENESIS. Returns {1, stream id} or {0, current head}.
+# KEYS: audit head, audit stream. ARGV: GENESIS, the head the batch was sealed onto, each
+# sealed event's canonical JSON in order, the last event's hash. Appends all or nothing.
+# Returns {1, {stream ids}} or {0, current head}.
 _APPEND_AUDIT = """
-local head = redis.call('GET', KEYS[1]) or ARGV[4]
-if head ~= ARGV[1] then return {0, head} end
-local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-redis.call('SET', KEYS[1], ARGV[3])
-return {1, id}
+local head = redis.call('GET', KEYS[1]) or ARGV[1]
+if head ~= ARGV[2] then return {0, head} end
+local ids = {}
+for i = 3, #ARGV - 1 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
+end
+redis.call('SET', KEYS[1], ARGV[#ARGV])
+return {1, ids}
 """
+_AUDIT_BATCH = 256  # events per append call at most
 
 
 class RedisState:
@@ -119,10 +150,12 @@ class RedisState:
         self._timeout = timeout
         self._stream = stream
         self._prefix = prefix
-        self._audit_turn = asyncio.Lock()
         self._audit_head = GENESIS
+        self._audit_queue: list[tuple[Mapping[str, Any], asyncio.Future[StoredEvent]]] = []
+        self._audit_writer: asyncio.Task[None] | None = None
         self._take_rate = client.register_script(_TAKE_RATE)
         self._claim_task = client.register_script(_CLAIM_TASK)
+        self._claim_mint = client.register_script(_CLAIM_MINT)
         self._revoke_agent = client.register_script(_REVOKE_AGENT)
         self._append_audit = client.register_script(_APPEND_AUDIT)
 
@@ -167,6 +200,31 @@ class RedisState:
         )
         try:
             return TaskClaim(result)
+        except ValueError:
+            raise BackendUnavailable("redis: unexpected reply") from None
+
+    async def claim_mint(
+        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+    ) -> MintClaim:
+        interval, limit = gcra_parameters(*rate) if rate is not None else (0, 0)
+        reply = await self._call(
+            self._claim_mint(
+                keys=[
+                    keys.rate(self._prefix, agent),
+                    keys.revoked_task(self._prefix, task),
+                    keys.task(self._prefix, task),
+                    keys.task_tokens(self._prefix, task),
+                ],
+                args=[interval, limit, agent, retention.task_record_expiry(expires_at), *jtis],
+            )
+        )
+        if not isinstance(reply, list) or len(reply) != 2:
+            raise BackendUnavailable("redis: unexpected reply")
+        wait = _integer(reply[0])
+        if wait > 0:
+            return MintClaim(wait / 1_000_000, None)
+        try:
+            return MintClaim(0.0, TaskClaim(_text(reply[1])))
         except ValueError:
             raise BackendUnavailable("redis: unexpected reply") from None
 
@@ -229,35 +287,61 @@ class RedisState:
     # ------------------------------------------------------------------ audit
 
     async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
-        """Appends from this object take turns (an ``asyncio.Lock``, waited on for at most
-        ``timeout``), so compare-and-append only ever races other processes: without the
-        turn, N concurrent appends here would need up to N rounds each."""
-        try:
-            await asyncio.wait_for(self._audit_turn.acquire(), self._timeout)
-        except TimeoutError:
-            raise BackendUnavailable("redis: TimeoutError") from None
-        try:
-            return await self._append_sealed(event)
-        finally:
-            self._audit_turn.release()
+        """Group commit: events queue here, and one writer task appends everything queued
+        in one compare-and-append call while the previous call is in flight. No added wait
+        at low load; under load one round trip carries many events. Each caller gets its
+        own event back once it is stored, or ``BackendUnavailable`` if its batch failed."""
+        future: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
+        self._audit_queue.append((event, future))
+        if self._audit_writer is None or self._audit_writer.done():
+            self._audit_writer = asyncio.create_task(self._write_audit())
+        return await future
 
-    async def _append_sealed(self, event: Mapping[str, Any]) -> StoredEvent:
+    async def _write_audit(self) -> None:
+        while self._audit_queue:
+            batch = self._audit_queue[:_AUDIT_BATCH]
+            del self._audit_queue[: len(batch)]
+            try:
+                stored = await self._append_sealed([event for event, _ in batch])
+            except BaseException as e:  # every waiter must hear of it, cancellation too
+                error = e if isinstance(e, BackendUnavailable) else BackendUnavailable(f"redis: {type(e).__name__}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if isinstance(e, asyncio.CancelledError):
+                    for _, future in self._audit_queue:
+                        if not future.done():
+                            future.set_exception(error)
+                    self._audit_queue.clear()
+                    raise
+                continue
+            for (_, future), result in zip(batch, stored, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _append_sealed(self, events: list[Mapping[str, Any]]) -> list[StoredEvent]:
         head_key = keys.audit_head(self._stream)
         head = self._audit_head  # a guess: if another writer moved on, the script says where to
         for _ in range(_AUDIT_ATTEMPTS):
-            sealed = seal(event, head)
+            sealed: list[dict[str, Any]] = []
+            prev = head
+            for event in events:
+                sealed.append(seal(event, prev))
+                prev = sealed[-1]["hash"]
             reply = await self._call(
                 self._append_audit(
                     keys=[head_key, self._stream],
-                    args=[head, canonical(sealed), sealed["hash"], GENESIS],
+                    args=[GENESIS, head, *(canonical(e) for e in sealed), prev],
                 )
             )
             if not isinstance(reply, list) or len(reply) != 2:
                 raise BackendUnavailable("redis: unexpected reply")
             ok, value = reply
             if ok == 1:
-                self._audit_head = sealed["hash"]
-                return StoredEvent(_text(value), sealed)
+                if not isinstance(value, list) or len(value) != len(sealed):
+                    raise BackendUnavailable("redis: unexpected reply")
+                self._audit_head = prev
+                return [StoredEvent(_text(i), e) for i, e in zip(value, sealed, strict=True)]
             head = _text(value)  # another writer got there first: seal onto its event
         raise BackendUnavailable("redis: audit stream too busy")
 
@@ -277,6 +361,11 @@ class RedisState:
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
+        writer = self._audit_writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
         await self._call(self._redis.aclose())
 
 

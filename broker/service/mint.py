@@ -62,9 +62,11 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     """The 201 body for a mint request, or a ``BrokerError`` (audited) explaining why not.
 
     The caller is authenticated before the body is read: a stranger learns nothing about
-    what a well-formed request looks like. The rate allowance is spent next, before the
-    body is even parsed, so malformed or probing requests cost allowance too. One policy
-    snapshot serves the whole request, so a reload in between cannot mix two policies.
+    what a well-formed request looks like. Every request of an authenticated agent spends
+    its rate allowance exactly once: a refused one (malformed, probing) on its way out, an
+    allowed one together with the task claim, in one round trip (``claim_mint``). Over the
+    rate is 429 whatever else is wrong. One policy snapshot serves the whole request, so a
+    reload in between cannot mix two policies.
     """
     policy = broker.policy
     try:
@@ -72,7 +74,6 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     except BrokerError as e:
         await deny_event(broker, call, e, None, None)
         raise
-    await _spend_rate(broker, call, agent)
     try:
         body = await read_body()
         jkt = None
@@ -80,10 +81,12 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
             jkt = await proof_key(broker, call.dpop, method="POST", url=endpoint_url(broker, PATH), access_token=None)
         request = parse_mint_request(body, pop=jkt is not None)
     except BrokerError as e:
+        await _spend_rate(broker, call, agent)
         await deny_event(broker, call, e, agent.name, None)
         raise
     decision = decide(agent, request, policy)
     if isinstance(decision, Deny):
+        await _spend_rate(broker, call, agent)
         error = error_for_code(decision.code, decision.reason)
         await deny_event(
             broker, call, error, agent.name, request.task, scopes=_scopes(request), reasons=list(decision.reasons)
@@ -92,14 +95,24 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
     return await _issue(broker, call, agent, request, decision, jkt=jkt)
 
 
+def _rate(agent: Agent) -> tuple[int, int] | None:
+    return None if agent.rate is None else (agent.rate.count, agent.rate.per_seconds)
+
+
+async def _rate_limited(broker: Broker, call: Call, agent: Agent, wait: float) -> RateLimited:
+    error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
+    await deny_event(broker, call, error, agent.name, None)
+    return error
+
+
 async def _spend_rate(broker: Broker, call: Call, agent: Agent) -> None:
-    if agent.rate is None:
+    """For a request that is refused anyway: spend allowance; over it, the refusal is 429."""
+    rate = _rate(agent)
+    if rate is None:
         return
-    wait = await broker.state.take_rate(agent.name, agent.rate.count, agent.rate.per_seconds)
+    wait = await broker.state.take_rate(agent.name, *rate)
     if wait > 0:
-        error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
-        await deny_event(broker, call, error, agent.name, None)
-        raise error
+        raise await _rate_limited(broker, call, agent, wait)
 
 
 async def _issue(
@@ -123,7 +136,10 @@ async def _issue(
         for plan in decision.tokens
     ]
     jtis = [c.jti for c in claims]
-    claim = await broker.state.claim_task(request.task, agent.name, jtis, now + decision.ttl)
+    outcome = await broker.state.claim_mint(agent.name, _rate(agent), request.task, jtis, now + decision.ttl)
+    if outcome.task is None:
+        raise await _rate_limited(broker, call, agent, outcome.wait)
+    claim = outcome.task
     if claim is not TaskClaim.OWNED:
         error: BrokerError = (
             TaskOwnedByOtherAgent(f"task {request.task!r} belongs to another agent")

@@ -54,6 +54,14 @@ class TaskClaim(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class MintClaim:
+    """The outcome of ``claim_mint``: the rate first, then (if allowed) the task."""
+
+    wait: float  # 0.0 when the rate allowed the mint, else seconds until it would
+    task: TaskClaim | None  # None when the rate refused (nothing was claimed)
+
+
+@dataclass(frozen=True, slots=True)
 class RevocationState:
     """What the store knows about one token's revocation, fetched in one round trip."""
 
@@ -88,6 +96,13 @@ class StateStore(Protocol):
         Only when the result is ``OWNED`` are the tokens recorded. The record lives until
         the task's last token expires.
         """
+        ...
+
+    async def claim_mint(
+        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+    ) -> MintClaim:
+        """``take_rate`` (when ``rate`` is ``(count, per_seconds)``) and, if it allows,
+        ``claim_task``, atomically and in one round trip: the mint's whole state change."""
         ...
 
     async def task_owner(self, task: str) -> str | None: ...

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -24,7 +25,7 @@ from broker.backends import redis_state
 from broker.backends.memory_state import MemoryState
 from broker.backends.redis_state import RedisState
 from broker.service import retention
-from broker.service.ports import RevocationState, StateStore, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, StateStore, StoredEvent, TaskClaim
 from tests.servers.processes import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -154,6 +155,26 @@ def test_two_agents_racing_for_one_task_exactly_one_wins(backend: Backend) -> No
             assert by_agent[winner] == {TaskClaim.OWNED}
             assert by_agent[loser] == {TaskClaim.OTHER_OWNER}
             assert await b.task_owner("race") == winner
+
+    run(body)
+
+
+def test_claim_mint_spends_the_rate_then_claims_the_task_in_one_call(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            agent = f"m-{uuid.uuid4().hex[:8]}"
+            first = await a.claim_mint(agent, (2, 3600), "t-m1", ["j1"], now + 300)
+            assert first == MintClaim(0.0, TaskClaim.OWNED)
+            other = await b.claim_mint("someone-else", None, "t-m1", ["j2"], now + 300)
+            assert other == MintClaim(0.0, TaskClaim.OTHER_OWNER)  # no rate: straight to the task
+            assert (await b.claim_mint(agent, (2, 3600), "t-m2", ["j3"], now + 300)).task is TaskClaim.OWNED
+            refused = await a.claim_mint(agent, (2, 3600), "t-m3", ["j4"], now + 300)
+            assert refused.task is None
+            assert 1700 < refused.wait <= 1800  # the next of 2 per hour
+            assert await a.task_owner("t-m3") is None  # a refused rate claims nothing
+            await a.revoke_task("t-m4", now)
+            assert (await b.claim_mint("x", None, "t-m4", ["j5"], now + 300)).task is TaskClaim.REVOKED
 
     run(body)
 
@@ -451,3 +472,27 @@ def test_redis_announces_every_revocation_after_writing_it(redis_server: RedisSe
             await listener.aclose()
 
     asyncio.run(body())
+
+
+def test_redis_group_commit_appends_concurrent_events_in_few_round_trips(
+    redis_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = RedisState._append_sealed
+
+    async def counting(self: RedisState, events: list[Any]) -> list[StoredEvent]:
+        calls.append(len(events))
+        return await original(self, events)
+
+    monkeypatch.setattr(RedisState, "_append_sealed", counting)
+
+    async def body() -> None:
+        async with redis_backend.replicas(1) as (store,):
+            await asyncio.gather(*(store.append_audit({"action": "mint", "n": i}) for i in range(300)))
+            stored = await all_events(store)
+            assert verify_chain(stored).ok
+            assert [e.event["n"] for e in stored] == list(range(300))  # queue order is chain order
+
+    run(body)
+    assert sum(calls) == 300
+    assert len(calls) <= 10, calls  # one call for the first, then everything queued meanwhile
