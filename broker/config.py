@@ -165,9 +165,7 @@ def _check(s: Settings) -> None:
         raise SettingsError("backend_timeout is 0.05 to 10 seconds")
     if not 0 < s.port < 65536:
         raise SettingsError("port out of range")
-    if s.workers != 1:
-        # A policy reload must reach every worker and never crash one on a bad file; until
-        # that exists, scale with more replicas (they share Redis and Vault).
-        raise SettingsError("workers: one per process for now; run more replicas to scale")
+    if not 1 <= s.workers <= 64:
+        raise SettingsError("workers is 1 to 64 processes")
     if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError("issuer must be an https:// URL (http only on loopback)")

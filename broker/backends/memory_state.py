@@ -12,6 +12,7 @@ development mode, and an audit log that drops events silently is no audit log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,6 +163,13 @@ class MemoryState:
     async def audit_events(self) -> AsyncIterator[StoredEvent]:
         for stored in list(self._events):
             yield stored
+
+    async def announce_policy_reload(self, origin: str) -> None:
+        return None  # one process: nobody else to tell
+
+    async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
+        await asyncio.Event().wait()  # never: there are no other processes
+        yield
 
     async def ping(self) -> None:
         return None

@@ -84,3 +84,8 @@ def revocation_message(kind: str, ident: str, value: int) -> str:
     if kind not in ("token", "task", "agent"):
         raise ValueError(f"unknown revocation kind {kind!r}")
     return json.dumps({"kind": kind, "id": ident, "value": value}, separators=(",", ":"))
+
+
+def policy_channel(prefix: str) -> str:
+    """Pub/sub channel on which a process that reloaded its policy tells the others."""
+    return f"{prefix}policy-reloads"

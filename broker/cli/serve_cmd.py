@@ -25,6 +25,7 @@ DEV_BANNER = """\
 def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the broker on Vault/OpenBao + Redis (production)")
     serve.add_argument("--config", help="settings file (YAML); every setting also from BROKER_* variables")
+    serve.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # started by the parent
     serve.set_defaults(run=run_serve)
     dev = commands.add_parser("dev", help="run the broker with no servers: local key, in-memory state (not production)")
     dev.add_argument("--scopes", default="scopes", help="policy directory (default: scopes)")
@@ -36,12 +37,16 @@ def register(commands: Any) -> None:
     dev.set_defaults(run=run_dev)
 
 
-def _uvicorn_run(app: Any, settings: Settings, **kwargs: Any) -> None:
+def _uvicorn_run(app: Any, settings: Settings, *, shared_port: bool = False) -> None:
     import uvicorn
 
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, access_log=False, log_level="info", server_header=False, **kwargs
-    )
+    if shared_port:  # one of several workers on the same port
+        from broker.cli.workers import reuseport_socket
+
+        sock = reuseport_socket(settings.host, settings.port)
+        uvicorn.run(app, fd=sock.fileno(), access_log=False, log_level="info", server_header=False)
+        return
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info", server_header=False)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -53,10 +58,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.signer != "vault" or settings.state != "redis":
         print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
+    if settings.workers > 1 and not args.as_worker:
+        from broker.cli.workers import supervise
+
+        return supervise(args.config, settings.workers)
     try:
         from broker.runtime import build_app
 
-        _uvicorn_run(build_app(settings), settings)
+        _uvicorn_run(build_app(settings), settings, shared_port=args.as_worker)
     except PolicyInvalid as e:
         print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
         return 1

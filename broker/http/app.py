@@ -54,6 +54,17 @@ async def reload_on_signal(broker: Broker) -> None:
         log.error("policy reload on SIGHUP failed (%s)", e.code)  # noqa: TRY400
 
 
+async def reload_when_peers_do(broker: Broker) -> None:
+    """Follow reloads announced by the other processes (workers, replicas) of the broker."""
+    async for _ in broker.state.policy_reloads(broker.origin):
+        try:
+            await admin.reload(broker, Call("peer-reload", None), trigger="peer")
+        except PolicyInvalid as e:
+            log.error("policy reload announced by a peer refused here, policy kept: %s", e.reason)  # noqa: TRY400
+        except BrokerError as e:
+            log.error("policy reload announced by a peer failed (%s)", e.code)  # noqa: TRY400
+
+
 def _keep(tasks: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
     """Hold a reference to a background task until it is done (the loop keeps only weak ones)."""
     tasks.add(task)
@@ -65,6 +76,7 @@ def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_s
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: set[asyncio.Task[Any]] = set()
         starter = asyncio.create_task(_self_test_until_ready(broker))
+        follower = asyncio.create_task(reload_when_peers_do(broker))
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, lambda: _keep(tasks, loop.create_task(reload_on_signal(broker))))
@@ -73,9 +85,10 @@ def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_s
         finally:
             if handle_sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
-            starter.cancel()
-            with suppress(asyncio.CancelledError):
-                await starter
+            for background in (starter, follower):
+                background.cancel()
+                with suppress(asyncio.CancelledError):
+                    await background
             for task in tasks:
                 task.cancel()
             await broker.aclose()

@@ -137,4 +137,8 @@ async def reload(
         previous=old,
         policy=policy.digest,
     )
+    if trigger == "api":
+        # The other workers and replicas load the same files (SIGHUP reaches every process
+        # by itself; a peer's announcement is not passed on again).
+        await broker.state.announce_policy_reload(broker.origin)
     return {"reloaded": True, "previous": old, "digest": policy.digest, "files": list(policy.files)}

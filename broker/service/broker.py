@@ -8,6 +8,8 @@ over it.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ class Broker:
     overlay: Callable[[Policy], Policy] | None = None  # `broker dev` only: its generated keys
     issuer_keys: IssuerKeys | None = None  # identity providers' keys (``jwt`` identities)
     vault_tokens: VaultTokens | None = None  # Vault token lookup (``vault`` identities)
+    # this process among those sharing the state store (policy reload announcements)
+    origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def now(self) -> int:

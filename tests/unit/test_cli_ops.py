@@ -38,7 +38,7 @@ def test_serve_refuses_the_embedded_backends(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_serve_refuses_bad_settings_naming_the_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--config", str(settings(tmp_path, workers="4"))]) == 2
+    assert main(["serve", "--config", str(settings(tmp_path, workers="65"))]) == 2
     assert "workers" in capsys.readouterr().err
 
 
