@@ -43,7 +43,8 @@ from broker.errors import BackendUnavailable
 from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
 from broker.token.claims import Claims
-from broker.token.codec import assemble, signing_input
+from broker.token.codec import TYP, assemble, signing_input
+from broker.token.endorsement import statement_input
 from broker.token.keys import MAX_JWKS_KEYS, KeySet, VerificationKey
 
 __all__ = ["KEY_TYPES", "TransitSigningBackend", "ensure_key"]
@@ -142,6 +143,24 @@ class TransitSigningBackend:
 
     async def keyset(self) -> KeySet:
         return (await self._current()).keyset
+
+    async def read_keyset(self) -> KeySet:
+        """``keyset()`` read from Vault now, whatever the cache holds."""
+        return (await self._read()).keyset
+
+    async def sign_statement(self, typ: str, payload: bytes) -> str:
+        """A compact JWS of ``payload``, header ``{"alg", "typ", "kid"}``, signed by the
+        latest version (the key is read now, so an operator's rotation is used at once)
+        and checked against that version's published key, as every token signature is.
+
+        For statements about keys (``broker.token.endorsement``), never for tokens: a
+        ``typ`` of ``cap+jwt`` is refused, so this never signs claims ``sign`` did not.
+        """
+        if typ == TYP:
+            raise ValueError("tokens are signed by sign(), from claims")
+        snapshot = await self._read()
+        message = statement_input(self._alg, typ, self.kid_for(snapshot.version), payload)
+        return assemble(message, await self._sign(message, snapshot))
 
     async def rotate(self) -> str:
         await self._call(lambda t: t.rotate_key(name=self._key, mount_point=self._mount))
