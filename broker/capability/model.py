@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from broker.capability.kinds import kind_named
 from broker.capability.names import is_name
@@ -62,7 +62,13 @@ class Capability:
 
     @classmethod
     def from_json(cls, value: object) -> Capability:
-        if not isinstance(value, dict) or set(value) != {"kind", "resource", "actions", "scope"}:
+        """The capability a token's JSON names, checked as strictly as the constructor.
+
+        Tokens repeat the same capabilities, so the ones already built are remembered by
+        their exact fields (a few thousand at most): the same four values always make the
+        same capability, and only values the constructor accepted are remembered.
+        """
+        if not isinstance(value, dict) or value.keys() != _JSON_FIELDS:
             raise InvalidRequest("a capability is exactly {kind, resource, actions, scope}")
         actions = value["actions"]
         if not isinstance(actions, list):
@@ -70,4 +76,23 @@ class Capability:
         kind, resource, scope = value["kind"], value["resource"], value["scope"]
         if not isinstance(kind, str) or not isinstance(resource, str) or not isinstance(scope, str):
             raise InvalidRequest("kind, resource and scope must be strings")
-        return cls(kind, resource, tuple(actions), scope)
+        fields = (kind, resource, tuple(actions), scope)
+        try:
+            known = _BUILT.get(fields)
+        except TypeError:  # an unhashable action (a list, an object): the constructor refuses it
+            known = None
+        if known is not None:
+            return known
+        built = cls(*fields)
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.clear()
+        _BUILT[fields] = built
+        return built
+
+
+_JSON_FIELDS: Final = frozenset({"kind", "resource", "actions", "scope"})
+#: capabilities built from token JSON, by their exact fields (``Capability.from_json``).
+#: Keys hold only strings: no other JSON value equals a string, so a lookup with any other
+#: action can never find an entry.
+_BUILT: dict[tuple[str, str, tuple[Any, ...], str], Capability] = {}
+_MAX_BUILT: Final = 4096

@@ -29,6 +29,10 @@ _HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _FORBIDDEN_CHARS: Final = frozenset('%\\*?[]#"<>^`{|}')
+#: every allowed character: printable ASCII without space and without the forbidden ones
+_ALLOWED_RUN = re.compile(
+    "[" + "".join(re.escape(chr(c)) for c in range(0x21, 0x7F) if chr(c) not in _FORBIDDEN_CHARS) + "]*"
+)
 
 
 def _fail(kind: str, resource: str, why: str) -> InvalidRequest:
@@ -37,6 +41,8 @@ def _fail(kind: str, resource: str, why: str) -> InvalidRequest:
 
 
 def _check_characters(kind: str, resource: str) -> None:
+    if 0 < len(resource) <= MAX_RESOURCE_LENGTH and _ALLOWED_RUN.fullmatch(resource) and ".." not in resource:
+        return  # the common case in one pass; a refusal is explained below, check by check
     if not resource:
         raise _fail(kind, resource, "empty")
     if len(resource) > MAX_RESOURCE_LENGTH:

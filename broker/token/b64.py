@@ -5,8 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Final
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_PADDING: Final = ("", "", "==", "=")  # by length % 4; 1 is never valid
+#: the characters whose unused low bits are zero, for the last character of a string of
+#: length 2 (mod 4: 4 unused bits) and 3 (mod 4: 2 unused bits). Any other last character
+#: is a second spelling of the same bytes.
+_CANONICAL_LAST: Final = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 
 
 class Base64Error(ValueError):
@@ -20,12 +27,14 @@ def b64url_encode(data: bytes) -> str:
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url; refuse padding, stray characters and non-canonical
     spellings (unused low bits set), so no two strings decode to the same bytes."""
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+    if not _B64URL.fullmatch(text):
         raise Base64Error("not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise Base64Error("not base64url") from e
-    if b64url_encode(data) != text:
+    rest = len(text) % 4
+    if rest == 1:
+        raise Base64Error("not unpadded base64url")
+    if rest and text[-1] not in _CANONICAL_LAST[rest]:
         raise Base64Error("non-canonical base64url")
-    return data
+    try:  # the alphabet is checked above; strict mode refuses anything else
+        return binascii.a2b_base64((text + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True)
+    except binascii.Error as e:
+        raise Base64Error("not base64url") from e

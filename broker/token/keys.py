@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -34,10 +34,11 @@ def is_kid(value: object) -> TypeGuard[str]:
 class VerificationKey:
     kid: str
     key: PublicKey
+    #: the key's one algorithm, taken from the key once (it is asked on every verification)
+    alg: Algorithm = field(init=False, repr=False, compare=False)
 
-    @property
-    def alg(self) -> Algorithm:
-        return algorithm_of(self.key)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alg", algorithm_of(self.key))
 
     def to_jwk(self) -> dict[str, str]:
         if isinstance(self.key, ed25519.Ed25519PublicKey):

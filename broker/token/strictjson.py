@@ -15,11 +15,13 @@ class StrictJsonError(ValueError):
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise StrictJsonError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a key repeated: name the first one that did
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise StrictJsonError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -33,18 +35,18 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+#: built once: ``json.loads`` with hooks builds a new decoder on every call. A text that
+#: starts with a BOM is refused by the scanner (``json.loads`` would refuse it too).
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constant, parse_int=_bounded_int)
+
+
 def loads_object(data: bytes) -> dict[str, Any]:
     try:
         text = data.decode("utf-8", errors="strict")
     except UnicodeDecodeError as e:
         raise StrictJsonError("not UTF-8") from e
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=_no_constant,
-            parse_int=_bounded_int,
-        )
+        value = _DECODER.decode(text)
     except StrictJsonError:
         raise
     except (ValueError, RecursionError) as e:

@@ -14,7 +14,7 @@ from broker.errors import TokenRejected
 from broker.token.algorithms import verify_signature
 from broker.token.claims import Claims, ClaimsError, claims_from_json
 from broker.token.codec import decode_payload, parse_compact
-from broker.token.keys import KeyLookup
+from broker.token.keys import KeyLookup, VerificationKey
 
 DEFAULT_LEEWAY: Final = 30
 MAX_LEEWAY: Final = 60
@@ -47,6 +47,11 @@ def verify_token(
 def signed_claims(token: object, keys: KeyLookup) -> Claims:
     """The claims of a well-formed token whose signature verifies; times, issuer and
     audience NOT checked yet: always follow with ``check_claims``."""
+    return signed_claims_and_key(token, keys)[0]
+
+
+def signed_claims_and_key(token: object, keys: KeyLookup) -> tuple[Claims, VerificationKey]:
+    """``signed_claims``, and the key the signature verified under."""
     parsed = parse_compact(token)
     key = keys.key_for(parsed.kid)
     if key is None:
@@ -59,7 +64,7 @@ def signed_claims(token: object, keys: KeyLookup) -> Claims:
         claims = claims_from_json(decode_payload(parsed))
     except ClaimsError as e:
         raise TokenRejected("bad_claims", str(e)) from None
-    return claims
+    return claims, key
 
 
 def check_claims(claims: Claims, *, issuer: str, audience: str, now: int, leeway: int, max_ttl: int) -> None:
