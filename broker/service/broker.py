@@ -19,6 +19,7 @@ from broker.audit.recorder import AuditRecorder
 from broker.errors import PolicyInvalid
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
+from broker.service.decisions import DecisionCache
 from broker.service.metrics import Metrics
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
 
@@ -50,6 +51,7 @@ class Broker:
     overlay: Callable[[Policy], Policy] | None = None  # `broker dev` only: its generated keys
     issuer_keys: IssuerKeys | None = None  # identity providers' keys (``jwt`` identities)
     vault_tokens: VaultTokens | None = None  # Vault token lookup (``vault`` identities)
+    decisions: DecisionCache = field(default_factory=DecisionCache)
     # this process among those sharing the state store (policy reload announcements)
     origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

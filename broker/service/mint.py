@@ -21,7 +21,7 @@ from broker.errors import (
     TaskOwnedByOtherAgent,
     error_for_code,
 )
-from broker.policy.decide import Allow, Deny, decide
+from broker.policy.decide import Allow, Deny
 from broker.policy.model import Agent
 from broker.policy.requests import MintRequest, parse_mint_request
 from broker.service.auth import agent_of
@@ -84,7 +84,7 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
         await _spend_rate(broker, call, agent)
         await deny_event(broker, call, e, agent.name, None)
         raise
-    decision = decide(agent, request, policy)
+    decision = broker.decisions.decide(agent, request, policy)
     if isinstance(decision, Deny):
         await _spend_rate(broker, call, agent)
         error = error_for_code(decision.code, decision.reason)
