@@ -27,14 +27,22 @@ def b64url_encode(data: bytes) -> str:
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url; refuse padding, stray characters and non-canonical
     spellings (unused low bits set), so no two strings decode to the same bytes."""
-    if not _B64URL.fullmatch(text):
-        raise Base64Error("not unpadded base64url")
     rest = len(text) % 4
-    if rest == 1:
+    if (
+        rest != 1
+        and (not rest or text[-1] in _CANONICAL_LAST[rest])
+        and "+" not in text
+        and "/" not in text
+        and "=" not in text
+    ):
+        # one pass: with no '+', '/' or '=' in it, strict decoding after the mapping
+        # accepts exactly the base64url alphabet
+        try:
+            return binascii.a2b_base64(
+                (text + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True
+            )
+        except (binascii.Error, UnicodeEncodeError):
+            pass  # the checks below say why
+    if not _B64URL.fullmatch(text) or rest == 1:
         raise Base64Error("not unpadded base64url")
-    if rest and text[-1] not in _CANONICAL_LAST[rest]:
-        raise Base64Error("non-canonical base64url")
-    try:  # the alphabet is checked above; strict mode refuses anything else
-        return binascii.a2b_base64((text + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True)
-    except binascii.Error as e:
-        raise Base64Error("not base64url") from e
+    raise Base64Error("non-canonical base64url")
