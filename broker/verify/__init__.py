@@ -7,6 +7,11 @@ grant.allows("bucket", "s3://acme-reports/agents/t1/out.csv", "write")
 
 # a DPoP-bound token (cnf.jkt) needs the request's proof, method and URL
 grant = v.verify(token, dpop=proof_header, method="GET", url="https://storage.internal/reports/a.csv")
+
+# revocation: the broker's Redis URL builds a RevocationFeed (a local set fed by pub/sub,
+# no round trip per verification, failing closed while it is down); RedisRevocation(url)
+# asks Redis on every verification instead
+v = Verifier(issuer=..., audience=..., jwks_url=..., revocation="redis://broker-redis:6379/0")
 """
 
 from broker.dpop import MemoryReplayCache, ProofReplayCache
@@ -16,6 +21,7 @@ from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import RemoteJwks
 from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation import RevocationCheck, StaticRevocationList
+from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
 from broker.verify.verifier import Verifier
 
 __all__ = [
@@ -25,6 +31,8 @@ __all__ = [
     "RevocationCheck",
     "StaticRevocationList",
     "RedisRevocation",
+    "RevocationFeed",
+    "RevocationUnavailable",
     "IntrospectionClient",
     "RemoteJwks",
     "ProofReplayCache",

@@ -9,37 +9,62 @@ proof's ``(jkt, jti)``, kept until the proof could no longer pass the freshness 
 Claiming last means a request refused for any other reason never uses up its proof, and
 only accepted proofs occupy the bounded cache. A proof sent with an unbound token is
 ignored: that token is a bearer token by design, and the proof adds nothing to check.
+
+Seen tokens. A gateway sees the same token on every call, so a verifier remembers the
+tokens it accepted (at most ``cache_size``, the oldest forgotten first), by their exact
+string: the claims and the key they verified under. A token seen before skips only
+what cannot change for that string: parsing and the signature (issuer, audience and the
+lifetime cap are this verifier's own and fixed). Everything that can change is checked
+again on every call: the key is still in the key set (and is the same key), the time
+window, the revocation source and introspection, and the DPoP proof of a bound token,
+whose result is never remembered. Only accepted tokens are remembered; a token found
+outside its time window or under a changed key is forgotten and verified afresh, so the
+answer is always the one a fresh verification gives.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
 from broker.token.claims import Claims
-from broker.token.keys import KeyLookup, KeySet
-from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_leeway, verify_token
+from broker.token.keys import KeyLookup, KeySet, VerificationKey
+from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, check_leeway, signed_claims_and_key
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
-from broker.verify.redis_revocation import URL_SCHEMES, RedisRevocation
+from broker.verify.redis_revocation import URL_SCHEMES
 from broker.verify.revocation import RevocationCheck
+from broker.verify.revocation_feed import RevocationFeed
+
+DEFAULT_CACHE_SIZE: Final = 10_000
+#: how long a verifier built with a Redis URL waits, when built, for its feed's first load
+#: (it does not fail if Redis is not there yet: its checks fail closed until the feed is up)
+FEED_START_WAIT: Final = 2.0
 
 
 class Verifier:
     """Verify tokens for one audience from one issuer.
 
     Give exactly one of ``jwks_url`` (fetched, cached, refreshed) or ``jwks`` (a JWKS
-    document or a ``KeySet``). With ``revocation`` (a ``RevocationCheck``, or the broker's
-    Redis URL, read by ``RedisRevocation``), every verification also asks it; if it cannot
-    answer, the token is rejected (``revocation_unavailable``). With ``introspection`` (an
-    ``IntrospectionClient``), every verification also asks the broker whether the token
-    is active, with the same fail-closed rule.
+    document or a ``KeySet``). With ``revocation`` (a ``RevocationCheck``), every
+    verification also asks it; if it cannot answer, the token is rejected
+    (``revocation_unavailable``). Given the broker's Redis URL, the verifier builds a
+    ``RevocationFeed``: a local set kept current by Redis pub/sub, no round trip per
+    verification, revocations seen within a second, failing closed while the feed is down
+    (``close()`` stops it). ``RedisRevocation(url)`` instead asks Redis on every
+    verification (one ``MGET``): no thread, and the newest state, for a round trip each.
+    With ``introspection`` (an ``IntrospectionClient``), every verification also asks the
+    broker whether the token is active, with the same fail-closed rule.
+
+    ``cache_size`` is how many accepted tokens are remembered (0: none); see the module
+    docstring for what a remembered token still has checked.
 
     ``proof_replay`` remembers the DPoP proofs already accepted (default: a bounded
     in-process ``MemoryReplayCache``; a service with several replicas should share one);
@@ -63,16 +88,19 @@ class Verifier:
         jwks_max_stale: float = 3600.0,
         proof_replay: ProofReplayCache | None = None,
         proof_max_age: int = DEFAULT_MAX_AGE,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
         if (jwks_url is None) == (jwks is None):
             raise ValueError("give exactly one of jwks_url or jwks")
-        if isinstance(revocation, str):
-            if not revocation.startswith(URL_SCHEMES):
-                raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
-            revocation = RedisRevocation(revocation)
-        if revocation is not None and not callable(getattr(revocation, "is_revoked", None)):
+        if isinstance(revocation, str) and not revocation.startswith(URL_SCHEMES):
+            raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
+        if (
+            revocation is not None
+            and not isinstance(revocation, str)
+            and not callable(getattr(revocation, "is_revoked", None))
+        ):
             raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
         if type(max_ttl) is not int or not 0 < max_ttl <= DEFAULT_MAX_TTL:
             raise ValueError(f"max_ttl must be 1..{DEFAULT_MAX_TTL} seconds: the global cap is never raised")
@@ -80,14 +108,18 @@ class Verifier:
             raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
         if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):
             raise TypeError("proof_replay must have claim(key, expires_at, now), such as MemoryReplayCache")
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway = check_leeway(leeway)
-        self.max_ttl = max_ttl
-        self._clock = clock
-        self._revocation = revocation
         if introspection is not None and not callable(getattr(introspection, "is_active", None)):
             raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
+        if type(cache_size) is not int or cache_size < 0:
+            raise ValueError("cache_size must be a non-negative integer")
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = check_leeway(leeway)
+        self._max_ttl = max_ttl
+        self._clock = clock
+        self._cache_size = cache_size
+        #: accepted tokens, by their exact string: the grant, and the key it verified under
+        self._seen: OrderedDict[str, tuple[Grant, VerificationKey]] = OrderedDict()
         self._introspection = introspection
         self.proof_max_age = proof_max_age
         self._proof_replay: ProofReplayCache = proof_replay if proof_replay is not None else MemoryReplayCache()
@@ -104,6 +136,39 @@ class Verifier:
             self._keys = jwks
         else:
             self._keys = KeySet.from_jwks(jwks)
+        self._own_feed: RevocationFeed | None = None
+        if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
+            revocation = self._own_feed = RevocationFeed(revocation)
+            self._own_feed.wait_ready(FEED_START_WAIT)
+        self._revocation: RevocationCheck | None = revocation
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    @property
+    def audience(self) -> str:
+        return self._audience
+
+    @property
+    def leeway(self) -> int:
+        return self._leeway
+
+    @property
+    def max_ttl(self) -> int:
+        return self._max_ttl
+
+    def close(self) -> None:
+        """Stop the revocation feed this verifier built from a Redis URL, if any (one
+        passed in belongs to the caller)."""
+        if self._own_feed is not None:
+            self._own_feed.close()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def verify(
         self,
@@ -123,24 +188,55 @@ class Verifier:
         if dpop is not None and (not method or not url):
             raise ValueError("a DPoP proof is checked against the request: give its method and url")
         at = int(self._clock()) if now is None else now
-        claims = verify_token(
-            token,
-            self._keys,
-            issuer=self.issuer,
-            audience=self.audience,
-            now=at,
-            leeway=self.leeway,
-            max_ttl=self.max_ttl,
-        )
+        seen = self._seen_before(token, at)
+        if seen is None:
+            claims, key = signed_claims_and_key(token, self._keys)
+            check_claims(
+                claims, issuer=self._issuer, audience=self._audience, now=at, leeway=self._leeway, max_ttl=self._max_ttl
+            )
+            grant = Grant(claims)
+        else:
+            grant = seen
+            claims = grant.claims
         if claims.cnf_jkt is None:
             self._check_revocation(claims, str(token), None)
-            return Grant(claims)
-        if dpop is None or method is None or url is None:
-            raise TokenRejected("proof_required", "token is DPoP-bound; no proof came with it")
-        proof = self._checked_proof(claims.cnf_jkt, str(token), dpop=dpop, method=method, url=url, at=at)
-        self._check_revocation(claims, str(token), {"dpop": dpop, "method": method, "url": url})
-        self._claim(proof, at)
-        return Grant(claims)
+        else:
+            if dpop is None or method is None or url is None:
+                raise TokenRejected("proof_required", "token is DPoP-bound; no proof came with it")
+            proof = self._checked_proof(claims.cnf_jkt, str(token), dpop=dpop, method=method, url=url, at=at)
+            self._check_revocation(claims, str(token), {"dpop": dpop, "method": method, "url": url})
+            self._claim(proof, at)
+        if seen is None:
+            self._remember(token, grant, key)
+        return grant
+
+    def _seen_before(self, token: object, at: int) -> Grant | None:
+        """The grant of a token accepted before, if its key is still the key set's and it
+        is inside its time window at ``at``; otherwise ``None`` (and it is forgotten), and
+        the caller verifies it afresh."""
+        if type(token) is not str:  # exactly str: a subclass could redefine equality
+            return None
+        entry = self._seen.get(token)
+        if entry is None:
+            return None
+        grant, key = entry
+        claims = grant.claims
+        current = self._keys.key_for(key.kid)  # a remote key set may refetch, or fail closed, here
+        if (current is key or current == key) and claims.nbf - self._leeway <= at < claims.exp + self._leeway:
+            return grant
+        self._seen.pop(token, None)
+        return None
+
+    def _remember(self, token: object, grant: Grant, key: VerificationKey) -> None:
+        if type(token) is not str or not self._cache_size:
+            return
+        seen = self._seen
+        while len(seen) >= self._cache_size:
+            try:  # the oldest first; another thread may be evicting too
+                seen.popitem(last=False)
+            except KeyError:
+                break
+        seen[token] = (grant, key)
 
     def _checked_proof(self, cnf_jkt: str, token: str, *, dpop: str, method: str, url: str, at: int) -> CheckedProof:
         try:

@@ -1,5 +1,6 @@
-"""A Verifier given the broker's Redis URL sees what RedisState revoked, and fails closed
-when Redis is down or paused."""
+"""A Verifier given ``RedisRevocation`` (one MGET per verification) sees what RedisState
+revoked at once, and fails closed when Redis is down or paused. (A Redis URL builds a
+``RevocationFeed`` instead: tests/integration/test_revocation_feed.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -38,8 +39,20 @@ class Tokens:
         return token, jti
 
 
+_OPEN: list[RedisRevocation] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_revocation_clients() -> Iterator[None]:
+    """Close each test's Redis clients, so no socket is left to the garbage collector."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def redis_verifier(ring: KeyRing, url: str, now: int) -> Verifier:
-    return verifier(ring, revocation=url, clock=lambda: float(now + 10))
+    _OPEN.append(revocation := RedisRevocation(url))
+    return verifier(ring, revocation=revocation, clock=lambda: float(now + 10))
 
 
 def on_redis(url: str, action: Callable[[RedisState], Awaitable[None]]) -> None:

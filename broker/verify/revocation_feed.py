@@ -1,0 +1,384 @@
+"""``RevocationFeed``: a local revocation set, kept current from the broker's Redis.
+
+A verifier that asks Redis on every verification pays a round trip per request. The feed
+asks once, then listens: the broker writes every revocation durably and THEN announces
+it on the pub/sub channel ``<prefix>revocations`` (``redis_keys.revocation_message``).
+A daemon thread keeps one subscribed connection:
+
+1. SUBSCRIBE, and wait for Redis to confirm it;
+2. load the durable state: ``SCAN <prefix>rev:*`` in bounded pages, each page's TTLs
+   (and the agents' cut-offs) in one pipelined round trip. A revocation written before
+   the subscription is in the durable state; one written after it is also announced on
+   the connection, queued behind the load;
+3. apply the queued and the new announcements, and PING on the same connection every
+   ``ping_interval`` seconds. Redis answers in order, so the answer to a PING sent at
+   time ``t`` proves every revocation announced before ``t`` has been applied: ``t``
+   becomes the feed's *confirmed* time.
+
+Fail closed: ``is_revoked`` raises ``RevocationUnavailable`` (the ``Verifier`` then
+rejects with ``revocation_unavailable``) before the first load and its first PING
+answer, as soon as the connection is known broken, and whenever the confirmed time is
+more than ``max_staleness`` seconds old (a paused Redis, a stuck network, a starved
+thread). So a revocation announced at ``T`` is applied, or every check fails, by
+``T + max_staleness``. On any error the thread drops the connection and starts again at
+step 1 (after a short, capped back-off): what was revoked while it was away is in the
+durable state it reloads. An announcement it cannot read (malformed, an unknown kind)
+counts as an error, not as nothing: it reconnects and reloads the durable state.
+
+Entries expire when no token they could apply to is still acceptable, as the broker's
+keys do (``broker.service.retention``, mirrored here: the verifier library does not
+import the broker's policy): a token id at its ``exp`` + 120 s, a task at its revocation
+time + 3600 + 120 s, an agent cut-off at the cut-off + 3600 + 120 s. The verifier's
+``max_ttl`` is at most 3600 s, so no acceptable token outlives its entry.
+
+Redis is reached with explicit socket timeouts and no retries (``fail_fast``); the feed's
+own loop is the only retry, and it is visible: ``ready`` is false and every check fails
+until it succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from redis import Redis
+
+from broker.backends import redis_keys as keys
+from broker.backends.redis_options import fail_fast
+from broker.token.claims import MAX_TIME, Claims
+from broker.token.verify import DEFAULT_MAX_TTL
+from broker.verify.redis_revocation import URL_SCHEMES
+
+log = logging.getLogger(__name__)
+
+#: how long the broker keeps a revocation past the last moment it could matter
+#: (``broker.service.retention.REVOCATION_GRACE``; a test checks the two agree)
+REVOCATION_GRACE: Final = 120
+#: the longest a token lives (the global cap), so the longest a task or agent entry matters
+MAX_TOKEN_LIFETIME: Final = DEFAULT_MAX_TTL
+SCAN_PAGE: Final = 1000
+_BACKOFF_FIRST: Final = 0.05
+_BACKOFF_MAX: Final = 0.5
+_PURGE_EVERY: Final = 5.0
+_KINDS: Final = frozenset({"token", "task", "agent"})
+_FAMILIES: Final = {"jti": "token", "task": "task", "agent": "agent"}  # key family -> kind
+
+
+class RevocationUnavailable(Exception):
+    """The feed cannot vouch that its set is current: not loaded, disconnected, or stale."""
+
+
+class FeedProtocolError(Exception):
+    """Redis said something the feed cannot read; the feed reconnects and reloads."""
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class _FeedState:
+    """Everything the thread touches. The thread holds this, never the ``RevocationFeed``,
+    so a feed nobody references any more is collected, and its finaliser stops the thread.
+
+    One writer (the thread); readers only do single dict look-ups, atomic under the GIL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        timeout: float,
+        max_staleness: float,
+        ping_interval: float,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+        purge_every: float,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.channel = keys.revocation_channel(prefix)
+        self.timeout = timeout
+        self.max_staleness = max_staleness
+        self.ping_interval = ping_interval
+        self.clock = clock
+        self.monotonic = monotonic
+        self.purge_every = purge_every
+        self.tokens: dict[str, float] = {}  # jti -> when the entry expires (epoch seconds)
+        self.tasks: dict[str, float] = {}  # task -> when the entry expires
+        self.cutoffs: dict[str, int] = {}  # agent -> cut-off; the entry expires at cut-off + lifetime + grace
+        #: monotonic send time of the last PING answered after a full load; -inf when down
+        self.confirmed_at = -math.inf
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.last_error: str | None = None
+        self.purges = 0  # purges done: tests wait on it
+
+    # ------------------------------------------------------------------ the thread
+
+    def run(self) -> None:
+        failures = 0  # in a row, without the feed coming up in between
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except Exception as e:  # noqa: BLE001 -- any failure: drop the connection, fail closed, start again
+                failures = 1 if self.ready.is_set() else failures + 1
+                self._down(type(e).__name__)
+            else:
+                self._down(None)
+            self.stop.wait(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** min(failures - 1, 8)))
+
+    def _down(self, error: str | None) -> None:
+        was_up = self.ready.is_set()
+        self.confirmed_at = -math.inf
+        self.ready.clear()
+        if error is not None:
+            if was_up or self.last_error != error:
+                log.warning("revocation feed down (%s): verifications fail closed until it is back", error)
+            self.last_error = error
+
+    def _session(self) -> None:
+        client: Redis = Redis.from_url(self.url, **fail_fast(self.timeout))
+        conn: Any = None
+        try:
+            conn = client.connection_pool.get_connection()
+            conn.send_command("SUBSCRIBE", self.channel)
+            reply = conn.read_response()
+            if not (isinstance(reply, list) and reply[:2] == ["subscribe", self.channel]):
+                raise FeedProtocolError("no subscription")
+            self._load(client)
+            self._listen(conn)
+        finally:
+            if conn is not None:
+                conn.disconnect()
+            client.close()
+
+    def _load(self, client: Redis) -> None:
+        """The durable state, page by page: one SCAN and one pipelined read per page."""
+        now = self.clock()
+        cursor = 0
+        pattern = _glob_escape(self.prefix) + "rev:*"
+        while True:
+            cursor, page = client.scan(cursor, match=pattern, count=SCAN_PAGE)
+            names = [name if isinstance(name, str) else name.decode() for name in page]
+            if names:
+                pipe = client.pipeline(transaction=False)
+                for name in names:
+                    pipe.pttl(name)
+                    if self._family(name)[0] == "agent":
+                        pipe.get(name)
+                replies = iter(pipe.execute())
+                for name in names:
+                    kind, ident = self._family(name)
+                    self._load_one(kind, ident, next(replies), next(replies) if kind == "agent" else None, now)
+            if cursor == 0:
+                return
+
+    def _family(self, name: str) -> tuple[str, str]:
+        family, sep, ident = name[len(self.prefix) + len("rev:") :].partition(":")
+        kind = _FAMILIES.get(family)
+        if not name.startswith(self.prefix + "rev:") or not sep or kind is None or not ident:
+            raise FeedProtocolError("a revocation key of an unknown family")
+        return kind, ident
+
+    def _load_one(self, kind: str, ident: str, pttl: object, value: object, now: float) -> None:
+        if type(pttl) is not int or pttl == -2:
+            return
+        # no expiry on the key (-1) never happens with the broker's writes; keep it for
+        # the longest any token lives
+        expires = now + pttl / 1000 if pttl >= 0 else now + MAX_TOKEN_LIFETIME + REVOCATION_GRACE
+        if kind == "token":
+            self._put(self.tokens, ident, expires)
+        elif kind == "task":
+            self._put(self.tasks, ident, expires)
+        elif value is not None:  # None: expired since the SCAN
+            if not isinstance(value, str) or not value.isdigit() or len(value) > 16:
+                raise FeedProtocolError("an agent cut-off that is not an integer")
+            self._cut_off(ident, int(value))
+
+    @staticmethod
+    def _put(entries: dict[str, float], ident: str, expires: float) -> None:
+        entries[ident] = max(expires, entries.get(ident, expires))
+
+    def _cut_off(self, agent: str, cutoff: int) -> None:
+        current = self.cutoffs.get(agent)
+        if current is None or cutoff > current:
+            self.cutoffs[agent] = cutoff
+
+    def _listen(self, conn: Any) -> None:
+        """Apply announcements and keep the confirmed time moving, until stopped or broken."""
+        pending: deque[tuple[int, float]] = deque()  # PINGs sent and not yet answered
+        seq = 0
+        next_ping = self.monotonic()
+        next_purge = self.monotonic() + self.purge_every
+        while not self.stop.is_set():
+            now = self.monotonic()
+            if now >= next_ping:
+                seq += 1
+                conn.send_command("PING", str(seq))
+                pending.append((seq, now))
+                next_ping = now + self.ping_interval
+            if pending and now - pending[0][1] > self.timeout:
+                raise TimeoutError("no answer to PING")
+            if now >= next_purge:
+                self.purge()
+                next_purge = now + self.purge_every
+            if conn.can_read(timeout=max(0.0, min(next_ping, next_purge) - now)):
+                self._handle(conn.read_response(), pending)
+
+    def _handle(self, reply: object, pending: deque[tuple[int, float]]) -> None:
+        if not isinstance(reply, list) or len(reply) < 2:
+            raise FeedProtocolError("unexpected reply")
+        if reply[0] == "message" and len(reply) == 3 and reply[1] == self.channel:
+            self._apply(reply[2])
+        elif reply[0] == "pong":
+            while pending and str(pending[0][0]) != reply[1]:
+                pending.popleft()  # answered before: Redis answers in order
+            if not pending:
+                raise FeedProtocolError("an answer to no PING")
+            _, sent = pending.popleft()
+            self.confirmed_at = sent
+            if not self.ready.is_set():
+                self.ready.set()
+                if self.last_error is not None:
+                    log.warning("revocation feed back (after %s)", self.last_error)
+                self.last_error = None
+        else:
+            raise FeedProtocolError("unexpected reply")
+
+    def _apply(self, data: object) -> None:
+        """One announcement: ``{"kind", "id", "value"}``; anything else is an error."""
+        try:
+            message = json.loads(data) if isinstance(data, str) else None
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or message.keys() != {"kind", "id", "value"}:
+            raise FeedProtocolError("an announcement the feed cannot read")
+        kind, ident, value = message["kind"], message["id"], message["value"]
+        if kind not in _KINDS or not isinstance(ident, str) or not ident:
+            raise FeedProtocolError("an announcement the feed cannot read")
+        if type(value) is not int or not 0 <= value < MAX_TIME:
+            raise FeedProtocolError("an announcement the feed cannot read")
+        if kind == "token":
+            self._put(self.tokens, ident, value + REVOCATION_GRACE)
+        elif kind == "task":
+            self._put(self.tasks, ident, value + MAX_TOKEN_LIFETIME + REVOCATION_GRACE)
+        else:
+            self._cut_off(ident, value)
+
+    def purge(self) -> None:
+        """Forget entries no acceptable token can need any more (bounded memory). Only
+        the feed's thread calls it: it is the sets' one writer."""
+        now = self.clock()
+        for entries in (self.tokens, self.tasks):
+            for ident, expires in list(entries.items()):
+                if expires <= now:
+                    entries.pop(ident, None)
+        for agent, cutoff in list(self.cutoffs.items()):
+            if cutoff + MAX_TOKEN_LIFETIME + REVOCATION_GRACE <= now:
+                self.cutoffs.pop(agent, None)
+        self.purges += 1
+
+
+class RevocationFeed:
+    """A local revocation set fed by the broker's Redis (see the module docstring).
+
+    ``timeout`` bounds every Redis call and the wait for a PING's answer; ``max_staleness``
+    is how old the last confirmation may be before every check fails (the bound on how
+    late a revocation can be seen); ``ping_interval`` must be well under it. The thread
+    starts at once; ``wait_ready`` waits for the first full load.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        timeout: float = 1.0,
+        max_staleness: float = 1.0,
+        ping_interval: float = 0.25,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        purge_every: float = _PURGE_EVERY,
+    ) -> None:
+        if not url.startswith(URL_SCHEMES):
+            raise ValueError(f"a Redis URL starts with one of {', '.join(URL_SCHEMES)}")
+        if not timeout > 0 or not purge_every > 0:
+            raise ValueError("timeout and purge_every must be positive")
+        if not 0 < ping_interval <= max_staleness / 2:
+            raise ValueError("ping_interval must be positive and at most half of max_staleness")
+        Redis.from_url(url, **fail_fast(timeout)).close()  # a malformed URL fails here, not in the thread
+        self._state = _FeedState(
+            url,
+            prefix=prefix,
+            timeout=timeout,
+            max_staleness=max_staleness,
+            ping_interval=ping_interval,
+            clock=clock,
+            monotonic=monotonic,
+            purge_every=purge_every,
+        )
+        self._monotonic = monotonic
+        self._max_staleness = max_staleness
+        self._tokens = self._state.tokens
+        self._tasks = self._state.tasks
+        self._cutoffs = self._state.cutoffs
+        self._thread = threading.Thread(target=self._state.run, name="capbroker-revocation-feed", daemon=True)
+        self._finalizer = weakref.finalize(self, self._state.stop.set)
+        self._thread.start()
+
+    def is_revoked(self, claims: Claims) -> bool:
+        """True if the token, its task, or its agent or any delegator up to a cut-off is
+        revoked; ``RevocationUnavailable`` if the set may be missing a revocation."""
+        if self._monotonic() - self._state.confirmed_at > self._max_staleness:
+            raise RevocationUnavailable(self._state.last_error or "revocation feed not confirmed")
+        if claims.jti in self._tokens or claims.task in self._tasks:
+            return True
+        cutoffs = self._cutoffs
+        if not cutoffs:
+            return False
+        cutoff = cutoffs.get(claims.agent)
+        if cutoff is not None and claims.iat <= cutoff:
+            return True
+        if claims.act is None:
+            return False
+        return any((c := cutoffs.get(agent)) is not None and claims.iat <= c for agent in claims.delegators)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until ``ready``; True if it is."""
+        deadline = self._monotonic() + timeout
+        while not self.ready:
+            left = deadline - self._monotonic()
+            if left <= 0:
+                return False
+            if not self._state.ready.wait(left):  # not loaded yet: sleep until it is
+                return False
+            if not self.ready:  # loaded, not confirmed lately: a moment for the next answer
+                self._state.stop.wait(min(left, 0.01))
+        return True
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and confirmed recently enough that ``is_revoked`` answers."""
+        return self._monotonic() - self._state.confirmed_at <= self._max_staleness
+
+    @property
+    def last_error(self) -> str | None:
+        """The class name of the error that took the feed down, while it is down."""
+        return self._state.last_error
+
+    def __len__(self) -> int:
+        """How many revocations the set holds (token ids, tasks and agent cut-offs)."""
+        return len(self._tokens) + len(self._tasks) + len(self._cutoffs)
+
+    def close(self) -> None:
+        """Stop the thread and drop the connection (within about ``ping_interval``)."""
+        self._finalizer()
+        self._thread.join(self._state.timeout + self._state.ping_interval + 1.0)
