@@ -1,0 +1,622 @@
+"""Signing with short-lived in-process keys that the Vault Transit key endorses (issue 5).
+
+Every worker signs tokens in process with a *session key* of its own (Ed25519, or P-256
+when the deployment's alg is ES256), so minting makes no Vault call. The long-term key
+never leaves Vault and never signs a token: it signs an *endorsement* of each session
+key's public half and time windows (``broker.token.endorsement``), once per ``window``.
+
+- Publication: endorsements live in one Redis hash, ``<prefix>endorsed-keys`` (session
+  kid -> endorsement), shared by every worker and replica. ``keyset()`` (the JWKS, and the
+  keys introspection and exchange verify with) is the Transit key's published versions
+  plus the session key of every stored endorsement that verifies against them, is for
+  this issuer and this alg, and whose ``publish_until`` is still ahead. An entry that does
+  not verify -- written by someone with Redis write access -- is never published: it is
+  logged once (its hash field, never its value) and counted in ``rejected_entries``.
+- Signing: only with a key whose endorsement this worker verified, stored (``HSETNX``)
+  and read back in the published set, while ``not_before <= now < sign_until`` and for
+  tokens with ``exp <= publish_until - MAX_LEEWAY``. So no token is signed by a key the
+  JWKS does not publish. A key whose entry disappears from Redis (removed by an operator,
+  or Redis lost its data) is withdrawn: within ``refresh`` seconds this worker stops
+  signing with it, for good, and endorses another.
+- Rotation ahead of time: a key signs for at most ``window + lead`` seconds. ``window``
+  seconds after it was endorsed (``lead`` before it stops signing) the worker endorses a
+  successor in the background, single-flight, and starts using it when the current key
+  stops; so the successor is published ``lead`` seconds before its first token (remote
+  verifiers refresh their JWKS every 300 s: the default lead).
+- Fail closed, fast: with no usable key (Vault down or sealed when a renewal was due,
+  Redis down when storing or re-reading) ``sign`` raises ``BackendUnavailable`` within
+  about ``timeout``, and after a failed endorsement or read the next attempt waits
+  ``RETRY`` seconds (sign fails at once meanwhile). A Vault outage does not stop signing
+  while the current key's window lasts; a Redis outage stops it after ``MAX_STALE``
+  seconds (whether the key is still published is then unknown).
+- The published view is re-read from Redis at most every ``refresh`` seconds, in the
+  background (callers use the last view while it is younger than ``MAX_STALE``), or at
+  once for ``keyset(kid=...)`` with a kid it does not hold. An entry's signature is
+  verified once (again when the Transit key set changes). The Transit versions come from
+  the Transit backend's cache (re-read at once when an entry names a version it does not
+  hold); while Vault is unreachable the last good read is used for at most
+  ``window + lead`` seconds. At most ``MAX_JWKS_KEYS`` keys are published: the Transit
+  versions, then the newest session keys (about ``(window + lead + ttl cap + 120) /
+  window`` per worker: 6 with the defaults).
+- The private session keys live only in this process's memory: never logged, stored or
+  shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from broker.backends.redis_options import fail_fast
+from broker.backends.transit import TransitSigningBackend
+from broker.errors import BackendUnavailable, InvalidRequest
+from broker.token.algorithms import Algorithm
+from broker.token.claims import Claims
+from broker.token.endorsement import (
+    ENDORSEMENT_TYP,
+    Endorsement,
+    EndorsementError,
+    claimed_publish_until,
+    endorsement_payload,
+    new_session_kid,
+    verify_endorsement,
+    windows,
+)
+from broker.token.keys import MAX_JWKS_KEYS, KeySet, LocalSigner, VerificationKey
+from broker.token.mint import mint
+from broker.token.verify import DEFAULT_MAX_TTL
+
+__all__ = ["EndorsedSigningBackend", "endorsed_keys_key"]
+
+log = logging.getLogger("broker.signing")
+
+DEFAULT_PREFIX: Final = "capbroker:"
+DEFAULT_WINDOW: Final = 900
+DEFAULT_LEAD: Final = 300
+#: beyond this age (seconds) the published view is not trusted: nothing is signed or
+#: published until Redis is read again
+MAX_STALE: Final = 5.0
+#: after a failed endorsement, how long (seconds) before the next attempt
+RETRY: Final = 0.5
+#: a keyset(kid=...) miss re-reads Redis at most this often (seconds)
+MISS_COOLDOWN: Final = 0.1
+#: entries are removed from Redis this long (seconds) after the publish_until they state
+GC_GRACE: Final = 300
+#: more entries than this in the hash and nothing is published (someone is filling it)
+MAX_ENTRIES: Final = 1024
+_MARGIN: Final = 0.25  # past the Redis socket timeout, as RedisState
+_T = TypeVar("_T")
+
+
+def endorsed_keys_key(prefix: str) -> str:
+    """The hash of stored endorsements: session kid -> compact endorsement."""
+    return f"{prefix}endorsed-keys"
+
+
+@dataclass(slots=True, eq=False)
+class _SessionKey:
+    signer: LocalSigner = field(repr=False)
+    endorsement: Endorsement
+    used: bool = False
+
+    @property
+    def kid(self) -> str:
+        return self.signer.kid
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """One read of the hash: what is published, as of ``read_at`` (monotonic)."""
+
+    keyset: KeySet
+    session_kids: frozenset[str]
+    entries: tuple[Endorsement, ...]  # every verified entry still published at build time
+    transit: KeySet
+    read_at: float
+    seq: int
+    valid_until: float  # wall clock: the first publish_until among entries
+
+
+class EndorsedSigningBackend:
+    """``SigningBackend`` with per-process session keys endorsed by a Transit key (see the
+    module docstring).
+
+    Takes ownership of ``transit`` and ``redis`` (closed by ``aclose``); build it with
+    ``connect`` to get both with the broker's timeouts. ``issuer`` is the broker's issuer
+    (endorsements are bound to it). ``window``: seconds between endorsements (each key
+    signs for ``window + lead``); ``lead``: seconds a successor is published before its
+    first token; ``max_token_ttl``: the global token lifetime cap; ``timeout``: Redis
+    socket timeout, and how long ``sign`` waits for a key; ``refresh``: how old the
+    published view may get before it is re-read; ``clock``: wall clock, epoch seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        transit: TransitSigningBackend,
+        redis: Redis,
+        issuer: str,
+        prefix: str = DEFAULT_PREFIX,
+        window: int = DEFAULT_WINDOW,
+        lead: int = DEFAULT_LEAD,
+        max_token_ttl: int = DEFAULT_MAX_TTL,
+        timeout: float = 1.0,
+        refresh: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        _check_settings(
+            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
+        )
+        self._transit, self._redis, self._issuer = transit, redis, issuer
+        self._hash = endorsed_keys_key(prefix)
+        self._window, self._lead, self._max_ttl = window, lead, max_token_ttl
+        self._timeout, self._refresh, self._clock = timeout, refresh, clock
+        self._current: _SessionKey | None = None
+        self._next: _SessionKey | None = None
+        self._view: _View | None = None
+        self._seq = 0
+        self._view_task: asyncio.Task[None] | None = None
+        self._key_task: asyncio.Task[None] | None = None
+        self._retry_at = -math.inf  # no endorsement attempt before (monotonic)
+        self._view_retry_at = -math.inf  # no (unforced) read of the view before (monotonic)
+        self._view_error = ""  # why the last read of the published view failed
+        self._key_error = ""  # why the last endorsement failed
+        self._too_many = False
+        self._miss_at = -math.inf
+        self._transit_keys: KeySet | None = None
+        self._transit_at = -math.inf
+        self._forced_at = -math.inf
+        # stored entries (field, value) already checked: verified (with the long-term key's
+        # JWK that verified them) or refused (with the key set they were checked against,
+        # and the publish_until they claim, for removing them once long past)
+        self._verified: dict[tuple[str, str], tuple[Endorsement, dict[str, str]]] = {}
+        self._rejected: dict[tuple[str, str], tuple[KeySet, int | None]] = {}
+        self.rejected_entries = 0  # distinct stored values refused (the metric)
+        self._closed = False
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        vault_addr: str,
+        vault_token: str,
+        redis_url: str,
+        issuer: str,
+        mount: str = "transit",
+        key: str = "capbroker",
+        alg: Algorithm = "EdDSA",
+        prefix: str = DEFAULT_PREFIX,
+        window: int = DEFAULT_WINDOW,
+        lead: int = DEFAULT_LEAD,
+        max_token_ttl: int = DEFAULT_MAX_TTL,
+        timeout: float = 1.0,
+        refresh: float = 1.0,
+        key_refresh: float = 10.0,
+        verify: bool | str = True,
+        clock: Callable[[], float] = time.time,
+    ) -> EndorsedSigningBackend:
+        """The backend over a Transit key (``TransitSigningBackend`` with ``timeout`` and
+        ``key_refresh``) and a Redis client with the fail-fast options."""
+        _check_settings(
+            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
+        )
+        transit = TransitSigningBackend(
+            addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=timeout, refresh=key_refresh,
+            verify=verify,
+        )  # fmt: skip
+        redis = Redis.from_url(redis_url, **fail_fast(timeout))
+        return cls(
+            transit=transit, redis=redis, issuer=issuer, prefix=prefix, window=window, lead=lead,
+            max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, clock=clock,
+        )  # fmt: skip
+
+    @property
+    def alg(self) -> Algorithm:
+        return self._transit.alg
+
+    @property
+    def kid(self) -> str | None:
+        """The session key that signs now, if any."""
+        return self._current.kid if self._current is not None else None
+
+    # ------------------------------------------------------------------ the port
+
+    async def sign(self, claims: Claims) -> str:
+        """Sign in process with an endorsed, stored, published session key; never without."""
+        if self._closed:
+            raise BackendUnavailable("signer: the backend is closed")
+        if claims.iss != self._issuer:
+            raise InvalidRequest("the token's issuer is not the one this signer's keys are endorsed for")
+        if claims.exp - claims.iat > self._max_ttl:
+            raise InvalidRequest("the token outlives the lifetime cap its key is published for")
+        key = self._ready_key(claims.exp)
+        if key is None:
+            key = await self._wait_for_key(claims.exp)
+        key.used = True
+        return mint(claims, key.signer)
+
+    async def keyset(self, *, kid: str | None = None) -> KeySet:
+        """The Transit versions and every published session key. With ``kid`` not among
+        them, Redis is read again first (at most every ``MISS_COOLDOWN`` seconds)."""
+        if self._closed:
+            raise BackendUnavailable("signer: the backend is closed")
+        view = self._view
+        tick = time.monotonic()
+        miss = kid is not None and view is not None and view.keyset.key_for(kid) is None
+        if miss and tick - self._miss_at >= MISS_COOLDOWN:
+            self._miss_at = tick
+            await self._bounded(self._start_view_refresh(force=True))
+        elif view is None or tick - view.read_at >= MAX_STALE:
+            await self._bounded(self._start_view_refresh())
+        elif tick - view.read_at >= self._refresh:
+            self._start_view_refresh()
+        view = self._fresh_view()
+        if view is None:
+            raise BackendUnavailable(self._view_error or "signer: the published keys could not be read")
+        return view.keyset
+
+    async def rotate(self) -> str:
+        """Rotate the long-term Transit key (``broker keys rotate``; needs the rotate
+        policy) and return its new kid. Session keys are not replaced: every worker's next
+        endorsement uses the new version, and endorsements by older versions stay valid
+        while Transit publishes those versions. ``renew`` replaces this worker's key."""
+        return await self._transit.rotate()
+
+    async def renew(self) -> str:
+        """Endorse, store and use a new session key now; return its kid."""
+        if self._closed:
+            raise BackendUnavailable("signer: the backend is closed")
+        key = await self._endorse_new()
+        self._current, self._next = key, None
+        return key.kid
+
+    async def check(self) -> None:
+        """Vault signs (a probe through Transit) and this worker holds a usable key."""
+        await self._transit.check()
+        if self._closed:
+            raise BackendUnavailable("signer: the backend is closed")
+        exp = int(self._clock()) + 1
+        if self._ready_key(exp) is None:
+            await self._wait_for_key(exp)
+
+    async def aclose(self) -> None:
+        """Stop background work, withdraw the keys this worker never signed with, close."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._view_task, self._key_task):
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        unused = [k.kid for k in (self._current, self._next) if k is not None and not k.used]
+        self._current = self._next = None  # the private keys go with them
+        if unused:
+            try:
+                await self._call(self._redis.hdel(self._hash, *unused))
+            except BackendUnavailable:
+                log.warning("could not withdraw unused session keys %s", unused)
+        await self._redis.aclose()
+        await self._transit.aclose()
+
+    async def wait_idle(self) -> None:
+        """Wait (at most about ``timeout``) for the background work in flight: a re-read
+        of the published keys, a successor's endorsement. For tests and shutdown."""
+        for task in (self._view_task, self._key_task):
+            if task is not None and task.get_loop() is asyncio.get_running_loop():
+                await self._bounded(task)
+
+    def __repr__(self) -> str:  # never a private key
+        return f"EndorsedSigningBackend(transit={self._transit!r}, hash={self._hash!r}, kid={self.kid!r})"
+
+    # ------------------------------------------------------------------ choosing a key
+
+    def _ready_key(self, exp: int) -> _SessionKey | None:
+        """The key to sign a token expiring at ``exp`` with, now, if there is one; starts
+        the background work that is due (a re-read, a successor)."""
+        view = self._view
+        tick = time.monotonic()
+        if view is None or tick - view.read_at >= MAX_STALE:
+            self._start_view_refresh()
+            return None
+        if tick - view.read_at >= self._refresh:
+            self._start_view_refresh()
+        now = self._clock()
+        key = self._pick(now, exp, view)
+        current = self._current
+        if key is None or (
+            current is not None and self._next is None and now >= current.endorsement.sign_until - self._lead
+        ):
+            self._start_renewal()
+        return key
+
+    def _pick(self, now: float, exp: int, view: _View) -> _SessionKey | None:
+        for key in (self._current, self._next):
+            if key is None:
+                continue
+            if key.kid not in view.session_kids:
+                self._drop(key, "its endorsement is no longer published")
+                continue
+            e = key.endorsement
+            if e.signs_at(now) and e.covers_exp(exp):
+                if key is self._next:
+                    self._current, self._next = key, None
+                return key
+        return None
+
+    def _drop(self, key: _SessionKey, why: str) -> None:
+        log.warning("session key %s withdrawn: %s", key.kid, why)
+        if key is self._current:
+            self._current = None
+        if key is self._next:
+            self._next = None
+
+    async def _wait_for_key(self, exp: int) -> _SessionKey:
+        deadline = time.monotonic() + self._timeout + _MARGIN
+        while True:
+            key = self._ready_key(exp)
+            if key is not None:
+                return key
+            pending = [t for t in (self._view_task, self._key_task) if t is not None and not t.done()]
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                raise BackendUnavailable(self._why_no_key())
+            await asyncio.wait(pending, timeout=left)
+
+    def _why_no_key(self) -> str:
+        if self._fresh_view() is None:
+            return self._view_error or "signer: the published keys could not be read in time"
+        return self._key_error or "signer: no endorsed key can sign this token yet"
+
+    # ------------------------------------------------------------------ background work
+
+    def _start_view_refresh(self, *, force: bool = False) -> asyncio.Task[None] | None:
+        """The read of the published view in flight, started now if none is (and the last
+        failure is ``RETRY`` seconds old) or if ``force``."""
+        task = self._view_task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop() and not force:
+            return task
+        if self._closed or (not force and time.monotonic() < self._view_retry_at):
+            return None
+        self._view_task = self._spawn(self._refresh_in_background(force), "view")
+        return self._view_task
+
+    def _start_renewal(self) -> None:
+        task = self._key_task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            return
+        if time.monotonic() < self._retry_at or self._closed:
+            return
+        self._key_task = self._spawn(self._renew(), "renewal")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name=f"capbroker-signing-{what}")
+        task.add_done_callback(_settled)
+        return task
+
+    async def _bounded(self, task: asyncio.Task[None] | None) -> None:
+        """Wait for background work, at most about ``timeout``; its failure is recorded."""
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=self._timeout + _MARGIN)
+
+    async def _refresh_in_background(self, force: bool) -> None:
+        try:
+            await self._refresh_view(force_transit=force)
+        except BackendUnavailable as e:
+            self._view_retry_at = time.monotonic() + RETRY
+            if e.reason != self._view_error:
+                log.warning("signing keys: the published view was not read: %s", e.reason)
+            self._view_error = e.reason
+            raise
+        self._view_error = ""
+
+    async def _renew(self) -> None:
+        try:
+            key = await self._endorse_new()
+        except BackendUnavailable as e:
+            self._retry_at = time.monotonic() + RETRY
+            if e.reason != self._key_error:
+                log.warning("signing keys: no new session key: %s", e.reason)
+            self._key_error = e.reason
+            raise
+        now = self._clock()
+        current = self._current
+        if current is not None and current.endorsement.signs_at(now) and current.kid in self._published_kids():
+            self._next = key
+        else:
+            self._current, self._next = key, None
+        self._key_error = ""
+
+    async def _endorse_new(self) -> _SessionKey:
+        """A new session key, endorsed by Transit, verified, stored and read back."""
+        signer = LocalSigner.generate(self.alg, new_session_kid())
+        w = windows(int(self._clock()), self._window + self._lead, self._max_ttl)
+        compact = await self._transit.sign_statement(
+            ENDORSEMENT_TYP, endorsement_payload(signer.public, self._issuer, w)
+        )
+        transit = await self._transit_keyset()  # the read sign_statement just made
+        try:
+            endorsement = verify_endorsement(compact, transit, issuer=self._issuer, alg=self.alg)
+        except EndorsementError as e:
+            raise BackendUnavailable(f"vault: the endorsement does not verify ({e.code})") from None
+        if endorsement.key != signer.public:  # cannot happen: the payload came from signer.public
+            raise BackendUnavailable("signer: the endorsement names another key")
+        if await self._call(self._redis.hsetnx(self._hash, signer.kid, compact)) != 1:
+            raise BackendUnavailable("redis: a session key of that kid is already stored")
+        await self._refresh_view()
+        if signer.kid not in self._published_kids():
+            raise BackendUnavailable("signer: the stored endorsement is not published (over the JWKS cap?)")
+        log.info(
+            "session key %s endorsed by %s: signs until %d, published until %d",
+            signer.kid, endorsement.endorser, endorsement.sign_until, endorsement.publish_until,
+        )  # fmt: skip
+        return _SessionKey(signer, endorsement)
+
+    def _published_kids(self) -> frozenset[str]:
+        view = self._fresh_view()
+        return view.session_kids if view is not None else frozenset()
+
+    # ------------------------------------------------------------------ the published view
+
+    def _fresh_view(self) -> _View | None:
+        """The view if younger than ``MAX_STALE``, with keys past publish_until dropped."""
+        view = self._view
+        if view is None or time.monotonic() - view.read_at >= MAX_STALE:
+            return None
+        if self._clock() >= view.valid_until:
+            view = self._build(view.entries, view.transit, view.read_at, view.seq)
+            if self._view is not None and view.seq >= self._view.seq:
+                self._view = view
+        return view
+
+    async def _refresh_view(self, *, force_transit: bool = False) -> None:
+        self._seq += 1
+        seq, read_at = self._seq, time.monotonic()
+        reply = await self._call(self._redis.hgetall(self._hash))
+        stored = {k: v for k, v in reply.items() if isinstance(k, str) and isinstance(v, str)}
+        if len(stored) != len(reply) or len(stored) > MAX_ENTRIES:
+            raise BackendUnavailable("redis: the endorsed-keys hash is malformed or too large")
+        transit = await self._transit_keyset(force=force_transit)
+        entries, unknown_endorser = self._verify_all(stored, transit)
+        if unknown_endorser and not force_transit and time.monotonic() - self._forced_at >= self._refresh:
+            transit = await self._transit_keyset(force=True)  # a rotation we have not read yet?
+            entries, _ = self._verify_all(stored, transit)
+        await self._collect(stored, entries)
+        view = self._build(entries, transit, read_at, seq)
+        if self._view is None or seq > self._view.seq:  # a read that started later wins
+            self._view = view
+
+    def _verify_all(self, stored: dict[str, str], transit: KeySet) -> tuple[list[Endorsement], bool]:
+        """The entries that verify; whether one was refused for an unknown long-term kid."""
+        transit_jwks = {k.kid: k.to_jwk() for k in transit}
+        entries: list[Endorsement] = []
+        unknown_endorser = False
+        for entry in stored.items():
+            known, refused = self._verified.get(entry), self._rejected.get(entry)
+            if known is not None and transit_jwks.get(known[0].endorser) == known[1]:
+                endorsement: Endorsement | None = known[0]
+            elif refused is not None and refused[0] is transit:
+                endorsement = None
+            else:
+                endorsement, code = self._verify_one(entry, transit)
+                unknown_endorser |= code == "unknown_endorser"
+            if endorsement is not None:
+                entries.append(endorsement)
+        self._verified = {k: v for k, v in self._verified.items() if stored.get(k[0]) == k[1]}
+        self._rejected = {k: v for k, v in self._rejected.items() if stored.get(k[0]) == k[1]}
+        return entries, unknown_endorser
+
+    def _verify_one(self, entry: tuple[str, str], transit: KeySet) -> tuple[Endorsement | None, str]:
+        name, value = entry
+        endorser = None
+        try:
+            endorsement = verify_endorsement(value, transit, issuer=self._issuer, alg=self.alg)
+            endorser = transit.key_for(endorsement.endorser)
+            code = "" if endorsement.kid == name else "stored_under_another_kid"
+        except EndorsementError as e:
+            code = e.code
+        if code or endorser is None:
+            if entry not in self._rejected:
+                self.rejected_entries += 1
+                log.warning("endorsed-keys entry %r is not published: %s", name[:80], code)
+            self._rejected[entry] = (transit, claimed_publish_until(value))
+            return None, code
+        self._verified[entry] = (endorsement, endorser.to_jwk())
+        return endorsement, ""
+
+    async def _collect(self, stored: dict[str, str], entries: list[Endorsement]) -> None:
+        """Remove entries long past their publish_until (best effort): verified ones, and
+        refused ones by the end they claim (those of a retired Transit version, say);
+        refused entries that do not even parse stay, as evidence."""
+        now = self._clock()
+        ends = {e.kid: e.publish_until for e in entries}
+        for entry in stored.items():
+            claimed = self._rejected.get(entry, (None, None))[1]
+            if entry[0] not in ends and claimed is not None:
+                ends[entry[0]] = claimed
+        old = [name for name, end in ends.items() if end + GC_GRACE < now]
+        if old:
+            try:
+                await self._call(self._redis.hdel(self._hash, *old))
+            except BackendUnavailable:
+                return
+
+    def _build(self, entries: Iterable[Endorsement], transit: KeySet, read_at: float, seq: int) -> _View:
+        now = self._clock()
+        live = sorted((e for e in entries if e.published_at(now)), key=lambda e: (e.not_before, e.kid), reverse=True)
+        keys: list[VerificationKey] = list(transit)
+        seen = {k.kid for k in keys}
+        published: list[Endorsement] = []
+        for e in live:
+            if len(keys) >= MAX_JWKS_KEYS:
+                if not self._too_many:
+                    log.warning("more than %d keys to publish: the oldest session keys are left out", MAX_JWKS_KEYS)
+                self._too_many = True
+                break
+            if e.kid not in seen:
+                seen.add(e.kid)
+                keys.append(e.key)
+                published.append(e)
+        return _View(
+            keyset=KeySet(keys),
+            session_kids=frozenset(e.kid for e in published),
+            entries=tuple(live),
+            transit=transit,
+            read_at=read_at,
+            seq=seq,
+            valid_until=min((e.publish_until for e in live), default=math.inf),
+        )
+
+    async def _transit_keyset(self, *, force: bool = False) -> KeySet:
+        """The long-term key's published versions; while Vault is unreachable, the last
+        good read for at most ``window + lead`` seconds."""
+        tick = time.monotonic()
+        try:
+            if force:
+                self._forced_at = tick
+                keys = await self._transit.read_keyset()
+            else:
+                keys = await self._transit.keyset()
+        except BackendUnavailable:
+            if self._transit_keys is not None and tick - self._transit_at <= self._window + self._lead:
+                return self._transit_keys
+            raise
+        self._transit_keys, self._transit_at = keys, tick
+        return keys
+
+    # ------------------------------------------------------------------ Redis
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout + _MARGIN)
+        except (RedisError, OSError) as e:  # OSError covers TimeoutError
+            raise BackendUnavailable(f"redis: {type(e).__name__}") from None
+
+
+def _check_settings(*, issuer: str, window: int, lead: int, max_token_ttl: int, timeout: float, refresh: float) -> None:
+    if not issuer:
+        raise ValueError("an issuer is required")
+    if not 60 <= window <= 86400 or not 0 <= lead <= window:
+        raise ValueError("window in [60, 86400] seconds, lead in [0, window]")
+    if not 0 < max_token_ttl <= DEFAULT_MAX_TTL:
+        raise ValueError(f"max_token_ttl in [1, {DEFAULT_MAX_TTL}]")
+    if not 0 < timeout <= 60 or not 0 < refresh < MAX_STALE:
+        raise ValueError(f"timeout in (0, 60], refresh in (0, {MAX_STALE})")
+
+
+def _settled(task: asyncio.Task[None]) -> None:
+    """Retrieve a background task's outcome; ``BackendUnavailable`` was recorded and
+    logged by the task itself, anything else is a bug to show (the caller fails closed)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, BackendUnavailable):
+        log.error("signing keys: unexpected %s", type(error).__name__, exc_info=error)
