@@ -135,7 +135,10 @@ class EndorsedSigningBackend:
     signs for ``window + lead``); ``lead``: seconds a successor is published before its
     first token; ``max_token_ttl``: the global token lifetime cap; ``timeout``: Redis
     socket timeout, and how long ``sign`` waits for a key; ``refresh``: how old the
-    published view may get before it is re-read; ``clock``: wall clock, epoch seconds.
+    published view may get before it is re-read; ``vault_silence``: how long Vault may go
+    unheard before ``sign`` refuses (SPEC 7: Vault sealed or down means no token, about a
+    second, even though the session key itself would still sign); ``clock``: wall clock,
+    epoch seconds.
     """
 
     def __init__(
@@ -150,8 +153,11 @@ class EndorsedSigningBackend:
         max_token_ttl: int = DEFAULT_MAX_TTL,
         timeout: float = 1.0,
         refresh: float = 1.0,
+        vault_silence: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not 0 < vault_silence <= 60:
+            raise ValueError("vault_silence in (0, 60]")
         _check_settings(
             issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
         )
@@ -181,6 +187,10 @@ class EndorsedSigningBackend:
         self._rejected: dict[tuple[str, str], tuple[KeySet, int | None]] = {}
         self.rejected_entries = 0  # distinct stored values refused (the metric)
         self._closed = False
+        self._vault_silence = vault_silence
+        self._vault_heard = -math.inf  # the last successful read of the Transit key (monotonic)
+        self._vault_error = ""  # why the last read failed
+        self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
     def connect(
@@ -200,6 +210,7 @@ class EndorsedSigningBackend:
         timeout: float = 1.0,
         refresh: float = 1.0,
         key_refresh: float = 10.0,
+        vault_silence: float = 1.0,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
     ) -> EndorsedSigningBackend:
@@ -215,7 +226,7 @@ class EndorsedSigningBackend:
         redis = Redis.from_url(redis_url, **fail_fast(timeout))
         return cls(
             transit=transit, redis=redis, issuer=issuer, prefix=prefix, window=window, lead=lead,
-            max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, clock=clock,
+            max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, vault_silence=vault_silence, clock=clock,
         )  # fmt: skip
 
     @property
@@ -237,6 +248,7 @@ class EndorsedSigningBackend:
             raise InvalidRequest("the token's issuer is not the one this signer's keys are endorsed for")
         if claims.exp - claims.iat > self._max_ttl:
             raise InvalidRequest("the token outlives the lifetime cap its key is published for")
+        await self._require_vault()
         key = self._ready_key(claims.exp)
         if key is None:
             key = await self._wait_for_key(claims.exp)
@@ -292,7 +304,7 @@ class EndorsedSigningBackend:
         if self._closed:
             return
         self._closed = True
-        for task in (self._view_task, self._key_task):
+        for task in (self._view_task, self._key_task, self._heartbeat):
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -309,12 +321,41 @@ class EndorsedSigningBackend:
     async def wait_idle(self) -> None:
         """Wait (at most about ``timeout``) for the background work in flight: a re-read
         of the published keys, a successor's endorsement. For tests and shutdown."""
-        for task in (self._view_task, self._key_task):
+        for task in (self._view_task, self._key_task, self._heartbeat):
             if task is not None and task.get_loop() is asyncio.get_running_loop():
                 await self._bounded(task)
 
     def __repr__(self) -> str:  # never a private key
         return f"EndorsedSigningBackend(transit={self._transit!r}, hash={self._hash!r}, kid={self.kid!r})"
+
+    # ------------------------------------------------------------------ Vault liveness
+
+    async def _require_vault(self) -> None:
+        """Vault heard from within ``vault_silence``, or ``BackendUnavailable``. The check
+        runs in the background about twice per ``vault_silence``; a request waits for it
+        only when the last answer is too old."""
+        tick = time.monotonic()
+        if tick - self._vault_heard >= self._vault_silence / 2:
+            self._start_heartbeat()
+        if tick - self._vault_heard < self._vault_silence:
+            return
+        await self._bounded(self._heartbeat)
+        if time.monotonic() - self._vault_heard >= self._vault_silence:
+            raise BackendUnavailable(self._vault_error or "vault: not answering, so nothing is signed")
+
+    def _start_heartbeat(self) -> None:
+        if self._closed or (self._heartbeat is not None and not self._heartbeat.done()):
+            return
+        self._heartbeat = self._spawn(self._hear_vault(), "vault-heartbeat")
+
+    async def _hear_vault(self) -> None:
+        try:
+            keys = await self._transit.read_keyset()
+        except BackendUnavailable as e:
+            self._vault_error = e.reason
+            raise
+        self._transit_keys, self._transit_at = keys, time.monotonic()
+        self._vault_heard, self._vault_error = self._transit_at, ""
 
     # ------------------------------------------------------------------ choosing a key
 

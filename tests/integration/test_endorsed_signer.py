@@ -625,24 +625,36 @@ def test_vault_stopped_fails_fast_when_no_key_can_sign(own_bao: BaoServer, redis
     asyncio.run(run())
 
 
-def test_signing_goes_on_while_vault_is_down_and_the_key_is_valid(
+def test_vault_sealed_stops_signing_within_a_second_but_keeps_publishing(
     own_bao: BaoServer, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past the Transit cache and past MAX_STALE: the view is re-read from Redis and
-    verified with the last Transit key set Vault gave (the outage is not an attack)."""
+    """SPEC 7: Vault sealed means no token, even though the session key could still sign.
+    The keys stay published (past the Transit cache and past MAX_STALE, the view is
+    verified with the last Transit key set Vault gave), so tokens already out still verify;
+    after the unseal the same key signs again."""
     monkeypatch.setattr(endorsed_signer, "MAX_STALE", 1.5)
     dep = deployment_on(own_bao, redis_server.url)
 
     async def run() -> None:
         a = dep.worker(key_refresh=0.2, refresh=0.2)
         try:
-            first = kid_of(await a.sign(at(time.time)))
+            earlier = await a.sign(at(time.time))
+            first = kid_of(earlier)
             own_bao.seal()
             await asyncio.sleep(1.6)
-            token = await a.sign(at(time.time))
-            assert kid_of(token) == first
-            verifies(token, await a.keyset(), time.time())
+            await fails_fast(lambda: a.sign(at(time.time)), "vault: ")
+            verifies(earlier, await a.keyset(), time.time())
             await fails_fast(a.check, "vault: VaultDown")  # check says Vault is down
+            own_bao.unseal()
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    token = await a.sign(at(time.time))
+                    break
+                except BackendUnavailable:
+                    assert time.monotonic() < deadline, "signing did not resume after the unseal"
+                    await asyncio.sleep(0.2)
+            assert kid_of(token) == first
         finally:
             await a.aclose()
 
