@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -315,24 +316,36 @@ class RevocationFeed:
         if not 0 < ping_interval <= max_staleness / 2:
             raise ValueError("ping_interval must be positive and at most half of max_staleness")
         Redis.from_url(url, **fail_fast(timeout)).close()  # a malformed URL fails here, not in the thread
-        self._state = _FeedState(
-            url,
-            prefix=prefix,
-            timeout=timeout,
-            max_staleness=max_staleness,
-            ping_interval=ping_interval,
-            clock=clock,
-            monotonic=monotonic,
-            purge_every=purge_every,
-        )
+        self._settings: dict[str, Any] = {
+            "url": url,
+            "prefix": prefix,
+            "timeout": timeout,
+            "max_staleness": max_staleness,
+            "ping_interval": ping_interval,
+            "clock": clock,
+            "monotonic": monotonic,
+            "purge_every": purge_every,
+        }
         self._monotonic = monotonic
         self._max_staleness = max_staleness
-        self._tokens = self._state.tokens
-        self._tasks = self._state.tasks
-        self._cutoffs = self._state.cutoffs
-        self._thread = threading.Thread(target=self._state.run, name="capbroker-revocation-feed", daemon=True)
-        self._finalizer = weakref.finalize(self, self._state.stop.set)
+        self._start()
+        _LIVE.add(self)
+
+    def _start(self) -> None:
+        """A fresh state (down until loaded) and its thread."""
+        state = _FeedState(**self._settings)
+        self._state = state
+        self._tokens, self._tasks, self._cutoffs = state.tokens, state.tasks, state.cutoffs
+        self._thread = threading.Thread(target=state.run, name="capbroker-revocation-feed", daemon=True)
+        self._finalizer = weakref.finalize(self, state.stop.set)
         self._thread.start()
+
+    def _restart_in_child(self) -> None:
+        """After ``fork`` the child has the parent's set but not its thread: without this it
+        would serve a set nobody updates until the staleness bound, then fail forever."""
+        if not self._state.stop.is_set():
+            self._finalizer.detach()
+            self._start()
 
     def is_revoked(self, claims: Claims) -> bool:
         """True if the token, its task, or its agent or any delegator up to a cut-off is
@@ -381,4 +394,18 @@ class RevocationFeed:
     def close(self) -> None:
         """Stop the thread and drop the connection (within about ``ping_interval``)."""
         self._finalizer()
+        _LIVE.discard(self)
         self._thread.join(self._state.timeout + self._state.ping_interval + 1.0)
+
+
+#: the feeds of this process, for a forked child to restart (a worker server that loads
+#: the app, then forks its workers)
+_LIVE: weakref.WeakSet[RevocationFeed] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for feed in list(_LIVE):
+        feed._restart_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

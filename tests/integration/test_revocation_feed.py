@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -27,7 +30,7 @@ from broker.service import retention
 from broker.token import Actor, KeyRing, LocalSigner
 from broker.token.verify import DEFAULT_MAX_TTL
 from broker.verify import Verifier
-from broker.verify.revocation_feed import MAX_TOKEN_LIFETIME, REVOCATION_GRACE, RevocationFeed
+from broker.verify.revocation_feed import MAX_TOKEN_LIFETIME, REVOCATION_GRACE, RevocationFeed, RevocationUnavailable
 from tests.helpers import claims, good_token, verifier
 from tests.servers.processes import RedisServer, free_port
 
@@ -410,3 +413,49 @@ def test_a_feed_nobody_holds_stops_its_thread(redis_server: RedisServer, ed_sign
     del feed
     gc.collect()
     within(2.0, lambda: running() == before, since=time.monotonic())
+
+
+def _child_sees_revocation(feed: RevocationFeed, jti: str, ready: Any, go: Any, answer: Any) -> None:
+    """In a forked child: the inherited feed comes up again and keeps receiving."""
+    ready.send(feed.wait_ready(5.0))
+    go.recv()
+    revoked = claims(jti=jti)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            if feed.is_revoked(revoked):
+                answer.send("revoked")
+                return
+        except RevocationUnavailable:
+            pass
+        time.sleep(0.01)
+    answer.send(f"not seen ({feed.last_error})")
+
+
+def test_a_forked_worker_restarts_the_feed_it_inherited(
+    own_redis: RedisServer, ed_signer: LocalSigner, feeds: list[RevocationFeed]
+) -> None:
+    world = World(own_redis.url, ed_signer)
+    feed = world.feed()
+    feeds.append(feed)
+    jti = world.jti()
+    ctx = multiprocessing.get_context("fork")  # what a pre-loading worker server does
+    ready_r, ready_w = ctx.Pipe(duplex=False)
+    go_r, go_w = ctx.Pipe(duplex=False)
+    answer_r, answer_w = ctx.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads: that is the point
+        child = ctx.Process(target=_child_sees_revocation, args=(feed, jti, ready_w, go_r, answer_w), daemon=True)
+        child.start()
+    try:
+        assert ready_r.poll(10.0)
+        assert ready_r.recv() is True
+        time.sleep(1.2)  # past the staleness bound of anything the child inherited
+        world.state(lambda s: s.revoke_token(jti, world.now + 300))
+        go_w.send("go")
+        assert answer_r.poll(10.0)
+        assert answer_r.recv() == "revoked"
+    finally:
+        child.join(5.0)
+        if child.is_alive():
+            child.kill()
