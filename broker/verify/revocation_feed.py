@@ -22,14 +22,18 @@ more than ``max_staleness`` seconds old (a paused Redis, a stuck network, a star
 thread). So a revocation announced at ``T`` is applied, or every check fails, by
 ``T + max_staleness``. On any error the thread drops the connection and starts again at
 step 1 (after a short, capped back-off): what was revoked while it was away is in the
-durable state it reloads. An announcement it cannot read (malformed, an unknown kind)
-counts as an error, not as nothing: it reconnects and reloads the durable state.
+durable state it reloads. An announcement it cannot read (malformed, an unknown kind),
+or a key under ``<prefix>rev:`` of a family it does not know, counts as an error, not as
+nothing: it reconnects and reloads, failing closed meanwhile. A forked child (a worker
+server that loads the app, then forks) starts the feed afresh: it never serves a set it
+inherited.
 
 Entries expire when no token they could apply to is still acceptable, as the broker's
 keys do (``broker.service.retention``, mirrored here: the verifier library does not
 import the broker's policy): a token id at its ``exp`` + 120 s, a task at its revocation
-time + 3600 + 120 s, an agent cut-off at the cut-off + 3600 + 120 s. The verifier's
-``max_ttl`` is at most 3600 s, so no acceptable token outlives its entry.
+time + 3600 + 120 s, an agent cut-off at the cut-off + 3600 + 120 s (an entry loaded from
+Redis when its key expires, by the key's TTL). The verifier's ``max_ttl`` is at most
+3600 s, so no acceptable token outlives its entry.
 
 Redis is reached with explicit socket timeouts and no retries (``fail_fast``); the feed's
 own loop is the only retry, and it is visible: ``ready`` is false and every check fails

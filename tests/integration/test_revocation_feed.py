@@ -327,6 +327,25 @@ def test_an_announcement_the_feed_cannot_read_makes_it_reload(
     within(2.0, lambda: code_of(v, token) == "revoked", since=time.monotonic())
 
 
+def test_a_revocation_key_of_an_unknown_family_keeps_the_feed_down_until_it_is_gone(
+    own_redis: RedisServer, ed_signer: LocalSigner
+) -> None:
+    world = World(own_redis.url, ed_signer)
+    client = Redis.from_url(own_redis.url, decode_responses=True)
+    feed = None
+    try:
+        client.set(f"{world.prefix}rev:signing-key:k1", "1", ex=60)  # a kind this verifier cannot apply
+        feed = RevocationFeed(own_redis.url, prefix=world.prefix)
+        assert not feed.wait_ready(0.5)
+        assert feed.last_error == "FeedProtocolError"
+        client.delete(f"{world.prefix}rev:signing-key:k1")
+        assert feed.wait_ready(3.0)
+    finally:
+        client.close()
+        if feed is not None:
+            feed.close()
+
+
 def test_a_paused_redis_fails_closed_within_the_staleness_bound(
     own_redis: RedisServer, ring: KeyRing, ed_signer: LocalSigner, feeds: list[RevocationFeed]
 ) -> None:
