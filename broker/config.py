@@ -39,6 +39,11 @@ class Settings:
     transit_mount: str = "transit"
     transit_key: str = "capbroker"
     signing_alg: Algorithm = "EdDSA"
+    # "session": in-process keys endorsed by the Transit key (no Vault call per token);
+    # "transit": every token signed by Transit
+    signing: Literal["session", "transit"] = "session"
+    session_key_window: float = 900.0  # seconds a session key signs (plus the lead)
+    session_key_lead: float = 300.0  # seconds a successor is published before it signs
     state: Literal["redis", "memory"] = "redis"
     redis_url: str = field(default="", repr=False)  # may carry a password
     audit_stream: str = "capbroker:audit"
@@ -61,6 +66,9 @@ _FIELDS: dict[str, type] = {
     "transit_mount": str,
     "transit_key": str,
     "signing_alg": str,
+    "signing": str,
+    "session_key_window": float,
+    "session_key_lead": float,
     "state": str,
     "redis_url": str,
     "audit_stream": str,
@@ -155,6 +163,10 @@ def _check(s: Settings) -> None:
         raise SettingsError("signer is vault|local, state is redis|memory")
     if s.signing_alg not in ("EdDSA", "ES256"):
         raise SettingsError("signing_alg is EdDSA or ES256")
+    if s.signing not in ("session", "transit"):
+        raise SettingsError("signing is session (keys endorsed by Transit) or transit (every token in Transit)")
+    if not 60 <= s.session_key_window <= 86400 or not 0 <= s.session_key_lead <= s.session_key_window:
+        raise SettingsError("session_key_window is 60s to 86400s; session_key_lead 0 to the window")
     if s.signer == "vault" and not (s.vault_addr and s.vault_token):
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
     if s.state == "redis" and not s.redis_url:

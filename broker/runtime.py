@@ -20,6 +20,23 @@ log = logging.getLogger("broker")
 
 
 def signing_backend(settings: Settings) -> SigningBackend:
+    if settings.signer == "vault" and settings.signing == "session" and settings.state == "redis":
+        from broker.backends.endorsed_signer import EndorsedSigningBackend
+
+        return EndorsedSigningBackend.connect(
+            vault_addr=settings.vault_addr,
+            vault_token=settings.vault_token,
+            redis_url=settings.redis_url,
+            issuer=settings.issuer,
+            mount=settings.transit_mount,
+            key=settings.transit_key,
+            alg=settings.signing_alg,
+            window=int(settings.session_key_window),
+            lead=int(settings.session_key_lead),
+            timeout=settings.backend_timeout,
+            key_refresh=settings.key_refresh,
+            vault_silence=min(1.0, settings.key_refresh),
+        )
     if settings.signer == "vault":
         from broker.backends.transit import TransitSigningBackend
 

@@ -260,6 +260,7 @@ class EndorsedSigningBackend:
         them, Redis is read again first (at most every ``MISS_COOLDOWN`` seconds)."""
         if self._closed:
             raise BackendUnavailable("signer: the backend is closed")
+        await self._require_vault()  # SPEC 7: introspection and exchange answer 503 too
         view = self._view
         tick = time.monotonic()
         miss = kid is not None and view is not None and view.keyset.key_for(kid) is None

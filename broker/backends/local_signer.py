@@ -65,7 +65,7 @@ class LocalSigningBackend:
     async def sign(self, claims: Claims) -> str:
         return mint(claims, self._signers[-1])
 
-    async def keyset(self) -> KeySet:
+    async def keyset(self, *, kid: str | None = None) -> KeySet:
         return KeySet(s.public for s in self._signers)
 
     async def rotate(self) -> str:

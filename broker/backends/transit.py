@@ -141,7 +141,7 @@ class TransitSigningBackend:
         message = signing_input(self._alg, self.kid_for(snapshot.version), claims)
         return assemble(message, await self._sign(message, snapshot))
 
-    async def keyset(self) -> KeySet:
+    async def keyset(self, *, kid: str | None = None) -> KeySet:
         return (await self._current()).keyset
 
     async def read_keyset(self) -> KeySet:

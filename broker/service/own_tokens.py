@@ -7,6 +7,7 @@ from collections.abc import Collection
 from broker.errors import TokenRejected
 from broker.service.broker import Broker
 from broker.token.claims import Claims
+from broker.token.codec import parse_compact
 from broker.token.verify import check_claims, signed_claims
 
 
@@ -18,7 +19,13 @@ async def own_token_claims(
     The leeway defaults to ``broker.clock_skew``: a token minted by a replica whose
     clock runs a little ahead is not "not yet valid" here.
     """
-    claims = signed_claims(token, await broker.signer.keyset())
+    try:
+        claims = signed_claims(token, await broker.signer.keyset())
+    except TokenRejected as e:
+        if e.code != "unknown_key":
+            raise
+        # a key another worker published a moment ago: the signer may look again, once
+        claims = signed_claims(token, await broker.signer.keyset(kid=parse_compact(token).kid))
     if audiences is not None and claims.aud not in audiences:
         raise TokenRejected("wrong_audience", f"aud {claims.aud!r}")
     check_claims(

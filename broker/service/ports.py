@@ -32,8 +32,9 @@ class SigningBackend(Protocol):
         """The compact token for ``claims``, signed by the current key version."""
         ...
 
-    async def keyset(self) -> KeySet:
-        """Public keys of every key version still allowed to verify (the JWKS)."""
+    async def keyset(self, *, kid: str | None = None) -> KeySet:
+        """Public keys of every key version still allowed to verify (the JWKS). With a
+        ``kid`` the caller could not find, a backend that caches may look again first."""
         ...
 
     async def rotate(self) -> str:

@@ -170,7 +170,7 @@ def scopes_digest(proc: BrokerProcess) -> str:
 def test_token_minted_by_a_verifies_with_keys_published_by_b(stack: Stack) -> None:
     (entry,) = minted(stack.a, "e2e-verify", ["widgets-read"])
     assert entry["audience"] == "git-gateway"
-    assert kid_of(entry["token"]).startswith(f"{KEY}-v")
+    assert kid_of(entry["token"]).startswith("s-")  # a session key endorsed by the Transit key
 
     grant = stack.verifier(entry["audience"]).verify(entry["token"])
 
@@ -367,10 +367,11 @@ def test_rate_limit_holds_exactly_across_two_processes_hammering_concurrently(st
 # ---------------------------------------------------------------------- 6. key rotation
 
 
-def test_key_rotation_new_tokens_carry_v2_and_older_tokens_still_verify(stack: Stack) -> None:
+def test_key_rotation_publishes_v2_and_every_token_still_verifies(stack: Stack) -> None:
+    """The operator rotates the long-term Transit key; session keys it endorsed stay
+    published until their windows end, successors are endorsed by v2."""
     old_kid, new_kid = f"{KEY}-v1", f"{KEY}-v2"
     t1 = one_token(stack.a, "e2e-rotate", ["widgets-read"])
-    assert kid_of(t1) == old_kid
     early = stack.verifier("git-gateway", jwks_cooldown=0.2)  # fetched the JWKS before the rotation
     assert rejection(early, t1) is None
     operator = setup_transit(stack.bao, key=KEY, rotate=True)
@@ -383,15 +384,15 @@ def test_key_rotation_new_tokens_carry_v2_and_older_tokens_still_verify(stack: S
 
     def publishes_both(proc: BrokerProcess) -> bool:
         status, _, body = proc.get("/.well-known/jwks.json")
-        return status == 200 and {k["kid"] for k in body["keys"]} == {old_kid, new_kid}
+        return status == 200 and {old_kid, new_kid} <= {k["kid"] for k in body["keys"]}
 
     for proc in (stack.a, stack.b):  # each process re-reads the key within key_refresh (500ms)
         within(3.0, lambda p=proc: publishes_both(p))
     t2_a = one_token(stack.a, "e2e-rotate", ["widgets-read"])
     t2_b = one_token(stack.b, "e2e-rotate", ["widgets-read"])
-    assert kid_of(t2_a) == kid_of(t2_b) == new_kid
     fresh = stack.verifier("git-gateway")
     for token in (t1, t2_a, t2_b):
+        assert kid_of(token).startswith("s-")
         assert rejection(fresh, token) is None
         time.sleep(0.2)  # the early verifier refetches an unknown kid at most once per cooldown
         assert rejection(early, token) is None

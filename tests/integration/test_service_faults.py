@@ -184,7 +184,9 @@ def test_redis_stopped(make_rig: Callable[[str | None], Rig]) -> None:
     assert_not_ready(rig)
 
     rig.redis.start()  # same port, empty: revocations, tasks and the audit chain start over
-    assert_recovers_in_place(rig)
+    # and the endorsed session keys with them: tokens signed before no longer verify (closed)
+    assert_recovers_in_place(rig, old_token_survives=False)
+    assert introspect(rig.broker, rig.token) == (200, False)
 
 
 def test_redis_paused(make_rig: Callable[[str | None], Rig]) -> None:
