@@ -34,6 +34,7 @@ class LoadSpec:
     seconds: float = 10.0
     warmup: float = 2.0
     client: str = "auto"  # auto | aiohttp | httpx
+    method: str = "POST"  # GET sends no body
 
 
 @dataclass
@@ -91,7 +92,8 @@ async def _run(spec: LoadSpec, on_window: Callable[[str], None]) -> LoadResult:
         async with aiohttp.ClientSession(connector=connector, headers=spec.headers, timeout=timeout) as session:
 
             async def send(body: bytes) -> tuple[int, bytes]:
-                async with session.post(spec.url, data=body) as r:
+                data = body if spec.method != "GET" else None
+                async with session.request(spec.method, spec.url, data=data) as r:
                     return r.status, await r.read()
 
             return await _drive(spec, send, client, on_window)
@@ -102,7 +104,7 @@ async def _run(spec: LoadSpec, on_window: Callable[[str], None]) -> LoadResult:
         async with httpx.AsyncClient(limits=limits, headers=spec.headers, timeout=30) as http:
 
             async def send_httpx(body: bytes) -> tuple[int, bytes]:
-                r = await http.post(spec.url, content=body)
+                r = await http.request(spec.method, spec.url, content=body if spec.method != "GET" else None)
                 return r.status_code, r.content
 
             return await _drive(spec, send_httpx, client, on_window)

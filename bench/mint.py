@@ -1,18 +1,21 @@
-"""Mint throughput and latency of the broker on OpenBao Transit + Redis, next to OpenBao's own
-``auth/token/create`` measured in the same run on the same machine.
+"""Mint and introspection throughput and latency of the broker in its production
+configuration, next to OpenBao's own token create and lookup-self measured in the same run
+on the same machine (OpenBao both in memory, ``-dev``, and on single-node Raft storage).
 
-    .venv/bin/python -m bench.mint [--seconds 10] [--warmup 2] [--connections 64]
+    .venv/bin/python -m bench.mint [--seconds 10] [--warmup 2] [--connections 64] [--soak 0]
 
-Starts a real OpenBao dev server, a real redis-server and one ``broker serve`` process
-(workers=1, Ed25519 Transit key, least-privilege Vault token, Redis state) on free loopback
+Starts a real OpenBao dev server (Transit, the broker's least-privilege token), a real
+OpenBao on Raft (baseline only), a real redis-server and one ``broker serve`` unit
+(``workers: 2``, session keys endorsed by the Transit key, Redis state) on free loopback
 ports, drives each path with the same load generator (``bench/loadgen.py``, in a separate
-process), prints one table, and stops everything. See ``bench/README.md``.
+process), prints one table and the broker workers' memory, and stops everything. With
+``--soak N`` it then mints for N more seconds and prints the workers' RSS every 10 s. See
+``bench/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing
 import os
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from dataclasses import replace
@@ -31,6 +35,7 @@ if __package__ in (None, ""):  # run as `python bench/mint.py`: make the repo ro
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen import LoadResult, LoadSpec, load_process, pick_client
+from bench.raft import RaftBao
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer, bao_binary, redis_binary
 from tests.servers.vault_setup import admin_client, setup_transit
@@ -39,7 +44,13 @@ AGENT = "hammer"  # PolicyDir's extra agent: scopes [widgets-read], rate set bel
 AGENT_RATE = "9999999/s"  # the largest the rate grammar takes: the limiter never binds
 SCOPE = "widgets-read"
 TRANSIT_KEY = "capbroker"
-BASELINE = "OpenBao auth/token/create"
+BASELINE = "OpenBao token/create (dev)"
+RAFT_BASELINE = "OpenBao token/create (Raft)"
+LOOKUP = "OpenBao token/lookup-self (dev)"
+RAFT_LOOKUP = "OpenBao token/lookup-self (Raft)"
+MINT = "broker POST /v1/tokens (1 scope)"
+INTROSPECT = "broker POST /v1/introspect"
+WORKERS = 2
 TINY_POLICY = 'path "sys/nothing" {\n  capabilities = ["deny"]\n}\n'
 # A signing input the size of a one-capability token's header.payload (Transit sign row).
 SIGNING_INPUT = b"e" * 420
@@ -103,17 +114,56 @@ def measure(spec: LoadSpec, servers: dict[str, subprocess.Popen[bytes] | None]) 
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float:
-    """User + system CPU time of a running child, from /proc (0 when unknown)."""
+    """User + system CPU time of a running child and its own children (the broker's
+    workers), from /proc (0 when unknown)."""
+    if proc is None:
+        return 0.0
+    return sum(_cpu_of(pid) for pid in (proc.pid, *children_of(proc.pid)))
+
+
+def _cpu_of(pid: int) -> float:
     try:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split() if proc else []
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def specs(bao: BaoServer, broker: BrokerProcess, broker_vault_token: str, base: LoadSpec) -> list[tuple[str, LoadSpec]]:
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def service_token(addr: str, root: str) -> str:
+    """A service token with the default policy (which allows lookup-self), ttl 1h."""
+    body = json.dumps({"policies": ["default"], "ttl": "1h"}).encode()
+    req = urllib.request.Request(  # noqa: S310 -- loopback
+        f"{addr}/v1/auth/token/create", data=body, method="POST", headers={"X-Vault-Token": root}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 -- loopback
+        return str(json.loads(r.read())["auth"]["client_token"])
+
+
+def specs(
+    bao: BaoServer, raft: RaftBao, broker: BrokerProcess, introspected: str, base: LoadSpec
+) -> list[tuple[str, LoadSpec]]:
     run = uuid.uuid4().hex[:8]
     json_headers = {"Content-Type": "application/json"}
+    create = json.dumps({"policies": ["bench-tiny"], "no_default_policy": True, "ttl": "5m"})
     mint = replace(
         base,
         url=f"{broker.url}/v1/tokens",
@@ -121,45 +171,43 @@ def specs(bao: BaoServer, broker: BrokerProcess, broker_vault_token: str, base: 
         expect=201,
         body=json.dumps({"task": f"bench-{run}-{{n}}", "scopes": [SCOPE]}),
     )
-    token_create = replace(
+    introspect = replace(
         base,
-        url=f"{bao.addr}/v1/auth/token/create",
-        headers={**json_headers, "X-Vault-Token": bao.root_token},
+        url=f"{broker.url}/v1/introspect",
+        headers={**json_headers, "Authorization": f"Bearer {broker.policy.keys['git-gateway']}"},
         expect=200,
-        body=json.dumps({"policies": ["bench-tiny"], "no_default_policy": True, "ttl": "5m"}),
+        body=json.dumps({"token": introspected}),
     )
-    transit_sign = replace(
-        base,
-        url=f"{bao.addr}/v1/transit/sign/{TRANSIT_KEY}",
-        headers={**json_headers, "X-Vault-Token": broker_vault_token},
-        expect=200,
-        body=json.dumps(
-            {
-                "input": base64.b64encode(SIGNING_INPUT).decode(),
-                "key_version": 1,
-                "marshaling_algorithm": "jws",
-            }
-        ),
-    )
+
+    def on(addr: str, token: str, path: str, body: str, method: str = "POST") -> LoadSpec:
+        return replace(base, url=f"{addr}{path}", headers={**json_headers, "X-Vault-Token": token}, expect=200,
+                       body=body, method=method)  # fmt: skip
+
     return [
-        (BASELINE, token_create),
-        ("OpenBao transit/sign (Ed25519)", transit_sign),
-        ("broker POST /v1/tokens (1 scope)", mint),
+        (BASELINE, on(bao.addr, bao.root_token, "/v1/auth/token/create", create)),
+        (RAFT_BASELINE, on(raft.addr, raft.root_token, "/v1/auth/token/create", create)),
+        (LOOKUP, on(bao.addr, service_token(bao.addr, bao.root_token), "/v1/auth/token/lookup-self", "", "GET")),
+        (
+            RAFT_LOOKUP,
+            on(raft.addr, service_token(raft.addr, raft.root_token), "/v1/auth/token/lookup-self", "", "GET"),
+        ),
+        (MINT, mint),
+        (INTROSPECT, introspect),
     ]
 
 
 def table(rows: list[tuple[str, LoadResult]]) -> list[str]:
-    base = next(r.rps for name, r in rows if name == BASELINE)
-    header = ("path", "requests/s", "p50 ms", "p99 ms", "errors", "vs token create")
+    rps = {name: r.rps for name, r in rows}
+
+    def ratio(name: str) -> str:
+        against = {MINT: (BASELINE, RAFT_BASELINE), INTROSPECT: (LOOKUP, RAFT_LOOKUP)}.get(name)
+        if against is None:
+            return ""
+        return " / ".join(f"{rps[name] / rps[b]:.2f}x" if rps.get(b) else "n/a" for b in against)
+
+    header = ("path", "requests/s", "p50 ms", "p99 ms", "errors", "vs OpenBao dev / Raft")
     cells = [
-        (
-            name,
-            f"{r.rps:,.0f}",
-            f"{r.percentile(50):.1f}",
-            f"{r.percentile(99):.1f}",
-            str(r.errors),
-            f"{r.rps / base:.2f}x" if base else "n/a",
-        )
+        (name, f"{r.rps:,.0f}", f"{r.percentile(50):.1f}", f"{r.percentile(99):.1f}", str(r.errors), ratio(name))
         for name, r in rows
     ]
     widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header))]
@@ -178,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before each window (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default 64)")
     parser.add_argument("--client", choices=["auto", "aiohttp", "httpx"], default="auto")
+    parser.add_argument("--soak", type=float, default=0.0, help="then mint this many more seconds, sampling RSS")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on `kill` too
     base = LoadSpec(
@@ -199,12 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(redis.stop)
         bao = BaoServer(work / "bao").start()
         stack.callback(bao.stop)
+        raft = RaftBao(work / "raft").start()
+        stack.callback(raft.stop)
         broker_token = setup_transit(bao, key=TRANSIT_KEY, alg="EdDSA")
         client = admin_client(bao)
         try:
             client.sys.create_or_update_policy("bench-tiny", TINY_POLICY)
         finally:
             client.adapter.close()
+        raft.request("PUT", "/v1/sys/policies/acl/bench-tiny", {"policy": TINY_POLICY})
         policy = PolicyDir.create(work / "scopes", hammer_rate=AGENT_RATE)
         broker = BrokerProcess(
             work / "broker",
@@ -214,14 +266,20 @@ def main(argv: list[str] | None = None) -> int:
             vault_token=broker_token,
             transit_key=TRANSIT_KEY,
             signing_alg="EdDSA",
+            extra_env={"BROKER_WORKERS": str(WORKERS)},
         )
         stack.callback(broker.stop)
         broker.start()
+        status, _, minted = broker.mint(f"bench-introspected-{uuid.uuid4().hex[:8]}", [SCOPE], who=AGENT)
+        if status != 201:
+            raise RuntimeError(f"the token to introspect was not minted: {minted}")
+        introspected = minted["tokens"][0]["token"]
 
         print(*machine(load_at_start), sep="\n")
         print(
-            "config:  broker serve, workers=1, signer=vault (Transit key Ed25519, least-privilege token),"
-            " state=redis; OpenBao dev server (in-memory storage); all on 127.0.0.1"
+            f"config:  broker serve, workers={WORKERS}, signing=session (in-process Ed25519 session keys endorsed"
+            " by the Transit key, least-privilege Vault token), state=redis; OpenBao dev server (in-memory)"
+            " for Transit, a second OpenBao on single-node Raft for the baseline; all on 127.0.0.1"
         )
         print(
             f"load:    {base.client}, {base.connections} keep-alive connections, {base.warmup:g} s warm-up"
@@ -237,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 
         results: list[tuple[str, LoadResult]] = []
         server_cpu: list[str] = []
-        servers = {"openbao": bao.proc, "redis": redis.proc, "broker": broker.proc}
-        for name, spec in specs(bao, broker, broker_token, base):
+        servers = {"openbao": bao.proc, "openbao-raft": raft.proc, "redis": redis.proc, "broker": broker.proc}
+        for name, spec in specs(bao, raft, broker, introspected, base):
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
             result, used = measure(spec, servers)
             results.append((name, result))
@@ -248,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results:
             if r.first_error:
                 print(f"first error on {name}: {r.first_error}")
-        if results[-1][1].errors:
+        workers = children_of(broker.proc.pid) if broker.proc is not None else []
+        print("broker workers RSS after the run: " + ", ".join(f"{rss_mb(p):.0f} MB" for p in workers))
+        if args.soak > 0:
+            soak(broker, workers, base, args.soak)
+        if any(r.errors for name, r in results if name in (MINT, INTROSPECT)):
             errors = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "rror" in line]
             print("broker log, last error lines:", *errors[-5:], sep="\n  ")
         loads = ", ".join(f"{r.cpu_seconds / r.window:.0%}" for _, r in results if r.window)
@@ -256,6 +318,29 @@ def main(argv: list[str] | None = None) -> int:
         print("server CPU (of one core, in the measured window):", *server_cpu, sep="\n")
         print(f"total run time: {time.monotonic() - started:.0f} s")
     return 0
+
+
+def soak(broker: BrokerProcess, workers: list[int], base: LoadSpec, seconds: float) -> None:
+    """Mint for ``seconds`` more, in 10 s windows, printing each worker's RSS after each."""
+    run = uuid.uuid4().hex[:8]
+    spec = replace(
+        base,
+        url=f"{broker.url}/v1/tokens",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {broker.policy.keys[AGENT]}"},
+        expect=201,
+        body=json.dumps({"task": f"soak-{run}-{{w}}-{{n}}", "scopes": [SCOPE]}),
+        seconds=10.0,
+        warmup=0.0,
+    )
+    print(f"\nsoak: minting for {seconds:.0f} s; RSS of each worker after each 10 s window")
+    started = time.monotonic()
+    window = 0
+    while time.monotonic() - started < seconds:
+        window += 1
+        result, _ = measure(replace(spec, body=spec.body.replace("{w}", str(window))), {})
+        rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)
+        print(f"  {time.monotonic() - started:5.0f} s  {result.rps:7,.0f} mints/s  errors {result.errors}  RSS {rss}",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
