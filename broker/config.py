@@ -113,12 +113,16 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _seconds(value: object) -> float:
-    """Seconds as a number, or a string: ``"0.8"``, ``"800ms"``, ``"2s"`` (YAML files hold no floats)."""
+    """Seconds as a number, or a string: ``"0.8"``, ``"800ms"``, ``"2s"``, ``"15m"``, ``"1h"``
+    (YAML files hold no floats)."""
     if isinstance(value, int | float):
         return float(value)
     text = str(value).strip()
     if text.endswith("ms"):
         return float(text[:-2]) / 1000
+    for unit, factor in (("m", 60), ("h", 3600)):
+        if text.endswith(unit):
+            return float(text[:-1]) * factor
     return float(text.removesuffix("s"))
 
 

@@ -64,6 +64,9 @@ def test_env_only(tmp_path: Path) -> None:
         ("backend_timeout: 30s\n", "backend_timeout"),
         ("issuer: http://broker.internal\n", "https"),
         ("state: sqlite\n", "redis|memory"),
+        ("signing: hsm\n", "signing is session"),
+        ("session_key_window: 10s\n", "session_key_window"),
+        ("workers: 65\n", "workers"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(tmp_path: Path, extra: str, message: str) -> None:
@@ -94,3 +97,10 @@ def test_admin_hashes_must_be_sha256_hex(tmp_path: Path) -> None:
 def test_duplicate_keys_in_the_file_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="duplicate key"):
         load_settings(write(tmp_path, BASE + "port: 1\nport: 2\n"), {"BROKER_VAULT_TOKEN": "t"})
+
+
+def test_session_key_durations_and_workers(tmp_path: Path) -> None:
+    text = BASE + "session_key_window: 1h\nsession_key_lead: 15m\nworkers: 2\nsigning: transit\n"
+    s = load_settings(write(tmp_path, text), {"BROKER_VAULT_TOKEN": "t"})
+    assert (s.session_key_window, s.session_key_lead, s.workers, s.signing) == (3600.0, 900.0, 2, "transit")
+    assert load_settings(write(tmp_path, BASE), {"BROKER_VAULT_TOKEN": "t"}).signing == "session"
