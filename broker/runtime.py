@@ -15,6 +15,7 @@ from broker.http.app import create_app
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.verify.revocation import RevocationCheck
 
 log = logging.getLogger("broker")
 
@@ -79,6 +80,16 @@ def issuer_keys(settings: Settings) -> IssuerKeys:
     return OidcKeys(timeout=settings.backend_timeout)
 
 
+def revocation_feed(settings: Settings) -> RevocationCheck | None:
+    """A local revocation set fed by Redis: introspection and exchange then check
+    revocation without a round trip (fails closed while the feed is behind)."""
+    if settings.state != "redis":
+        return None
+    from broker.verify.revocation_feed import RevocationFeed
+
+    return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
+
+
 def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Broker:
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
@@ -94,6 +105,7 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         clock_skew=math.ceil(settings.clock_skew),
         issuer_keys=issuer_keys(settings),
         vault_tokens=vault_tokens(settings),
+        revocations=revocation_feed(settings),
     )
 
 

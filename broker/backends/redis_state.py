@@ -361,19 +361,22 @@ class RedisState:
         await self._call(self._redis.publish(keys.policy_channel(self._prefix), origin))
 
     async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
-        """Subscribe (retrying every second while Redis is away); after each (re)subscribe
+        """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
         channel = keys.policy_channel(self._prefix)
+        reconnect = False  # the first subscription misses nothing: the policy was just loaded
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
-                yield None
+                if reconnect:
+                    yield None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is not None and _text(message.get("data")) != origin:
                         yield None
             except (RedisError, OSError):
+                reconnect = True
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.signer != "vault" or settings.state != "redis":
         print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
+    if args.as_worker:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is installed
     if settings.workers > 1 and not args.as_worker:
         from broker.cli.workers import supervise
 

@@ -39,7 +39,11 @@ def supervise(config: str | None, workers: int) -> int:
     command = [sys.executable, "-m", "broker", "serve", "--as-worker"]
     if config is not None:
         command += ["--config", config]
+    # A SIGHUP before a worker's app has installed its reload handler must not kill it:
+    # ignored here, the disposition is inherited across exec until the app takes over.
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     children = [subprocess.Popen(command) for _ in range(workers)]  # noqa: S603 -- our own interpreter
+    signal.signal(signal.SIGHUP, previous_hup)
     stopping = False  # asked to stop (SIGTERM/SIGINT): a clean exit
     failed = False  # a worker died on its own: the unit exits non-zero
 

@@ -21,7 +21,9 @@ from broker.policy.loader import load_policy
 from broker.policy.model import Policy
 from broker.service.decisions import DecisionCache
 from broker.service.metrics import Metrics
+from broker.service.own_revocations import OwnRevocations
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.verify.revocation import RevocationCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,9 @@ class Broker:
     issuer_keys: IssuerKeys | None = None  # identity providers' keys (``jwt`` identities)
     vault_tokens: VaultTokens | None = None  # Vault token lookup (``vault`` identities)
     decisions: DecisionCache = field(default_factory=DecisionCache)
+    # a local revocation set (``RevocationFeed``): introspection without a Redis round trip
+    revocations: RevocationCheck | None = None
+    own_revocations: OwnRevocations = field(default_factory=OwnRevocations)
     # this process among those sharing the state store (policy reload announcements)
     origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -76,6 +81,9 @@ class Broker:
             return policy
 
     async def aclose(self) -> None:
+        close = getattr(self.revocations, "close", None)
+        if callable(close):
+            close()
         await self.signer.aclose()
         await self.state.aclose()
         if self.issuer_keys is not None:

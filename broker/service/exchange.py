@@ -40,6 +40,7 @@ from broker.service.mint import deny_event, iso
 from broker.service.own_tokens import own_token_claims
 from broker.service.ports import TaskClaim
 from broker.service.proofs import endpoint_url, proof_key
+from broker.service.revocations import is_revoked
 from broker.token.claims import Claims
 from broker.token.mint import issue_claims, new_jti
 
@@ -81,8 +82,7 @@ async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
         claims = await own_token_claims(broker, request.subject_token, None)
     except BrokerError as e:
         raise Unauthenticated(f"subject_token: {e.code}") from None
-    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, claims.delegators)
-    if state.revokes(claims.iat):
+    if await is_revoked(broker, claims):
         raise Unauthenticated("subject_token: revoked")
     return claims
 
@@ -91,6 +91,7 @@ async def _refuse_if_revoked_meanwhile(broker: Broker, call: Call, parent: Claim
     state = await broker.state.revocation_state(parent.jti, parent.task, parent.agent, parent.delegators)
     if state.revokes(parent.iat):
         await broker.state.revoke_token(child.jti, child.exp)
+        broker.own_revocations.note_token(child.jti, child.exp)
         error = Unauthenticated("subject_token: revoked while it was being exchanged")
         await deny_event(broker, call, error, parent.agent, parent.task, action="exchange", store=True)
         raise error

@@ -19,6 +19,7 @@ from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
 from broker.service.proofs import proof_key
+from broker.service.revocations import is_revoked
 from broker.token.claims import Claims
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -79,8 +80,7 @@ async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitab
             "introspect", request_id=call.request_id, service=service.name, active=False, reason=e.code
         )
         return INACTIVE
-    state = await broker.state.revocation_state(claims.jti, claims.task, claims.agent, claims.delegators)
-    refusal = "revoked" if state.revokes(claims.iat) else await _proven(broker, question, claims)
+    refusal = "revoked" if await is_revoked(broker, claims) else await _proven(broker, question, claims)
     active = refusal is None
     broker.metrics.inc("capbroker_introspections_total", result="active" if active else refusal or "")
     await broker.audit.record(

@@ -158,7 +158,8 @@ class StateStore(Protocol):
 
     def policy_reloads(self, origin: str) -> AsyncIterator[None]:
         """Yields whenever a process other than ``origin`` announced a reload (and once
-        after every reconnect, since announcements may have been missed meanwhile)."""
+        after every reconnect, since announcements may have been missed meanwhile; not
+        after the first connect)."""
         ...
 
     async def ping(self) -> None: ...

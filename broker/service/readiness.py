@@ -62,12 +62,18 @@ class Readiness:
                 self._checked_at = time.monotonic()
             return self._result
 
+    async def _revocations_current(self) -> None:
+        if getattr(self.broker.revocations, "ready", True) is not True:
+            raise BackendUnavailable("the revocation feed is not current")
+
     async def _run(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         probes: dict[str, Callable[[], Awaitable[None]]] = {
             "state": self.broker.state.ping,
             "signing": lambda: self_test(self.broker),
         }
+        if self.broker.revocations is not None:
+            probes["revocations"] = self._revocations_current
         for name, probe in probes.items():
             try:
                 await probe()

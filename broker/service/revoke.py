@@ -72,6 +72,7 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
         await _refused(broker, call, e)
         raise
     await broker.state.revoke_token(jti, exp)
+    broker.own_revocations.note_token(jti, exp)
     descendants = await _revoke_descendants(broker, jti, exp)
     await _revoked(broker, call, caller, "token", jti=jti, agent=agent, descendants=descendants or None)
     return {"revoked": True, "jti": jti}
@@ -86,6 +87,7 @@ async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
         children = [c for parent in frontier for c in await broker.state.delegations(parent)]
         for child in children:
             await broker.state.revoke_token(child, exp)
+            broker.own_revocations.note_token(child, exp)
         revoked.extend(children)
         frontier = children
         if not frontier:
@@ -108,7 +110,9 @@ async def revoke_task(
     except BrokerError as e:
         await _refused(broker, call, e, task=task if is_task(task) else None)
         raise
-    await broker.state.revoke_task(task, broker.now())
+    now = broker.now()
+    await broker.state.revoke_task(task, now)
+    broker.own_revocations.note_task(task, now)
     await _revoked(broker, call, caller, "task", task=task)
     return {"revoked": True, "task": task}
 
@@ -129,5 +133,6 @@ async def revoke_agent(
     # mints in the next few seconds are revoked too).
     cutoff = broker.now() + broker.clock_skew
     await broker.state.revoke_agent(agent, cutoff)
+    broker.own_revocations.note_agent(agent, cutoff)
     await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff)
     return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff}

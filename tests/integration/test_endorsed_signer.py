@@ -625,13 +625,12 @@ def test_vault_stopped_fails_fast_when_no_key_can_sign(own_bao: BaoServer, redis
     asyncio.run(run())
 
 
-def test_vault_sealed_stops_signing_within_a_second_but_keeps_publishing(
+def test_vault_sealed_stops_signing_within_a_second_and_resumes_with_the_same_key(
     own_bao: BaoServer, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SPEC 7: Vault sealed means no token, even though the session key could still sign.
-    The keys stay published (past the Transit cache and past MAX_STALE, the view is
-    verified with the last Transit key set Vault gave), so tokens already out still verify;
-    after the unseal the same key signs again."""
+    """SPEC 7: Vault sealed means no token (and no key set: introspection and the JWKS
+    answer 503), even though the session key could still sign. The endorsement stays
+    stored, so after the unseal the same key signs again and earlier tokens verify."""
     monkeypatch.setattr(endorsed_signer, "MAX_STALE", 1.5)
     dep = deployment_on(own_bao, redis_server.url)
 
@@ -643,7 +642,7 @@ def test_vault_sealed_stops_signing_within_a_second_but_keeps_publishing(
             own_bao.seal()
             await asyncio.sleep(1.6)
             await fails_fast(lambda: a.sign(at(time.time)), "vault: ")
-            verifies(earlier, await a.keyset(), time.time())
+            await fails_fast(a.keyset, "vault: ")  # introspection and the JWKS answer 503 too (SPEC 7)
             await fails_fast(a.check, "vault: VaultDown")  # check says Vault is down
             own_bao.unseal()
             deadline = time.monotonic() + 5
@@ -655,6 +654,7 @@ def test_vault_sealed_stops_signing_within_a_second_but_keeps_publishing(
                     assert time.monotonic() < deadline, "signing did not resume after the unseal"
                     await asyncio.sleep(0.2)
             assert kid_of(token) == first
+            verifies(earlier, await a.keyset(), time.time())  # the key stayed published
         finally:
             await a.aclose()
 

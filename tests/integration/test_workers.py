@@ -54,6 +54,11 @@ def unit(tmp_path: Path, bao_server: BaoServer, redis_server: RedisServer) -> It
         extra_env={"BROKER_WORKERS": "2"},
     )  # fmt: skip
     proc.start()
+    assert proc.proc is not None
+    parent = proc.proc.pid
+    wait_for(lambda: len(children(parent)) == 2, "two worker processes")
+    # both workers started (each logs its self-test), so both have their SIGHUP handler
+    wait_for(lambda: proc.log_path.read_text().count("signing self-test passed") >= 2, "every worker ready")
     try:
         yield proc
     finally:

@@ -1,0 +1,51 @@
+"""``OwnRevocations``: what this process revoked itself, applied at once, before the
+announcement of it comes back through Redis to the process's revocation feed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+
+from broker.service import retention
+from broker.token.claims import Claims
+
+MAX_OWN: Final = 100_000  # entries; past that the oldest expire first
+
+
+class OwnRevocations:
+    """What this process revoked itself, kept as long as the durable records are."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, int] = {}  # jti -> forget after
+        self._tasks: dict[str, int] = {}
+        self._cutoffs: dict[str, int] = {}  # agent -> cut-off
+        self._lock = threading.Lock()
+
+    def note_token(self, jti: str, exp: int) -> None:
+        with self._lock:
+            self._tokens[jti] = retention.token_revocation_expiry(exp)
+            self._trim(self._tokens)
+
+    def note_task(self, task: str, now: int) -> None:
+        with self._lock:
+            self._tasks[task] = retention.task_revocation_expiry(now)
+            self._trim(self._tasks)
+
+    def note_agent(self, agent: str, cutoff: int) -> None:
+        with self._lock:
+            self._cutoffs[agent] = max(cutoff, self._cutoffs.get(agent, cutoff))
+            self._trim(self._cutoffs)
+
+    def revokes(self, claims: Claims) -> bool:
+        if claims.jti in self._tokens or claims.task in self._tasks:
+            return True
+        return any(
+            (cutoff := self._cutoffs.get(agent)) is not None and claims.iat <= cutoff
+            for agent in (claims.agent, *claims.delegators)
+        )
+
+    @staticmethod
+    def _trim(entries: dict[str, int]) -> None:
+        if len(entries) > MAX_OWN:
+            for key in list(entries)[: len(entries) - MAX_OWN]:
+                del entries[key]  # insertion order: the oldest first
