@@ -36,7 +36,7 @@ MUTATIONS = [
     Mutation("'..' rule deleted", "broker/capability/resources.py",
              '    if ".." in resource:', '    if False:'),
     Mutation("introspection ignores revocation", "broker/service/introspect.py",
-             '    refusal = "revoked" if state.revokes(claims.iat) else await _proven(broker, question, claims)',
+             '    refusal = "revoked" if await is_revoked(broker, claims) else await _proven(broker, question, claims)',
              "    refusal = await _proven(broker, question, claims)", ("tests/service",)),
     Mutation("introspection audience filter deleted", "broker/service/own_tokens.py",
              "    if audiences is not None and claims.aud not in audiences:", "    if False:", ("tests/service",)),
