@@ -109,10 +109,23 @@ return {0, claim_task(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 3)})}
 )
 
 # KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
+# ARGV[3], ARGV[4]: the revocation channel and the announcement, published in the same
+# script as the write, so a revocation is never stored without being announced.
 _REVOKE_AGENT = """
 local current = tonumber(redis.call('GET', KEYS[1]))
-if current and current >= tonumber(ARGV[1]) then return 0 end
+if current and current >= tonumber(ARGV[1]) then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS: the revocation key. ARGV: its expiry (epoch seconds), the channel, the announcement.
+_REVOKE = """
+redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
@@ -157,6 +170,7 @@ class RedisState:
         self._claim_task = client.register_script(_CLAIM_TASK)
         self._claim_mint = client.register_script(_CLAIM_MINT)
         self._revoke_agent = client.register_script(_REVOKE_AGENT)
+        self._revoke_one = client.register_script(_REVOKE)
         self._append_audit = client.register_script(_APPEND_AUDIT)
 
     @classmethod
@@ -234,25 +248,25 @@ class RedisState:
 
     # ------------------------------------------------------------------ revocation
 
-    async def _announce(self, kind: str, ident: str, value: int) -> None:
-        """Tell subscribed verifiers and replicas (after the durable write)."""
-        channel = keys.revocation_channel(self._prefix)
-        await self._call(self._redis.publish(channel, keys.revocation_message(kind, ident, value)))
+    async def _revoke(self, key: str, expiry: int, kind: str, ident: str, value: int) -> None:
+        """The durable write and its announcement, atomically (one script)."""
+        message = keys.revocation_message(kind, ident, value)
+        await self._call(self._revoke_one(keys=[key], args=[expiry, keys.revocation_channel(self._prefix), message]))
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         key = keys.revoked_token(self._prefix, jti)
-        await self._call(self._redis.set(key, "1", exat=retention.token_revocation_expiry(expires_at)))
-        await self._announce("token", jti, expires_at)
+        await self._revoke(key, retention.token_revocation_expiry(expires_at), "token", jti, expires_at)
 
     async def revoke_task(self, task: str, now: int) -> None:
         key = keys.revoked_task(self._prefix, task)
-        await self._call(self._redis.set(key, "1", exat=retention.task_revocation_expiry(now)))
-        await self._announce("task", task, now)
+        await self._revoke(key, retention.task_revocation_expiry(now), "task", task, now)
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
         key = keys.agent_cutoff(self._prefix, agent)
-        await self._call(self._revoke_agent(keys=[key], args=[cutoff, retention.agent_cutoff_expiry(cutoff)]))
-        await self._announce("agent", agent, cutoff)
+        message = keys.revocation_message("agent", agent, cutoff)
+        channel = keys.revocation_channel(self._prefix)
+        args: list[str | int] = [cutoff, retention.agent_cutoff_expiry(cutoff), channel, message]
+        await self._call(self._revoke_agent(keys=[key], args=args))
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()

@@ -90,8 +90,8 @@ async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
 async def _refuse_if_revoked_meanwhile(broker: Broker, call: Call, parent: Claims, child: Claims) -> None:
     state = await broker.state.revocation_state(parent.jti, parent.task, parent.agent, parent.delegators)
     if state.revokes(parent.iat):
-        await broker.state.revoke_token(child.jti, child.exp)
         broker.own_revocations.note_token(child.jti, child.exp)
+        await broker.state.revoke_token(child.jti, child.exp)
         error = Unauthenticated("subject_token: revoked while it was being exchanged")
         await deny_event(broker, call, error, parent.agent, parent.task, action="exchange", store=True)
         raise error

@@ -71,8 +71,8 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
     except BrokerError as e:
         await _refused(broker, call, e)
         raise
+    broker.own_revocations.note_token(jti, exp)  # first: even a failed write errs closed here
     await broker.state.revoke_token(jti, exp)
-    broker.own_revocations.note_token(jti, exp)
     descendants = await _revoke_descendants(broker, jti, exp)
     await _revoked(broker, call, caller, "token", jti=jti, agent=agent, descendants=descendants or None)
     return {"revoked": True, "jti": jti}
@@ -86,8 +86,8 @@ async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
     for _ in range(MAX_ACT_DEPTH):
         children = [c for parent in frontier for c in await broker.state.delegations(parent)]
         for child in children:
-            await broker.state.revoke_token(child, exp)
             broker.own_revocations.note_token(child, exp)
+            await broker.state.revoke_token(child, exp)
         revoked.extend(children)
         frontier = children
         if not frontier:
@@ -111,8 +111,8 @@ async def revoke_task(
         await _refused(broker, call, e, task=task if is_task(task) else None)
         raise
     now = broker.now()
-    await broker.state.revoke_task(task, now)
     broker.own_revocations.note_task(task, now)
+    await broker.state.revoke_task(task, now)
     await _revoked(broker, call, caller, "task", task=task)
     return {"revoked": True, "task": task}
 
@@ -132,7 +132,7 @@ async def revoke_agent(
     # stamped by a replica whose clock runs fast is still caught (errs closed: the agent's
     # mints in the next few seconds are revoked too).
     cutoff = broker.now() + broker.clock_skew
-    await broker.state.revoke_agent(agent, cutoff)
     broker.own_revocations.note_agent(agent, cutoff)
+    await broker.state.revoke_agent(agent, cutoff)
     await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff)
     return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff}

@@ -284,9 +284,12 @@ def test_a_stopped_redis_fails_closed_and_the_feed_recovers_with_what_was_revoke
     within(DEADLINE, lambda: code_of(v, token) == "revocation_unavailable", since=time.monotonic())
     assert code_of(v, other) == "revocation_unavailable"
     own_redis.start()  # an empty server on the same port: revoke before the feed is back
+    revoked_at = time.monotonic()
     world.state(lambda s: s.revoke_token(jti, world.now + 300))
     within(5.0, lambda: code_of(v, other) is None, since=time.monotonic())
-    assert code_of(v, token) == "revoked"
+    # the feed may be back (and confirmed by a PING sent before the announcement) a moment
+    # before it reads the announcement: SPEC 5 allows a second
+    within(5.0, lambda: code_of(v, token) == "revoked", since=revoked_at)
 
 
 def test_a_revocation_the_feed_missed_while_disconnected_is_loaded_when_it_reconnects(

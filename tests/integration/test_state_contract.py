@@ -496,3 +496,45 @@ def test_redis_group_commit_appends_concurrent_events_in_few_round_trips(
     run(body)
     assert sum(calls) == 300
     assert len(calls) <= 10, calls  # one call for the first, then everything queued meanwhile
+
+
+def test_redis_never_stores_a_revocation_without_announcing_it(redis_server: RedisServer) -> None:
+    """The write and its announcement are one script: a client that loses the connection
+    after sending it cannot have stored a revocation nobody was told of."""
+    prefix = f"atomic-{uuid.uuid4().hex[:8]}:"
+
+    async def body() -> None:
+        store = RedisState.from_url(redis_server.url, prefix=prefix)
+        try:
+            sent: list[str] = []
+            original = store._redis.publish
+
+            async def no_publish(*args: Any, **kw: Any) -> Any:  # a separate PUBLISH would be lost here
+                sent.append("separate publish")
+                raise ConnectionError("dropped")
+
+            store._redis.publish = no_publish  # type: ignore[method-assign]
+            listener = Redis.from_url(redis_server.url, decode_responses=True)
+            pubsub = listener.pubsub()
+            await pubsub.subscribe(keys.revocation_channel(prefix))
+            await pubsub.get_message(timeout=1.0)
+            now = int(time.time())
+            await store.revoke_token("j1", now + 300)
+            await store.revoke_task("t1", now)
+            await store.revoke_agent("a1", now)
+            await store.revoke_agent("a1", now - 5)  # an older cut-off: announced too, stored never
+            heard = []
+            while len(heard) < 4:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                assert message is not None, heard
+                heard.append(json.loads(message["data"])["kind"])
+            assert heard == ["token", "task", "agent", "agent"]
+            assert sent == []  # no separate publish call at all
+            assert (await store.revocation_state("j1", "t1", "a1")).agent_cutoff == now
+            store._redis.publish = original  # type: ignore[method-assign]
+            await pubsub.aclose()
+            await listener.aclose()
+        finally:
+            await store.aclose()
+
+    asyncio.run(body())
