@@ -21,14 +21,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, cast
 
@@ -36,9 +33,8 @@ import hvac
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from broker.backends.vault_clients import VaultClients, fail_fast_session
 from broker.errors import BackendUnavailable
 from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
@@ -53,7 +49,6 @@ __all__ = ["KEY_TYPES", "TransitSigningBackend", "ensure_key"]
 KEY_TYPES: Final[Mapping[Algorithm, str]] = {"EdDSA": "ed25519", "ES256": "ecdsa-p256"}
 #: how long past the HTTP timeout a call may take before it is abandoned (thread hand-off,
 #: a connect and a read each bounded by ``timeout``)
-TIMEOUT_MARGIN: Final = 0.5  # wide enough that a loaded machine still hits the HTTP timeout first
 #: a Transit key name: a URL path segment, and with ``-v<N>`` still inside the kid grammar
 _KEY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _MOUNT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,64}){0,7}")
@@ -122,12 +117,8 @@ class TransitSigningBackend:
             raise ValueError("timeout in (0, 60], refresh in [0, 3600], workers in [1, 64]")
         self._addr, self._token, self._mount, self._key, self._alg = addr, token, mount, key, alg
         self._timeout, self._refresh, self._verify, self._clock = timeout, refresh, verify, clock
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capbroker-vault")
-        self._local = threading.local()  # one hvac client (and session) per worker thread
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self._vault = VaultClients(addr, token, timeout=timeout, verify=verify, workers=workers, name="capbroker-vault")
         self._snapshot: _Snapshot | None = None
-        self._closed = False
 
     @property
     def alg(self) -> Algorithm:
@@ -171,12 +162,7 @@ class TransitSigningBackend:
         await self._sign(_PROBE, await self._read())
 
     async def aclose(self) -> None:
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._vault.close()
 
     def __repr__(self) -> str:  # never the token
         return f"TransitSigningBackend(addr={self._addr!r}, key={self._mount}/{self._key}, alg={self._alg!r})"
@@ -219,26 +205,16 @@ class TransitSigningBackend:
 
     async def _call(self, operation: Callable[[_Transit], _T]) -> _T:
         """Run one blocking hvac call on the pool, bounded; every failure is translated."""
-        if self._closed:
-            raise BackendUnavailable("vault: the backend is closed")
-        loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor, lambda: operation(self._transit()))
-            return await asyncio.wait_for(future, self._timeout + TIMEOUT_MARGIN)
+            return await self._vault.run(
+                lambda client: operation(cast("_Transit", client.secrets.transit)),
+                closed_reason="vault: the backend is closed",
+            )
+        except BackendUnavailable:
+            raise
         except Exception as e:  # noqa: BLE001 -- the adapter boundary: any client failure is "unavailable"
             # ``from None``: hvac's message holds Vault's response body, which never reaches a log
             raise BackendUnavailable(f"vault: {type(e).__name__}") from None
-
-    def _transit(self) -> _Transit:
-        """This worker thread's client (requests sessions are not shared between threads)."""
-        transit: _Transit | None = getattr(self._local, "transit", None)
-        if transit is None:
-            session = _session(self._verify)
-            with self._sessions_lock:
-                self._sessions.append(session)
-            transit = _transit(self._addr, self._token, self._timeout, self._verify, session)
-            self._local.transit = transit
-        return transit
 
 
 def ensure_key(
@@ -258,7 +234,7 @@ def ensure_key(
     name exists with another type.
     """
     _check_target(addr, mount, key, alg)
-    session = _session(verify)
+    session = fail_fast_session(verify)
     transit = _transit(addr, token, timeout, verify, session)
     try:
         # creating an existing key changes nothing, whatever its type: so create, then check
@@ -285,17 +261,6 @@ def _check_target(addr: str, mount: str, key: str, alg: Algorithm) -> None:
         raise ValueError("transit key name outside [A-Za-z0-9][A-Za-z0-9_-]{0,47}")
     if alg not in KEY_TYPES:
         raise ValueError("alg must be EdDSA or ES256")
-
-
-def _session(verify: bool | str) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxies, CA bundles or netrc credentials from the environment
-    session.verify = verify
-    # no retry of any kind: a failed call fails now, and the caller answers 503
-    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False), pool_connections=1, pool_maxsize=1)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def _transit(addr: str, token: str, timeout: float, verify: bool | str, session: requests.Session) -> _Transit:

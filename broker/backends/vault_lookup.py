@@ -21,17 +21,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Protocol, cast
 
 import hvac
 import hvac.exceptions
-import requests
 
-from broker.backends.transit import TIMEOUT_MARGIN, _session
+from broker.backends.vault_clients import VaultClients
 from broker.errors import BackendUnavailable
 from broker.identity.vault_identity import (
     VaultTokenInfo,
@@ -64,12 +60,10 @@ class VaultTokenLookup:
             raise ValueError("a Vault token is required")
         if not 0 < timeout <= 60 or not 1 <= workers <= 64:
             raise ValueError("timeout in (0, 60], workers in [1, 64]")
-        self._addr, self._token, self._timeout, self._verify = addr, token, timeout, verify
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capbroker-vault-lookup")
-        self._local = threading.local()  # one hvac client (and session) per worker thread
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._closed = False
+        self._addr, self._token = addr, token
+        self._vault = VaultClients(
+            addr, token, timeout=timeout, verify=verify, workers=workers, name="capbroker-vault-lookup"
+        )
 
     async def lookup(self, presented: str) -> VaultTokenInfo | None:
         """What Vault knows of ``presented``; None if it is no valid token of this namespace.
@@ -83,12 +77,13 @@ class VaultTokenLookup:
             or hmac.compare_digest(presented.encode(), self._token.encode())
         ):
             return None
-        if self._closed:
-            raise BackendUnavailable("vault: the token lookup is closed")
-        loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor, lambda: self._auth().lookup(token=presented))
-            response = await asyncio.wait_for(future, self._timeout + TIMEOUT_MARGIN)
+            response = await self._vault.run(
+                lambda client: cast("_TokenAuth", client.auth.token).lookup(token=presented),
+                closed_reason="vault: the token lookup is closed",
+            )
+        except BackendUnavailable:
+            raise
         except hvac.exceptions.Forbidden as e:
             if e.errors == _BAD_TOKEN:
                 return None
@@ -102,31 +97,7 @@ class VaultTokenLookup:
             raise BackendUnavailable("vault: malformed token lookup") from None
 
     async def aclose(self) -> None:
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._vault.close()
 
     def __repr__(self) -> str:  # never a token
         return f"VaultTokenLookup(addr={self._addr!r})"
-
-    def _auth(self) -> _TokenAuth:
-        """This worker thread's client (requests sessions are not shared between threads)."""
-        auth: _TokenAuth | None = getattr(self._local, "auth", None)
-        if auth is None:
-            session = _session(self._verify)
-            with self._sessions_lock:
-                self._sessions.append(session)
-            client = hvac.Client(
-                url=self._addr,
-                token=self._token,
-                timeout=self._timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-                verify=self._verify,
-                session=session,
-                allow_redirects=False,
-            )
-            auth = cast("_TokenAuth", client.auth.token)
-            self._local.auth = auth
-        return auth

@@ -18,7 +18,7 @@ from typing import Any
 import hvac
 import pytest
 
-from broker.backends.transit import TIMEOUT_MARGIN
+from broker.backends.vault_clients import TIMEOUT_MARGIN
 from broker.backends.vault_lookup import VaultTokenLookup
 from broker.errors import BackendUnavailable
 from broker.identity.vault_identity import (
