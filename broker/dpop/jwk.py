@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.token.algorithms import Algorithm, PublicKey, algorithm_of
-from broker.token.b64 import Base64Error, b64url_decode, b64url_encode
+from broker.token.b64 import b64url_encode
+from broker.token.keys import KeyFormatError, public_key_of
 
 #: RFC 7638 section 3.2: the members a thumbprint hashes, per key type. RSA is listed so
 #: the RFC's own example can be checked; an RSA key never verifies a proof.
@@ -79,19 +80,6 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
     }
 
 
-def _member_bytes(jwk: Mapping[str, object], name: str, size: int) -> bytes:
-    value = jwk.get(name)
-    if not isinstance(value, str):
-        raise JwkError(f"JWK member {name!r} missing")
-    try:
-        data = b64url_decode(value)  # canonical only: one spelling per key, so one thumbprint
-    except Base64Error as e:
-        raise JwkError(f"JWK member {name!r} is not base64url") from e
-    if len(data) != size:
-        raise JwkError(f"JWK member {name!r} has the wrong length")
-    return data
-
-
 def proof_key(jwk: object) -> ProofKey:
     """Read a proof's ``jwk`` header strictly; raise ``JwkError`` on anything off."""
     if not isinstance(jwk, dict):
@@ -109,16 +97,10 @@ def proof_key(jwk: object) -> ProofKey:
     unknown = set(jwk) - set(required) - OPTIONAL_MEMBERS
     if unknown:
         raise JwkError(f"jwk members outside the profile: {sorted(unknown)}")
-    key: PublicKey
-    if kty == "OKP":
-        key = ed25519.Ed25519PublicKey.from_public_bytes(_member_bytes(jwk, "x", 32))
-    else:
-        x = int.from_bytes(_member_bytes(jwk, "x", 32), "big")
-        y = int.from_bytes(_member_bytes(jwk, "y", 32), "big")
-        try:
-            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-        except ValueError as e:
-            raise JwkError("jwk point is not on P-256") from e
+    try:
+        key = public_key_of(jwk, okp=kty == "OKP")
+    except KeyFormatError as e:
+        raise JwkError(str(e)) from e
     alg = algorithm_of(key)
     if jwk.get("alg", alg) != alg:
         raise JwkError("jwk alg does not fit the key")

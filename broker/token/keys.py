@@ -63,16 +63,29 @@ class VerificationKey:
         }
 
 
+def public_key_of(jwk: Mapping[str, Any], *, okp: bool) -> PublicKey:
+    """The Ed25519 (``okp``) or P-256 public key of a JWK whose kty/crv the caller checked;
+    ``KeyFormatError`` if a member is missing, not canonical base64url, or off the curve."""
+    if okp:
+        return ed25519.Ed25519PublicKey.from_public_bytes(_jwk_bytes(jwk, "x", 32))
+    x = int.from_bytes(_jwk_bytes(jwk, "x", 32), "big")
+    y = int.from_bytes(_jwk_bytes(jwk, "y", 32), "big")
+    try:
+        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+    except ValueError as e:
+        raise KeyFormatError("JWK point is not on P-256") from e
+
+
 def _jwk_bytes(jwk: Mapping[str, Any], name: str, size: int) -> bytes:
     value = jwk.get(name)
     if not isinstance(value, str):
-        raise KeyFormatError(f"JWK {name!r} missing")
+        raise KeyFormatError(f"JWK member {name!r} missing")
     try:
         data = b64url_decode(value)
     except Base64Error as e:
-        raise KeyFormatError(f"JWK {name!r} is not base64url") from e
+        raise KeyFormatError(f"JWK member {name!r} is not base64url") from e
     if len(data) != size:
-        raise KeyFormatError(f"JWK {name!r} has the wrong length")
+        raise KeyFormatError(f"JWK member {name!r} has the wrong length")
     return data
 
 
@@ -94,16 +107,7 @@ def key_from_jwk(jwk: object) -> VerificationKey | None:
         raise KeyFormatError("JWK kid missing or outside the grammar")
     if jwk.get("use", "sig") != "sig":
         raise KeyFormatError("JWK use must be sig")
-    key: PublicKey
-    if kty == "OKP":
-        key = ed25519.Ed25519PublicKey.from_public_bytes(_jwk_bytes(jwk, "x", 32))
-    else:
-        x = int.from_bytes(_jwk_bytes(jwk, "x", 32), "big")
-        y = int.from_bytes(_jwk_bytes(jwk, "y", 32), "big")
-        try:
-            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-        except ValueError as e:
-            raise KeyFormatError("JWK point is not on P-256") from e
+    key = public_key_of(jwk, okp=kty == "OKP")
     vk = VerificationKey(kid, key)
     if jwk.get("alg", vk.alg) != vk.alg:
         raise KeyFormatError("JWK alg does not fit the key")
