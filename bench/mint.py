@@ -34,6 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/mint.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import profile
 from bench.loadgen import LoadResult, LoadSpec, load_process, pick_client
 from bench.raft import RaftBao
 from tests.servers.broker_process import BrokerProcess, PolicyDir
@@ -225,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per path (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before each window (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default 64)")
-    parser.add_argument("--client", choices=["auto", "aiohttp", "httpx"], default="auto")
+    parser.add_argument("--client", choices=["auto", "wrk", "aiohttp", "httpx"], default="auto")
     parser.add_argument("--soak", type=float, default=0.0, help="then mint this many more seconds, sampling RSS")
+    parser.add_argument("--profile", type=Path, help="py-spy the workers on the broker paths; folded stacks here")
+    parser.add_argument("--only", choices=["all", "broker"], default="all", help="broker: skip the OpenBao rows")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on `kill` too
     base = LoadSpec(
@@ -296,9 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         results: list[tuple[str, LoadResult]] = []
         server_cpu: list[str] = []
         servers = {"openbao": bao.proc, "openbao-raft": raft.proc, "redis": redis.proc, "broker": broker.proc}
+        profiles: dict[str, list[Path]] = {}
         for name, spec in specs(bao, raft, broker, introspected, base):
+            if args.only == "broker" and name not in (MINT, INTROSPECT):
+                continue
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
+            spies = []
+            if args.profile is not None and name in (MINT, INTROSPECT) and broker.proc is not None:
+                pids = children_of(broker.proc.pid)
+                tag = "mint" if name == MINT else "introspect"
+                spies = profile.start(pids, spec.warmup + spec.seconds, args.profile, tag)
+                profiles[name] = [args.profile / f"{tag}-{pid}.txt" for pid in pids]
             result, used = measure(spec, servers)
+            profile.stop(spies)
             results.append((name, result))
             server_cpu.append(f"  {name}: {used}")
 
@@ -316,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         loads = ", ".join(f"{r.cpu_seconds / r.window:.0%}" for _, r in results if r.window)
         print(f"\nload generator CPU (of one core) per path, in order: {loads}")
         print("server CPU (of one core, in the measured window):", *server_cpu, sep="\n")
+        for name, files in profiles.items():
+            print(f"\nprofile of the broker workers, {name}:", *profile.summary(files), sep="\n")
         print(f"total run time: {time.monotonic() - started:.0f} s")
     return 0
 

@@ -23,7 +23,11 @@ from broker.service.decisions import DecisionCache
 from broker.service.metrics import Metrics
 from broker.service.own_revocations import OwnRevocations
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.token.claims import Claims
+from broker.token.seen import SeenTokens
 from broker.verify.revocation import RevocationCheck
+
+SEEN_TOKENS = 10_000  # verified tokens remembered per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,9 @@ class Broker:
     # a local revocation set (``RevocationFeed``): introspection without a Redis round trip
     revocations: RevocationCheck | None = None
     own_revocations: OwnRevocations = field(default_factory=OwnRevocations)
+    # tokens of ours verified before (introspection sees one token many times): their
+    # claims, skipping only the parse and the signature while the key set keeps the key
+    seen_tokens: SeenTokens[Claims] = field(default_factory=lambda: SeenTokens(SEEN_TOKENS))
     # this process among those sharing the state store (policy reload announcements)
     origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

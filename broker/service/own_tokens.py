@@ -8,7 +8,7 @@ from broker.errors import TokenRejected
 from broker.service.broker import Broker
 from broker.token.claims import Claims
 from broker.token.codec import parse_compact
-from broker.token.verify import check_claims, signed_claims
+from broker.token.verify import check_claims, signed_claims_and_key
 
 
 async def own_token_claims(
@@ -16,16 +16,23 @@ async def own_token_claims(
 ) -> Claims:
     """Claims of a valid token of ours for one of ``audiences`` (None: any audience).
 
+    A token verified here before skips the parse and the signature while the key set
+    still holds its key (``broker.seen_tokens``); audience and times are checked always.
+
     The leeway defaults to ``broker.clock_skew``: a token minted by a replica whose
     clock runs a little ahead is not "not yet valid" here.
     """
-    try:
-        claims = signed_claims(token, await broker.signer.keyset())
-    except TokenRejected as e:
-        if e.code != "unknown_key":
-            raise
-        # a key another worker published a moment ago: the signer may look again, once
-        claims = signed_claims(token, await broker.signer.keyset(kid=parse_compact(token).kid))
+    keyset = await broker.signer.keyset()  # also the Vault gate (SPEC 7), on every call
+    claims = broker.seen_tokens.get(token, keyset)
+    key = None
+    if claims is None:
+        try:
+            claims, key = signed_claims_and_key(token, keyset)
+        except TokenRejected as e:
+            if e.code != "unknown_key":
+                raise
+            # a key another worker published a moment ago: the signer may look again, once
+            claims, key = signed_claims_and_key(token, await broker.signer.keyset(kid=parse_compact(token).kid))
     if audiences is not None and claims.aud not in audiences:
         raise TokenRejected("wrong_audience", f"aud {claims.aud!r}")
     check_claims(
@@ -36,4 +43,6 @@ async def own_token_claims(
         leeway=broker.clock_skew if leeway is None else leeway,
         max_ttl=broker.policy.global_max_ttl,
     )
+    if key is not None:
+        broker.seen_tokens.remember(token, claims, key)
     return claims

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -34,7 +33,8 @@ from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofEr
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
 from broker.token.claims import Claims
-from broker.token.keys import KeyLookup, KeySet, VerificationKey
+from broker.token.keys import KeyLookup, KeySet
+from broker.token.seen import SeenTokens
 from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, check_leeway, signed_claims_and_key
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
@@ -117,9 +117,8 @@ class Verifier:
         self._leeway = check_leeway(leeway)
         self._max_ttl = max_ttl
         self._clock = clock
-        self._cache_size = cache_size
         #: accepted tokens, by their exact string: the grant, and the key it verified under
-        self._seen: OrderedDict[str, tuple[Grant, VerificationKey]] = OrderedDict()
+        self._seen: SeenTokens[Grant] = SeenTokens(cache_size)
         self._introspection = introspection
         self.proof_max_age = proof_max_age
         self._proof_replay: ProofReplayCache = proof_replay if proof_replay is not None else MemoryReplayCache()
@@ -207,36 +206,21 @@ class Verifier:
             self._check_revocation(claims, str(token), {"dpop": dpop, "method": method, "url": url})
             self._claim(proof, at)
         if seen is None:
-            self._remember(token, grant, key)
+            self._seen.remember(token, grant, key)
         return grant
 
     def _seen_before(self, token: object, at: int) -> Grant | None:
         """The grant of a token accepted before, if its key is still the key set's and it
         is inside its time window at ``at``; otherwise ``None`` (and it is forgotten), and
         the caller verifies it afresh."""
-        if type(token) is not str:  # exactly str: a subclass could redefine equality
+        grant = self._seen.get(token, self._keys)
+        if grant is None:
             return None
-        entry = self._seen.get(token)
-        if entry is None:
-            return None
-        grant, key = entry
         claims = grant.claims
-        current = self._keys.key_for(key.kid)  # a remote key set may refetch, or fail closed, here
-        if (current is key or current == key) and claims.nbf - self._leeway <= at < claims.exp + self._leeway:
+        if claims.nbf - self._leeway <= at < claims.exp + self._leeway:
             return grant
-        self._seen.pop(token, None)
+        self._seen.forget(str(token))
         return None
-
-    def _remember(self, token: object, grant: Grant, key: VerificationKey) -> None:
-        if type(token) is not str or not self._cache_size:
-            return
-        seen = self._seen
-        while len(seen) >= self._cache_size:
-            try:  # the oldest first; another thread may be evicting too
-                seen.popitem(last=False)
-            except KeyError:
-                break
-        seen[token] = (grant, key)
 
     def _checked_proof(self, cnf_jkt: str, token: str, *, dpop: str, method: str, url: str, at: int) -> CheckedProof:
         try:
