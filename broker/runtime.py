@@ -7,11 +7,10 @@ import math
 import sys
 from typing import TextIO
 
-from litestar import Litestar
-
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.http.app import create_app
+from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
@@ -109,5 +108,5 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
     )
 
 
-def build_app(settings: Settings, *, handle_sighup: bool = True) -> Litestar:
+def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
     return create_app(build_broker(settings), max_body_bytes=settings.max_body_bytes, handle_sighup=handle_sighup)

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.errors import BrokerError, PolicyInvalid
+from broker.http.hot_paths import HOT_ROUTES, BrokerApp
 from broker.http.problems import broker_error_handler, http_exception_handler
 from broker.http.request_id import stamp_request_id, timing_middleware
 from broker.http.routes import HANDLERS
@@ -71,7 +72,16 @@ def _keep(tasks: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
     task.add_done_callback(tasks.discard)
 
 
-def create_app(broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_sighup: bool = False) -> Litestar:
+def create_app(
+    broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_sighup: bool = False, hot_paths: bool = True
+) -> BrokerApp:
+    """The ASGI app: the hot paths (``broker.http.hot_paths``) in front of the Litestar app.
+    ``hot_paths=False`` routes everything through Litestar (the hot paths' parity tests)."""
+    litestar = _litestar_app(broker, max_body_bytes=max_body_bytes, handle_sighup=handle_sighup)
+    return BrokerApp(litestar, broker, max_body_bytes=max_body_bytes, routes=HOT_ROUTES if hot_paths else {})
+
+
+def _litestar_app(broker: Broker, *, max_body_bytes: int, handle_sighup: bool) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: set[asyncio.Task[Any]] = set()

@@ -5,6 +5,7 @@ Form bodies (introspection, RFC 7662) are parsed strictly too: no repeated field
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,8 +20,11 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def media_type(request: Request[Any, Any, Any]) -> str | None:
+    return media_type_of(request.headers.get("content-type"))
+
+
+def media_type_of(raw: str | None) -> str | None:
     """The media type if it is one we read (charset may only be utf-8), else None."""
-    raw = request.headers.get("content-type")
     if raw is None:
         return None
     kind, _, params = raw.partition(";")
@@ -60,19 +64,32 @@ def parse_form(raw: bytes) -> dict[str, Any]:
     return out
 
 
-async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    if media_type(request) != JSON:
+Parser = Callable[[bytes], dict[str, Any]]
+
+
+def json_parser(kind: str | None) -> Parser:
+    """The parser for a body of media type ``kind``, or ``InvalidRequest`` if it is not read."""
+    if kind != JSON:
         raise InvalidRequest("Content-Type must be application/json")
-    return parse_json(await _raw(request))
+    return parse_json
+
+
+def json_or_form_parser(kind: str | None) -> Parser:
+    if kind == JSON:
+        return parse_json
+    if kind == FORM:
+        return parse_form
+    raise InvalidRequest("Content-Type must be application/json or application/x-www-form-urlencoded")
+
+
+async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    parse = json_parser(media_type(request))
+    return parse(await _raw(request))
 
 
 async def json_or_form_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    kind = media_type(request)
-    if kind == JSON:
-        return parse_json(await _raw(request))
-    if kind == FORM:
-        return parse_form(await _raw(request))
-    raise InvalidRequest("Content-Type must be application/json or application/x-www-form-urlencoded")
+    parse = json_or_form_parser(media_type(request))
+    return parse(await _raw(request))
 
 
 async def empty_body(request: Request[Any, Any, Any]) -> None:

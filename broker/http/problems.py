@@ -16,6 +16,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from broker.errors import BackendUnavailable, BrokerError, PolicyInvalid, RateLimited
 from broker.http.request_id import request_id_of
+from broker.service.metrics import Metrics
 
 log = logging.getLogger("broker.http")
 
@@ -58,39 +59,53 @@ TITLE: Final[dict[str, str]] = {
 }
 
 
-def problem(code: str, request_id: str, *, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
-    status = STATUS[code]
-    body = {
+def problem_body(code: str, request_id: str, **extra: Any) -> dict[str, Any]:
+    return {
         "type": "about:blank",
         "title": TITLE[code],
-        "status": status,
+        "status": STATUS[code],
         "code": code,
         "detail": TITLE[code],
         "request_id": request_id,
         **extra,
     }
-    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem(code: str, request_id: str, *, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
+    body = problem_body(code, request_id, **extra)
+    return Response(content=body, status_code=STATUS[code], media_type=PROBLEM_JSON, headers=headers)
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def broker_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    rid = request_id_of(request.scope)
-    if not isinstance(exc, BrokerError):
-        return http_exception_handler(request, exc)
+def problem_of_error(exc: BrokerError, rid: str, metrics: Metrics) -> tuple[str, dict[str, Any], dict[str, str] | None]:
+    """The code, problem body and extra headers for a domain error (logged and counted here)."""
     if isinstance(exc, BackendUnavailable):
         log.warning("backend unavailable: %s (request %s)", exc.reason, rid)
-        request.app.state.broker.metrics.inc("capbroker_backend_errors_total")
-        return problem("backend_unavailable", rid, headers=_retry_after(exc.retry_after))
+        metrics.inc("capbroker_backend_errors_total")
+        return "backend_unavailable", problem_body("backend_unavailable", rid), _retry_after(exc.retry_after)
     if isinstance(exc, RateLimited):
-        return problem("rate_limited", rid, headers=_retry_after(exc.retry_after))
+        return "rate_limited", problem_body("rate_limited", rid), _retry_after(exc.retry_after)
     if isinstance(exc, PolicyInvalid):
         # Admins asked for the reload: they get every issue, with file and line.
-        return problem("policy_invalid", rid, errors=[str(i) for i in exc.issues])
+        return "policy_invalid", problem_body("policy_invalid", rid, errors=[str(i) for i in exc.issues]), None
     code = exc.code if exc.code in STATUS else "invalid_request"
-    return problem(code, rid)
+    return code, problem_body(code, rid), None
+
+
+def broker_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if not isinstance(exc, BrokerError):
+        return http_exception_handler(request, exc)
+    code, body, headers = problem_of_error(exc, request_id_of(request.scope), request.app.state.broker.metrics)
+    return Response(content=body, status_code=STATUS[code], media_type=PROBLEM_JSON, headers=headers)
+
+
+def unhandled(exc: BaseException, rid: str) -> str:
+    """A bug: logged with its traceback; the caller sees only ``internal_error``."""
+    log.error("unhandled error on request %s", rid, exc_info=exc)
+    return "internal_error"
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -102,6 +117,5 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if code is None and 400 <= status < 500:
         code = "invalid_request"
     if code is None:
-        log.error("unhandled error on request %s", rid, exc_info=exc)
-        code = "internal_error"
+        code = unhandled(exc, rid)
     return problem(code, rid)

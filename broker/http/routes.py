@@ -8,11 +8,10 @@ from litestar import Request, Response, get, post
 from litestar.params import PathParameter
 
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body
+from broker.http.calls import call_of
 from broker.http.openapi_bodies import EXCHANGE, EXPLAIN, INTROSPECT, MINT, REVOKE, problems, with_body
-from broker.http.request_id import request_id_of
 from broker.service import admin, exchange, introspect, mint, revoke
 from broker.service.broker import Broker, Call
-from broker.service.credentials import bearer_credential
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -23,10 +22,7 @@ def _broker(request: AnyRequest) -> Broker:
 
 
 def _call(request: AnyRequest) -> Call:
-    proofs = request.headers.getall("dpop", [])
-    # Several DPoP headers are one invalid proof (""), never "the first one".
-    dpop = None if not proofs else proofs[0] if len(proofs) == 1 else ""
-    return Call(request_id_of(request.scope), bearer_credential(request.headers.get("authorization")), dpop)
+    return call_of(request.scope)
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:

@@ -10,12 +10,11 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from litestar import Litestar
-
 from broker.audit.recorder import AuditRecorder
 from broker.backends.local_signer import LocalSigningBackend
 from broker.backends.memory_state import MemoryState
 from broker.http.app import create_app
+from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
 from broker.policy.rekey import with_client_key
@@ -30,7 +29,7 @@ PRINCIPALS = ("reviewer", "analyst", "deployer", "git-gateway", "storage-gateway
 
 @dataclass
 class Harness:
-    app: Litestar
+    app: BrokerApp
     broker: Broker
     keys: dict[str, str]  # principal name (or "admin") -> its secret
     audit_out: io.StringIO = field(default_factory=io.StringIO)
