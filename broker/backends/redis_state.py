@@ -11,11 +11,13 @@ Every read-modify-write is one Lua script, atomic across replicas:
 
 - ``take_rate``: GCRA on Redis's own clock (``TIME``), so replicas' clocks do not matter.
 - ``claim_task``: revoked? owner? record the tokens and extend the record's life.
+- ``claim_mint``: the rate, then the task, for every mint queued meanwhile, in one call
+  (group commit, ``broker.backends.group_commit``): each claim runs as if alone, in order.
 - ``revoke_agent``: keep the latest cut-off.
 - ``append_audit``: compare-and-append. Lua in Redis has no SHA-256, so the client seals
   the event onto the head it read, and the script appends it only if the head is still
   that hash; otherwise the client re-seals onto the new head and tries again. Appends
-  from one object take turns, so only other processes ever race it.
+  from one object take turns (group commit too), so only other processes ever race it.
 
 A call that timed out may still have been executed (a paused server runs what it had
 buffered when it resumes). Each such effect errs on the safe side: an allowance spent,
@@ -29,6 +31,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -37,6 +40,7 @@ from redis.exceptions import RedisError
 from broker.audit.chain import GENESIS, canonical, seal
 from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
+from broker.backends.group_commit import GroupCommit
 from broker.backends.redis_options import fail_fast
 from broker.errors import BackendUnavailable
 from broker.service import retention
@@ -83,9 +87,10 @@ redis.call('EXPIREAT', KEYS[3], expiry)
 return 'owned'
 """
 
+# Mint claims, any number of them, in order, as if each were its own script. Per claim:
 # KEYS: rate key, revoked-task, task record, task's token ids. ARGV: emission interval and
-# limit (0 0 for no rate), then agent, record expiry, token ids... as _CLAIM_TASK.
-# Returns {wait in microseconds, claim}: the rate first; the task only if it allowed.
+# limit (0 0 for no rate), agent, record expiry, the number of token ids, the token ids.
+# Returns per claim {wait in microseconds, claim}: the rate first; the task only if it allowed.
 _CLAIM_MINT = (
     """
 local function take_rate(key, interval, limit)
@@ -100,13 +105,25 @@ local function claim_task(k1, k2, k3, args)
     + _CLAIM_TASK.replace("KEYS[1]", "k1").replace("KEYS[2]", "k2").replace("KEYS[3]", "k3").replace("ARGV", "args")
     + """
 end
-if tonumber(ARGV[1]) > 0 then
-  local wait = take_rate(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-  if wait > 0 then return {wait, ''} end
+local out = {}
+local a = 1
+for k = 1, #KEYS, 4 do
+  local interval, limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 4])
+  local args = {ARGV[a + 2], ARGV[a + 3]}
+  for i = 1, n do args[2 + i] = ARGV[a + 4 + i] end
+  a = a + 5 + n
+  local wait = 0
+  if interval > 0 then wait = take_rate(KEYS[k], interval, limit) end
+  if wait > 0 then
+    out[#out + 1] = {wait, ''}
+  else
+    out[#out + 1] = {0, claim_task(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], args)}
+  end
 end
-return {0, claim_task(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 3)})}
+return out
 """
 )
+_CLAIM_BATCH = 128  # mint claims per call at most
 
 # KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
 # ARGV[3], ARGV[4]: the revocation channel and the announcement, published in the same
@@ -164,8 +181,13 @@ class RedisState:
         self._stream = stream
         self._prefix = prefix
         self._audit_head = GENESIS
-        self._audit_queue: list[tuple[Mapping[str, Any], asyncio.Future[StoredEvent]]] = []
-        self._audit_writer: asyncio.Task[None] | None = None
+        # group commits: one round trip carries every event (claim) queued meanwhile
+        self._audit: GroupCommit[Mapping[str, Any], StoredEvent] = GroupCommit(
+            self._append_sealed, max_batch=_AUDIT_BATCH, name="redis"
+        )
+        self._claims: GroupCommit[_Claim, MintClaim] = GroupCommit(
+            self._claim_batch, max_batch=_CLAIM_BATCH, name="redis"
+        )
         self._take_rate = client.register_script(_TAKE_RATE)
         self._claim_task = client.register_script(_CLAIM_TASK)
         self._claim_mint = client.register_script(_CLAIM_MINT)
@@ -220,27 +242,28 @@ class RedisState:
     async def claim_mint(
         self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
     ) -> MintClaim:
+        """Rate, then task, atomically; concurrent mints share one script call (group
+        commit), which runs their claims in arrival order, each as if alone."""
         interval, limit = gcra_parameters(*rate) if rate is not None else (0, 0)
+        claim_keys = (
+            keys.rate(self._prefix, agent),
+            keys.revoked_task(self._prefix, task),
+            keys.task(self._prefix, task),
+            keys.task_tokens(self._prefix, task),
+        )
+        expiry = retention.task_record_expiry(expires_at)
+        return await self._claims.submit(_Claim(claim_keys, (interval, limit, agent, expiry, len(jtis), *jtis)))
+
+    async def _claim_batch(self, claims: list[_Claim]) -> list[MintClaim]:
         reply = await self._call(
             self._claim_mint(
-                keys=[
-                    keys.rate(self._prefix, agent),
-                    keys.revoked_task(self._prefix, task),
-                    keys.task(self._prefix, task),
-                    keys.task_tokens(self._prefix, task),
-                ],
-                args=[interval, limit, agent, retention.task_record_expiry(expires_at), *jtis],
+                keys=[k for claim in claims for k in claim.keys],
+                args=[a for claim in claims for a in claim.args],
             )
         )
-        if not isinstance(reply, list) or len(reply) != 2:
+        if not isinstance(reply, list) or len(reply) != len(claims):
             raise BackendUnavailable("redis: unexpected reply")
-        wait = _integer(reply[0])
-        if wait > 0:
-            return MintClaim(wait / 1_000_000, None)
-        try:
-            return MintClaim(0.0, TaskClaim(_text(reply[1])))
-        except ValueError:
-            raise BackendUnavailable("redis: unexpected reply") from None
+        return [_mint_claim(one) for one in reply]
 
     async def task_owner(self, task: str) -> str | None:
         owner = await self._call(self._redis.hget(keys.task(self._prefix, task), "owner"))
@@ -301,37 +324,11 @@ class RedisState:
     # ------------------------------------------------------------------ audit
 
     async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
-        """Group commit: events queue here, and one writer task appends everything queued
-        in one compare-and-append call while the previous call is in flight. No added wait
-        at low load; under load one round trip carries many events. Each caller gets its
-        own event back once it is stored, or ``BackendUnavailable`` if its batch failed."""
-        future: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
-        self._audit_queue.append((event, future))
-        if self._audit_writer is None or self._audit_writer.done():
-            self._audit_writer = asyncio.create_task(self._write_audit())
-        return await future
-
-    async def _write_audit(self) -> None:
-        while self._audit_queue:
-            batch = self._audit_queue[:_AUDIT_BATCH]
-            del self._audit_queue[: len(batch)]
-            try:
-                stored = await self._append_sealed([event for event, _ in batch])
-            except BaseException as e:  # every waiter must hear of it, cancellation too
-                error = e if isinstance(e, BackendUnavailable) else BackendUnavailable(f"redis: {type(e).__name__}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                if isinstance(e, asyncio.CancelledError):
-                    for _, future in self._audit_queue:
-                        if not future.done():
-                            future.set_exception(error)
-                    self._audit_queue.clear()
-                    raise
-                continue
-            for (_, future), result in zip(batch, stored, strict=True):
-                if not future.done():
-                    future.set_result(result)
+        """Group commit: events queue, and one compare-and-append call carries everything
+        queued while the previous call was in flight (queue order is chain order). Each
+        caller gets its own event back once stored, or ``BackendUnavailable`` if its batch
+        failed."""
+        return await self._audit.submit(event)
 
     async def _append_sealed(self, events: list[Mapping[str, Any]]) -> list[StoredEvent]:
         head_key = keys.audit_head(self._stream)
@@ -400,12 +397,27 @@ class RedisState:
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
-        writer = self._audit_writer
-        if writer is not None and not writer.done():
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
+        await self._audit.aclose()
+        await self._claims.aclose()
         await self._call(self._redis.aclose())
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    keys: tuple[str, str, str, str]
+    args: tuple[str | int, ...]
+
+
+def _mint_claim(reply: object) -> MintClaim:
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise BackendUnavailable("redis: unexpected reply")
+    wait = _integer(reply[0])
+    if wait > 0:
+        return MintClaim(wait / 1_000_000, None)
+    try:
+        return MintClaim(0.0, TaskClaim(_text(reply[1])))
+    except ValueError:
+        raise BackendUnavailable("redis: unexpected reply") from None
 
 
 def _integer(value: object) -> int:

@@ -24,6 +24,7 @@ from broker.backends import redis_keys as keys
 from broker.backends import redis_state
 from broker.backends.memory_state import MemoryState
 from broker.backends.redis_state import RedisState
+from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StateStore, StoredEvent, TaskClaim
 from tests.servers.processes import RedisServer
@@ -177,6 +178,91 @@ def test_claim_mint_spends_the_rate_then_claims_the_task_in_one_call(backend: Ba
             assert (await b.claim_mint("x", None, "t-m4", ["j5"], now + 300)).task is TaskClaim.REVOKED
 
     run(body)
+
+
+def test_concurrent_mint_claims_answer_as_if_each_ran_alone(backend: Backend) -> None:
+    """Many claims at once (on Redis: group-committed into few script calls) keep every
+    rule: each agent's rate binds exactly, one owner per task, revoked tasks refused, and
+    the token ids of every owned claim recorded."""
+
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            run_id = uuid.uuid4().hex[:8]
+            limited, free = f"lim-{run_id}", f"free-{run_id}"
+            await a.revoke_task(f"gone-{run_id}", now)
+            other = f"lim2-{run_id}"
+            calls = [
+                *((a if i % 2 else b).claim_mint(limited, (5, 3600), f"l-{run_id}-{i}", [f"lj{i}"], now + 300)
+                  if i % 3 else a.claim_mint(other, (2, 3600), f"o-{run_id}-{i}", [f"oj{i}"], now + 300)
+                  for i in range(12)),
+                *((a if i % 2 else b).claim_mint(free if i % 2 else f"{free}-2", None, f"race-{run_id}-{i // 2}",
+                                                 [f"rj{i}"], now + 300)
+                  for i in range(40)),
+                a.claim_mint(free, None, f"gone-{run_id}", ["gj"], now + 300),
+            ]  # fmt: skip
+            results = await asyncio.gather(*calls)
+            rate, races, gone = results[:12], results[12:52], results[52]
+            assert sum(r.task is TaskClaim.OWNED for i, r in enumerate(rate) if i % 3) == 5  # of 8
+            assert sum(r.task is TaskClaim.OWNED for i, r in enumerate(rate) if not i % 3) == 2  # of 4
+            assert all(r.task is None and r.wait > 0 for r in rate if r.task is not TaskClaim.OWNED)
+            for pair in range(20):
+                outcomes = sorted(r.task.value for r in races[2 * pair : 2 * pair + 2] if r.task is not None)
+                assert outcomes == ["other_owner", "owned"], (pair, outcomes)
+            assert gone == MintClaim(0.0, TaskClaim.REVOKED)
+            owned = [i for i, r in enumerate(rate) if r.task is TaskClaim.OWNED and i % 3]
+            for i in owned:
+                state = await b.revocation_state(f"lj{i}", f"l-{run_id}-{i}", limited)
+                assert state == RevocationState(token_revoked=False, task_revoked=False, agent_cutoff=None)
+                assert await a.task_owner(f"l-{run_id}-{i}") == limited
+
+    run(body)
+
+
+def test_redis_group_commits_concurrent_mint_claims(redis_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = RedisState._claim_batch
+
+    async def counting(self: RedisState, claims: list[Any]) -> list[MintClaim]:
+        calls.append(len(claims))
+        return await original(self, claims)
+
+    monkeypatch.setattr(RedisState, "_claim_batch", counting)
+
+    async def body() -> None:
+        async with redis_backend.replicas(1) as (store,):
+            now = int(time.time())
+            run_id = uuid.uuid4().hex[:8]
+            results = await asyncio.gather(
+                *(store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", [f"j{i}"], now + 300) for i in range(300))
+            )
+            assert all(r == MintClaim(0.0, TaskClaim.OWNED) for r in results)
+
+    run(body)
+    assert sum(calls) == 300
+    assert len(calls) <= 10, calls  # the first alone, then everything queued meanwhile
+
+
+def test_redis_a_failed_claim_batch_fails_every_claim_in_it(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        store = RedisState.from_url(redis_server.url, prefix=f"fail-{uuid.uuid4().hex[:8]}:")
+        try:
+
+            async def broken(**_: Any) -> Any:
+                raise ConnectionError("dropped")
+
+            store._claim_mint = broken  # type: ignore[assignment,method-assign]
+            now = int(time.time())
+            results = await asyncio.gather(
+                *(store.claim_mint("a", None, f"t{i}", [f"j{i}"], now + 300) for i in range(50)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(r, BackendUnavailable) for r in results), results
+            assert {str(r) for r in results} == {"redis: ConnectionError"}
+        finally:
+            await store.aclose()
+
+    asyncio.run(body())
 
 
 def test_task_ownership_and_revocation(backend: Backend) -> None:
