@@ -108,5 +108,14 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
     )
 
 
+#: start-up waits this long for the signing self-test before taking requests (see create_app)
+READY_WAIT = 10.0
+
+
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
-    return create_app(build_broker(settings), max_body_bytes=settings.max_body_bytes, handle_sighup=handle_sighup)
+    return create_app(
+        build_broker(settings),
+        max_body_bytes=settings.max_body_bytes,
+        handle_sighup=handle_sighup,
+        ready_wait=READY_WAIT,
+    )

@@ -73,19 +73,31 @@ def _keep(tasks: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
 
 
 def create_app(
-    broker: Broker, *, max_body_bytes: int = MAX_BODY_BYTES, handle_sighup: bool = False, hot_paths: bool = True
+    broker: Broker,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    handle_sighup: bool = False,
+    hot_paths: bool = True,
+    ready_wait: float = 0.0,
 ) -> BrokerApp:
     """The ASGI app: the hot paths (``broker.http.hot_paths``) in front of the Litestar app.
-    ``hot_paths=False`` routes everything through Litestar (the hot paths' parity tests)."""
-    litestar = _litestar_app(broker, max_body_bytes=max_body_bytes, handle_sighup=handle_sighup)
+    ``hot_paths=False`` routes everything through Litestar (the hot paths' parity tests).
+
+    ``ready_wait``: how long start-up waits for the signing self-test before the server
+    takes requests. A worker sharing a port with others gets connections from the kernel
+    as soon as its socket listens; waiting here queues them until it can sign, instead of
+    answering 503. Past the wait it serves anyway (not ready) and keeps retrying."""
+    litestar = _litestar_app(broker, max_body_bytes=max_body_bytes, handle_sighup=handle_sighup, ready_wait=ready_wait)
     return BrokerApp(litestar, broker, max_body_bytes=max_body_bytes, routes=HOT_ROUTES if hot_paths else {})
 
 
-def _litestar_app(broker: Broker, *, max_body_bytes: int, handle_sighup: bool) -> Litestar:
+def _litestar_app(broker: Broker, *, max_body_bytes: int, handle_sighup: bool, ready_wait: float) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: set[asyncio.Task[Any]] = set()
         starter = asyncio.create_task(_self_test_until_ready(broker))
+        if ready_wait > 0:
+            await asyncio.wait({starter}, timeout=ready_wait)
         follower = asyncio.create_task(reload_when_peers_do(broker))
         loop = asyncio.get_running_loop()
         if handle_sighup:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 
 from broker.backends.local_signer import LocalSigningBackend
+from broker.http.app import create_app
+from broker.token.claims import Claims
 from broker.token.keys import KeySet
 from broker.verify import StaticRevocationList, Verifier
 from tests.service.harness import ISSUER, Harness, make_harness
@@ -140,6 +144,32 @@ class MismatchedSigner(LocalSigningBackend):
 
     async def keyset(self) -> KeySet:
         return await self._published.keyset()
+
+
+class SlowStartSigner(LocalSigningBackend):
+    """A signer whose self-test takes a while to pass (Vault answering slowly at start)."""
+
+    def __init__(self) -> None:
+        own = LocalSigningBackend.generate()
+        super().__init__(own._name, own._signers)  # type: ignore[attr-defined]
+        self.first = True
+
+    async def sign(self, claims: Claims) -> str:
+        if self.first:  # the start-up self-test's signature
+            self.first = False
+            await asyncio.sleep(0.3)
+        return await super().sign(claims)
+
+
+@pytest.mark.parametrize("ready_wait", [0.0, 5.0])
+def test_with_a_ready_wait_the_first_request_waits_for_the_self_test(ready_wait: float) -> None:
+    """Workers sharing a port get connections as soon as they listen: with ``ready_wait``
+    (what ``broker serve`` sets) start-up holds requests until signing works."""
+    h = make_harness(signer=SlowStartSigner())
+    h.app = create_app(h.broker, ready_wait=ready_wait)
+    with TestClient(h.app) as client:
+        r = mint(client, h, "reviewer", "t-slow", ["widgets-read"])
+        assert r.status_code == (201 if ready_wait else 503), r.text
 
 
 def test_nothing_is_minted_while_the_signing_self_test_fails() -> None:
