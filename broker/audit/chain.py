@@ -32,10 +32,28 @@ def canonical(event: Mapping[str, Any]) -> bytes:
 
 def seal(event: Mapping[str, Any], prev: str) -> dict[str, Any]:
     """``event`` linked after the event whose hash is ``prev``."""
+    return sealed_with_canonical(event, prev)[0]
+
+
+def sealed_with_canonical(event: Mapping[str, Any], prev: str) -> tuple[dict[str, Any], bytes]:
+    """``seal(event, prev)`` and its ``canonical`` bytes, encoding the event once.
+
+    Canonical JSON lists the keys sorted, so the sealed event's bytes are the body's with
+    ``"hash"`` spliced in where it sorts: the body is encoded as the part whose keys sort
+    before ``hash`` and the part after, hashed joined, and stored joined around the hash.
+    """
     if "prev" in event or "hash" in event:
         raise ValueError("an event is sealed once")
     body = {**event, "prev": prev}
-    return {**body, "hash": event_digest(body)}
+    before = canonical({k: v for k, v in body.items() if k < "hash"})
+    after = canonical({k: v for k, v in body.items() if k > "hash"})
+    digest = hashlib.sha256(_joined(before, after)).hexdigest()
+    return {**body, "hash": digest}, _joined(before, b'{"hash":"' + digest.encode() + b'"}', after)
+
+
+def _joined(*objects: bytes) -> bytes:
+    """Canonical objects with disjoint, ordered keys, as one canonical object."""
+    return b"{" + b",".join(o[1:-1] for o in objects if o != b"{}") + b"}"
 
 
 @dataclass(frozen=True, slots=True)

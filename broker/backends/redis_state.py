@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from broker.audit.chain import GENESIS, canonical, seal
+from broker.audit.chain import GENESIS, sealed_with_canonical
 from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
 from broker.backends.group_commit import GroupCommit
@@ -335,15 +335,15 @@ class RedisState:
         head = self._audit_head  # a guess: if another writer moved on, the script says where to
         for _ in range(_AUDIT_ATTEMPTS):
             sealed: list[dict[str, Any]] = []
+            stored: list[bytes] = []
             prev = head
             for event in events:
-                sealed.append(seal(event, prev))
-                prev = sealed[-1]["hash"]
+                one, encoded = sealed_with_canonical(event, prev)
+                sealed.append(one)
+                stored.append(encoded)
+                prev = one["hash"]
             reply = await self._call(
-                self._append_audit(
-                    keys=[head_key, self._stream],
-                    args=[GENESIS, head, *(canonical(e) for e in sealed), prev],
-                )
+                self._append_audit(keys=[head_key, self._stream], args=[GENESIS, head, *stored, prev])
             )
             if not isinstance(reply, list) or len(reply) != 2:
                 raise BackendUnavailable("redis: unexpected reply")

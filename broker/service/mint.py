@@ -9,8 +9,8 @@ leave: if it cannot be written, the caller gets 503 and no token.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from broker.errors import (
@@ -35,7 +35,7 @@ PATH: Final = "/v1/tokens"
 
 
 def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 async def deny_event(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from broker.audit.chain import GENESIS, event_digest, seal, verify_chain
+from broker.audit.chain import GENESIS, canonical, event_digest, seal, sealed_with_canonical, verify_chain
 from broker.service.ports import StoredEvent
 
 
@@ -79,3 +82,27 @@ def test_a_missing_hash_is_a_break() -> None:
     report = verify_chain(events)
     assert report.broken is not None
     assert report.broken.index == 1
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    ["a", "h", "ha", "has", "hasg", "hasi", "hash_", "hashes", "hb", "i", "z", "", "héllo"]
+) | st.text(max_size=8)
+
+
+@given(
+    event=st.dictionaries(_KEYS.filter(lambda k: k not in ("prev", "hash")), _JSON_VALUES, max_size=8),
+    prev=st.sampled_from([GENESIS, "ab" * 32]),
+)
+def test_sealing_with_one_encoding_gives_the_same_event_and_bytes_as_the_definition(
+    event: dict[str, Any], prev: str
+) -> None:
+    body = {**event, "prev": prev}
+    expected = {**body, "hash": event_digest(body)}  # the definition: hash over all but hash
+    sealed, encoded = sealed_with_canonical(event, prev)
+    assert sealed == expected
+    assert encoded == canonical(expected)
