@@ -118,4 +118,5 @@ def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
         max_body_bytes=settings.max_body_bytes,
         handle_sighup=handle_sighup,
         ready_wait=READY_WAIT,
+        freeze_heap=True,
     )

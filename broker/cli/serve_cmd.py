@@ -145,6 +145,10 @@ def run_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        create_app(broker, handle_sighup=True), host=args.host, port=args.port, access_log=False, log_level="warning"
+        create_app(broker, handle_sighup=True, freeze_heap=True),
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="warning",
     )
     return 0

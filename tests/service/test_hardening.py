@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import time
@@ -184,3 +185,17 @@ def test_nothing_is_minted_while_the_signing_self_test_fails() -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"state": "ok", "signing": "backend_unavailable"}
+
+
+def test_start_up_freezes_what_it_built_out_of_the_collectors_reach() -> None:
+    """Full collections under load rescanned every long-lived object (the p99 tail)."""
+    gc.unfreeze()
+    h = make_harness()
+    with running(h):
+        assert gc.get_freeze_count() == 0  # the default: tests start many apps in one process
+    h.app = create_app(h.broker, freeze_heap=True)  # what `broker serve` and `broker dev` set
+    try:
+        with running(h):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
