@@ -8,7 +8,8 @@ timed on its own (so the timer's own ~0.1 us is included, for every row alike):
 
 - pyjwt ``jwt.decode`` (EdDSA, ``PyJWK`` from our JWKS, audience, issuer, required
   claims): the baseline;
-- cryptography's raw ``Ed25519PublicKey.verify`` of the same signing inputs: the floor;
+- cryptography's raw ``Ed25519PublicKey.verify`` of the same signing inputs, and
+  libsodium's (PyNaCl ``crypto_sign_open``, what the verifier uses): the floors;
 - ``Verifier.verify``, first sight: distinct tokens, each verified once;
 - ``Verifier.verify``, seen before: 100 tokens in turn, as a gateway sees them;
 - the same with a DPoP-bound token and a fresh proof on every call;
@@ -46,6 +47,8 @@ if __package__ in (None, ""):  # run as `python bench/verify.py`: make the repo 
 import cryptography
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_sign_open
 
 from broker.backends.redis_state import RedisState
 from broker.capability import Capability
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  minting tokens ...", file=sys.stderr, flush=True)
         tokens = Tokens(signer)
         budget = int(args.seconds * 25_000) + int(args.warmup * 25_000)  # more than any row can use
-        fresh = {row: tokens.many(budget) for row in ("pyjwt", "raw", "first")}
+        fresh = {row: tokens.many(budget) for row in ("pyjwt", "raw", "sodium", "first")}
         seen = tokens.many(SEEN)
         dpop_key = DpopKey.generate("EdDSA")
         bound = tokens.one(cnf_jkt=dpop_key.jkt)
@@ -280,10 +283,18 @@ def main(argv: list[str] | None = None) -> int:
         def raw_verify(split: tuple[bytes, bytes]) -> None:
             public.verify(split[1], split[0])
 
+        raw_public = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+        def sodium_verify(split: tuple[bytes, bytes]) -> None:
+            crypto_sign_open(split[1] + split[0], raw_public)
+
         def bound_verify(proof: str) -> object:
             return with_proof.verify(bound, dpop=proof, method="GET", url=URL)
 
-        split = [(t.rsplit(".", 1)[0].encode(), b64url_decode(t.rsplit(".", 1)[1])) for t in fresh["raw"]]
+        split, sodium_split = (
+            [(t.rsplit(".", 1)[0].encode(), b64url_decode(t.rsplit(".", 1)[1])) for t in fresh[row]]
+            for row in ("raw", "sodium")
+        )
 
         first_sight = verifier(revocation=feed)
         seen_before = verifier(revocation=feed)
@@ -299,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, Iterator[Callable[[], object]], str]] = [
             (BASELINE, each(fresh["pyjwt"], pyjwt_decode), ""),
             ("raw Ed25519 verify (cryptography)", each(split, raw_verify), ""),
+            ("raw Ed25519 verify (libsodium)", each(sodium_split, sodium_verify), ""),
             ("Verifier.verify, first sight", each(fresh["first"], first_sight.verify), "first sight"),
             ("Verifier.verify, seen before", cycle(seen, seen_before.verify), "seen before"),
             ("Verifier.verify, seen before, DPoP proof", each(proof_calls, bound_verify), ""),

@@ -22,6 +22,7 @@ from litestar import Litestar, Request, get
 from litestar.testing import TestClient
 
 from broker.dpop import DpopKey, MemoryReplayCache, ProofError, ath_of, check_proof, sign_proof
+from broker.dpop.jwk import thumbprint
 from broker.errors import TokenRejected
 from broker.token import KeyRing, LocalSigner
 from broker.token.b64 import b64url_decode, b64url_encode
@@ -214,6 +215,22 @@ def test_hs256_proof_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
     body = b64url_encode(json.dumps(c).encode())
     mac = hmac.new(b64url_decode(KEY.public_jwk["x"]), f"{h}.{body}".encode(), hashlib.sha256).digest()
     rejected(verifier(ring), token, "bad_proof", dpop=f"{h}.{body}.{b64url_encode(mac)}")
+
+
+def test_proof_by_a_small_order_key_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """The Ed25519 identity point as the proof key, with R = identity and S = 0: that
+    signature satisfies the verification equation for every message, so whoever holds a
+    token bound to this key could prove possession without any secret (OpenSSL's
+    Ed25519 verify accepts it; libsodium's refuses small-order keys)."""
+    identity = bytes([1]) + bytes(31)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(identity)}
+    token = good_token(ed_signer, cnf_jkt=thumbprint(jwk))
+    h = b64url_encode(json.dumps({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}).encode())
+    c = {"jti": "forged-proof-0000001", "htm": METHOD, "htu": URL, "iat": AT, "ath": ath_of(token)}
+    universal = f"{h}.{b64url_encode(json.dumps(c).encode())}.{b64url_encode(identity + bytes(32))}"
+    with pytest.raises(ProofError):
+        check_proof(universal, method=METHOD, url=URL, now=AT, access_token=token)
+    rejected(verifier(ring), token, "bad_proof", dpop=universal)
 
 
 def test_proof_with_a_private_key_in_its_jwk_is_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:

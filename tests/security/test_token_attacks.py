@@ -553,3 +553,16 @@ def test_overlong_delegation_chain_is_rejected(ring: KeyRing, ed_signer: LocalSi
     for i in range(1, 9):
         act = {"sub": f"agent:a{i}", "act": act}
     assert_rejected(verifier(ring), signed(ed_signer, body=payload(act=act)), "bad_claims")
+
+
+def test_a_universal_signature_under_a_small_order_key_is_refused() -> None:
+    """Ed25519's identity point as public key, R = identity, S = 0: "valid" for every
+    message under a cofactorless check that admits small-order keys (OpenSSL does)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from broker.token.algorithms import verify_signature
+
+    identity = bytes([1]) + bytes(31)
+    key = ed25519.Ed25519PublicKey.from_public_bytes(identity)
+    for message in (b"", b"any message", b"e" * 420):
+        assert verify_signature(key, message, identity + bytes(32)) is False
