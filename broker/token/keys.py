@@ -15,7 +15,15 @@ from typing import Any, Final, Protocol, TypeGuard
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from broker.token.algorithms import Algorithm, PrivateKey, PublicKey, algorithm_of, sign
+from broker.token.algorithms import (
+    Algorithm,
+    PrivateKey,
+    PublicKey,
+    algorithm_of,
+    sign,
+    sign_with_sodium,
+    sodium_secret,
+)
 from broker.token.b64 import Base64Error, b64url_decode, b64url_encode
 
 KID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -169,7 +177,7 @@ class Signer(Protocol):
 class LocalSigner:
     """A private key held in this process. Used by the embedded default and tests."""
 
-    __slots__ = ("_key", "_kid", "_public")
+    __slots__ = ("_key", "_kid", "_public", "_sodium")
 
     def __init__(self, key: PrivateKey, kid: str) -> None:
         if not is_kid(kid):
@@ -178,6 +186,7 @@ class LocalSigner:
         self._key = key
         self._kid = kid
         self._public = VerificationKey(kid, key.public_key())
+        self._sodium = sodium_secret(key)  # Ed25519: the same key, in libsodium's form
 
     @classmethod
     def generate(cls, alg: Algorithm = "EdDSA", kid: str | None = None) -> LocalSigner:
@@ -199,6 +208,8 @@ class LocalSigner:
         return self._public
 
     def sign(self, message: bytes) -> bytes:
+        if self._sodium is not None:
+            return sign_with_sodium(self._sodium, message)
         return sign(self._key, message)
 
     def __repr__(self) -> str:

@@ -93,3 +93,15 @@ def test_constructor_refuses_inconsistent_versions() -> None:
         LocalSigningBackend("k", [LocalSigner.generate("EdDSA", "k-v2")])
     two = [LocalSigner.generate("EdDSA", "k-v1"), LocalSigner.generate("EdDSA", "k-v2")]
     assert LocalSigningBackend("k", two).kid == "k-v2"
+
+
+def test_an_ed25519_signer_signs_with_libsodium_the_very_bytes_openssl_gives() -> None:
+    """Ed25519 is deterministic: the libsodium form of the key must give OpenSSL's bytes."""
+    from broker.token.algorithms import sign, verify_signature
+    from broker.token.keys import LocalSigner
+
+    signer = LocalSigner.generate("EdDSA", "k1")
+    for message in (b"", b"header.payload", bytes(range(256)) * 4):
+        via_sodium = signer.sign(message)
+        assert via_sodium == sign(signer._key, message)  # OpenSSL, through cryptography
+        assert verify_signature(signer.public.key, message, via_sodium)
