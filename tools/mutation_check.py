@@ -68,6 +68,15 @@ MUTATIONS = [
              integration=True),
     Mutation("Vault role login-path check deleted", "broker/identity/vault_identity.py",
              '    if info.path != f"auth/{mount}/login":', "    if False:"),
+    Mutation("seen token kept under a replaced key", "broker/token/seen.py",
+             "        if current is key or current == key:", "        if True:",
+             ("tests/unit/test_seen_tokens.py", "tests/service/test_seen_tokens.py")),
+    Mutation("batched mint claims share one rate key", "broker/backends/redis_state.py",
+             "  if interval > 0 then wait = take_rate(KEYS[k], interval, limit) end",
+             "  if interval > 0 then wait = take_rate(KEYS[1], interval, limit) end",
+             ("tests/integration/test_state_contract.py",), integration=True),
+    Mutation("hot path drops no-store", "broker/http/hot_paths.py",
+             "route.status, [_NO_STORE, ", "route.status, [", ("tests/service/test_hot_paths.py",)),
 ]
 
 
