@@ -47,10 +47,24 @@ def _uvicorn_run(app: Any, settings: Settings, *, shared_port: bool = False) -> 
         sock = reuseport_socket(settings.host, settings.port)
         # The socket object itself, not its fd: uvicorn reopens a bare fd as AF_UNIX, and
         # asyncio then leaves Nagle on (TCP_NODELAY is set for INET sockets only): +40 ms.
-        config = uvicorn.Config(app, access_log=False, log_level="info", server_header=False)
+        config = uvicorn.Config(app, access_log=False, log_level="info", server_header=False, http=_protocol())
         uvicorn.Server(config).run(sockets=[sock])
         return
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info", server_header=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="info",
+        server_header=False,
+        http=_protocol(),
+    )
+
+
+def _protocol() -> Any:
+    from broker.cli.http_protocol import GatheringHttpToolsProtocol
+
+    return GatheringHttpToolsProtocol
 
 
 def run_serve(args: argparse.Namespace) -> int:
