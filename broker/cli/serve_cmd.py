@@ -47,7 +47,9 @@ def _uvicorn_run(app: Any, settings: Settings, *, shared_port: bool = False) -> 
         sock = reuseport_socket(settings.host, settings.port)
         # The socket object itself, not its fd: uvicorn reopens a bare fd as AF_UNIX, and
         # asyncio then leaves Nagle on (TCP_NODELAY is set for INET sockets only): +40 ms.
-        config = uvicorn.Config(app, access_log=False, log_level="info", server_header=False, http=_protocol())
+        config = uvicorn.Config(
+            app, access_log=False, log_level="info", server_header=False, proxy_headers=False, http=_protocol()
+        )
         uvicorn.Server(config).run(sockets=[sock])
         return
     uvicorn.run(
@@ -57,11 +59,14 @@ def _uvicorn_run(app: Any, settings: Settings, *, shared_port: bool = False) -> 
         access_log=False,
         log_level="info",
         server_header=False,
+        proxy_headers=False,
         http=_protocol(),
     )
 
 
 def _protocol() -> Any:
+    """(Both runs also leave ``proxy_headers`` off: the broker reads no client address or
+    scheme from the request, so no ``X-Forwarded-*`` header may change them either.)"""
     from broker.cli.http_protocol import GatheringHttpToolsProtocol
 
     return GatheringHttpToolsProtocol
