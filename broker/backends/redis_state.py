@@ -12,12 +12,14 @@ Every read-modify-write is one Lua script, atomic across replicas:
 - ``take_rate``: GCRA on Redis's own clock (``TIME``), so replicas' clocks do not matter.
 - ``claim_task``: revoked? owner? record the tokens and extend the record's life.
 - ``claim_mint``: the rate, then the task, for every mint queued meanwhile, in one call
-  (group commit, ``broker.backends.group_commit``): each claim runs as if alone, in order.
+  (group commit, ``broker.backends.redis_rounds``): each claim runs as if alone, in order.
+  The same round trip carries the queued audit appends.
 - ``revoke_agent``: keep the latest cut-off.
 - ``append_audit``: compare-and-append. Lua in Redis has no SHA-256, so the client seals
   the event onto the head it read, and the script appends it only if the head is still
-  that hash; otherwise the client re-seals onto the new head and tries again. Appends
-  from one object take turns (group commit too), so only other processes ever race it.
+  that hash; otherwise the client re-seals onto the new head and the events go first in
+  the next round. Appends from one object take turns (group commit too), so only other
+  processes ever race it.
 
 A call that timed out may still have been executed (a paused server runs what it had
 buffered when it resumes). Each such effect errs on the safe side: an allowance spent,
@@ -31,17 +33,15 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from broker.audit.chain import GENESIS, sealed_with_canonical
 from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
-from broker.backends.group_commit import GroupCommit
 from broker.backends.redis_options import fail_fast
+from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
@@ -51,7 +51,6 @@ T = TypeVar("T")
 # asyncio.wait_for gets a little longer than the socket timeout, so that redis-py's own
 # timeout (which closes the connection cleanly) fires first when it can.
 _MARGIN = 0.25
-_AUDIT_ATTEMPTS = 64  # compare-and-append rounds before giving up on a busy stream
 _PAGE = 500  # audit events per XRANGE
 
 # KEYS: rate key. ARGV: emission interval, limit on tat - now (both whole microseconds).
@@ -123,7 +122,6 @@ end
 return out
 """
 )
-_CLAIM_BATCH = 128  # mint claims per call at most
 
 # KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
 # ARGV[3], ARGV[4]: the revocation channel and the announcement, published in the same
@@ -159,7 +157,6 @@ end
 redis.call('SET', KEYS[1], ARGV[#ARGV])
 return {1, ids}
 """
-_AUDIT_BATCH = 256  # events per append call at most
 
 
 class RedisState:
@@ -180,20 +177,18 @@ class RedisState:
         self._timeout = timeout
         self._stream = stream
         self._prefix = prefix
-        self._audit_head = GENESIS
-        # group commits: one round trip carries every event (claim) queued meanwhile
-        self._audit: GroupCommit[Mapping[str, Any], StoredEvent] = GroupCommit(
-            self._append_sealed, max_batch=_AUDIT_BATCH, name="redis"
-        )
-        self._claims: GroupCommit[_Claim, MintClaim] = GroupCommit(
-            self._claim_batch, max_batch=_CLAIM_BATCH, name="redis"
+        # mint claims and audit appends: every one queued meanwhile, in one shared round trip
+        self._rounds = SharedRounds(
+            client,
+            Scripts(claim=_CLAIM_MINT, append=_APPEND_AUDIT),
+            call=self._call,
+            head_key=keys.audit_head(stream),
+            stream=stream,
         )
         self._take_rate = client.register_script(_TAKE_RATE)
         self._claim_task = client.register_script(_CLAIM_TASK)
-        self._claim_mint = client.register_script(_CLAIM_MINT)
         self._revoke_agent = client.register_script(_REVOKE_AGENT)
         self._revoke_one = client.register_script(_REVOKE)
-        self._append_audit = client.register_script(_APPEND_AUDIT)
 
     @classmethod
     def from_url(
@@ -243,7 +238,7 @@ class RedisState:
         self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
     ) -> MintClaim:
         """Rate, then task, atomically; concurrent mints share one script call (group
-        commit), which runs their claims in arrival order, each as if alone."""
+        commit, ``SharedRounds``), which runs their claims in arrival order, each as if alone."""
         interval, limit = gcra_parameters(*rate) if rate is not None else (0, 0)
         claim_keys = (
             keys.rate(self._prefix, agent),
@@ -252,18 +247,7 @@ class RedisState:
             keys.task_tokens(self._prefix, task),
         )
         expiry = retention.task_record_expiry(expires_at)
-        return await self._claims.submit(_Claim(claim_keys, (interval, limit, agent, expiry, len(jtis), *jtis)))
-
-    async def _claim_batch(self, claims: list[_Claim]) -> list[MintClaim]:
-        reply = await self._call(
-            self._claim_mint(
-                keys=[k for claim in claims for k in claim.keys],
-                args=[a for claim in claims for a in claim.args],
-            )
-        )
-        if not isinstance(reply, list) or len(reply) != len(claims):
-            raise BackendUnavailable("redis: unexpected reply")
-        return [_mint_claim(one) for one in reply]
+        return await self._rounds.claim(Claim(claim_keys, (interval, limit, agent, expiry, len(jtis), *jtis)))
 
     async def task_owner(self, task: str) -> str | None:
         owner = await self._call(self._redis.hget(keys.task(self._prefix, task), "owner"))
@@ -324,37 +308,11 @@ class RedisState:
     # ------------------------------------------------------------------ audit
 
     async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
-        """Group commit: events queue, and one compare-and-append call carries everything
-        queued while the previous call was in flight (queue order is chain order). Each
-        caller gets its own event back once stored, or ``BackendUnavailable`` if its batch
-        failed."""
-        return await self._audit.submit(event)
-
-    async def _append_sealed(self, events: list[Mapping[str, Any]]) -> list[StoredEvent]:
-        head_key = keys.audit_head(self._stream)
-        head = self._audit_head  # a guess: if another writer moved on, the script says where to
-        for _ in range(_AUDIT_ATTEMPTS):
-            sealed: list[dict[str, Any]] = []
-            stored: list[bytes] = []
-            prev = head
-            for event in events:
-                one, encoded = sealed_with_canonical(event, prev)
-                sealed.append(one)
-                stored.append(encoded)
-                prev = one["hash"]
-            reply = await self._call(
-                self._append_audit(keys=[head_key, self._stream], args=[GENESIS, head, *stored, prev])
-            )
-            if not isinstance(reply, list) or len(reply) != 2:
-                raise BackendUnavailable("redis: unexpected reply")
-            ok, value = reply
-            if ok == 1:
-                if not isinstance(value, list) or len(value) != len(sealed):
-                    raise BackendUnavailable("redis: unexpected reply")
-                self._audit_head = prev
-                return [StoredEvent(_text(i), e) for i, e in zip(value, sealed, strict=True)]
-            head = _text(value)  # another writer got there first: seal onto its event
-        raise BackendUnavailable("redis: audit stream too busy")
+        """Group commit (``SharedRounds``): events queue, and one compare-and-append carries
+        everything queued while the previous round was in flight (queue order is chain
+        order). Each caller gets its own event back once stored, or ``BackendUnavailable``
+        if its round failed."""
+        return await self._rounds.append(event)
 
     async def audit_events(self) -> AsyncIterator[StoredEvent]:
         """Every event, oldest first, in pages. An entry that is not a JSON object comes
@@ -397,27 +355,8 @@ class RedisState:
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
-        await self._audit.aclose()
-        await self._claims.aclose()
+        await self._rounds.aclose()
         await self._call(self._redis.aclose())
-
-
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    keys: tuple[str, str, str, str]
-    args: tuple[str | int, ...]
-
-
-def _mint_claim(reply: object) -> MintClaim:
-    if not isinstance(reply, list) or len(reply) != 2:
-        raise BackendUnavailable("redis: unexpected reply")
-    wait = _integer(reply[0])
-    if wait > 0:
-        return MintClaim(wait / 1_000_000, None)
-    try:
-        return MintClaim(0.0, TaskClaim(_text(reply[1])))
-    except ValueError:
-        raise BackendUnavailable("redis: unexpected reply") from None
 
 
 def _integer(value: object) -> int:

@@ -21,8 +21,9 @@ from redis.asyncio import Redis
 
 from broker.audit.chain import GENESIS, verify_chain
 from broker.backends import redis_keys as keys
-from broker.backends import redis_state
+from broker.backends import redis_rounds, redis_state
 from broker.backends.memory_state import MemoryState
+from broker.backends.redis_rounds import SharedRounds
 from broker.backends.redis_state import RedisState
 from broker.errors import BackendUnavailable
 from broker.service import retention
@@ -219,16 +220,21 @@ def test_concurrent_mint_claims_answer_as_if_each_ran_alone(backend: Backend) ->
     run(body)
 
 
-def test_redis_group_commits_concurrent_mint_claims(redis_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    original = RedisState._claim_batch
+@pytest.fixture
+def rounds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Each shared round trip: (claims, events) in it."""
+    seen: list[tuple[int, int]] = []
+    original = SharedRounds._round
 
-    async def counting(self: RedisState, claims: list[Any]) -> list[MintClaim]:
-        calls.append(len(claims))
-        return await original(self, claims)
+    async def counting(self: SharedRounds, claims: list[Any], events: list[Any]) -> Any:
+        seen.append((len(claims), len(events)))
+        return await original(self, claims, events)
 
-    monkeypatch.setattr(RedisState, "_claim_batch", counting)
+    monkeypatch.setattr(SharedRounds, "_round", counting)
+    return seen
 
+
+def test_redis_group_commits_concurrent_mint_claims(redis_backend: Backend, rounds: list[tuple[int, int]]) -> None:
     async def body() -> None:
         async with redis_backend.replicas(1) as (store,):
             now = int(time.time())
@@ -239,28 +245,71 @@ def test_redis_group_commits_concurrent_mint_claims(redis_backend: Backend, monk
             assert all(r == MintClaim(0.0, TaskClaim.OWNED) for r in results)
 
     run(body)
-    assert sum(calls) == 300
-    assert len(calls) <= 10, calls  # the first alone, then everything queued meanwhile
+    assert sum(c for c, _ in rounds) == 300
+    assert len(rounds) <= 10, rounds  # the first alone, then everything queued meanwhile
 
 
-def test_redis_a_failed_claim_batch_fails_every_claim_in_it(redis_server: RedisServer) -> None:
+def test_redis_claims_and_audit_events_share_round_trips(redis_backend: Backend, rounds: list[tuple[int, int]]) -> None:
+    """Mint-shaped traffic: claim, then append; the appends ride with later claims."""
+
+    async def body() -> None:
+        async with redis_backend.replicas(1) as (store,):
+            now = int(time.time())
+            run_id = uuid.uuid4().hex[:8]
+
+            async def one_mint(i: int) -> StoredEvent:
+                claim = await store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", [f"j{i}"], now + 300)
+                assert claim.task is TaskClaim.OWNED
+                return await store.append_audit({"type": "mint", "n": i})
+
+            await asyncio.gather(*(one_mint(i) for i in range(300)))  # more than one round's claims
+            assert verify_chain(await all_events(store)).ok
+
+    run(body)
+    assert sum(c for c, _ in rounds) == 300
+    assert sum(e for _, e in rounds) == 300
+    assert any(c and e for c, e in rounds), rounds  # claims and events in one round trip
+    assert len(rounds) <= 20, rounds
+
+
+def test_redis_a_failed_round_fails_every_claim_and_event_in_it(redis_server: RedisServer) -> None:
     async def body() -> None:
         store = RedisState.from_url(redis_server.url, prefix=f"fail-{uuid.uuid4().hex[:8]}:")
         try:
 
-            async def broken(**_: Any) -> Any:
+            def broken(**_: Any) -> Any:
                 raise ConnectionError("dropped")
 
-            store._claim_mint = broken  # type: ignore[assignment,method-assign]
+            store._redis.pipeline = broken  # type: ignore[assignment,method-assign]
             now = int(time.time())
             results = await asyncio.gather(
                 *(store.claim_mint("a", None, f"t{i}", [f"j{i}"], now + 300) for i in range(50)),
+                *(store.append_audit({"type": "mint", "n": i}) for i in range(50)),
                 return_exceptions=True,
             )
             assert all(isinstance(r, BackendUnavailable) for r in results), results
             assert {str(r) for r in results} == {"redis: ConnectionError"}
         finally:
             await store.aclose()
+
+    asyncio.run(body())
+
+
+def test_redis_scripts_flushed_from_redis_are_loaded_again(redis_server: RedisServer) -> None:
+    """A restarted (or SCRIPT FLUSHed) Redis forgets the scripts: the next round loads them."""
+
+    async def body() -> None:
+        store = RedisState.from_url(redis_server.url, prefix=f"flush-{uuid.uuid4().hex[:8]}:")
+        raw = Redis.from_url(redis_server.url)
+        try:
+            now = int(time.time())
+            assert (await store.claim_mint("a", None, "t1", ["j1"], now + 300)).task is TaskClaim.OWNED
+            await raw.script_flush()
+            assert (await store.claim_mint("a", None, "t2", ["j2"], now + 300)).task is TaskClaim.OWNED
+            assert (await store.append_audit({"type": "mint"})).event["type"] == "mint"
+        finally:
+            await store.aclose()
+            await raw.aclose()
 
     asyncio.run(body())
 
@@ -395,6 +444,44 @@ def test_audit_chain_stays_linear_under_concurrent_appends(backend: Backend) -> 
             ids = [_id_key(e.id) for e in stored]
             assert ids == sorted(ids)
             assert len(set(ids)) == 200
+
+    run(body)
+
+
+def test_redis_an_append_onto_a_moved_head_goes_again_in_order(redis_backend: Backend) -> None:
+    """Another replica moved the head: the events are sealed again and go first in the next
+    round, before newer ones, so each replica's events keep their order in the chain."""
+
+    async def body() -> None:
+        async with redis_backend.replicas(2) as (a, b):
+            await b.append_audit({"who": "b", "n": -1})  # a's idea of the head is now stale
+            results = await asyncio.gather(
+                *(a.append_audit({"who": "a", "n": i}) for i in range(50)),
+                *(b.append_audit({"who": "b", "n": i}) for i in range(50)),
+            )
+            stored = await all_events(a)
+            assert verify_chain(stored).ok
+            for who in ("a", "b"):
+                order = [e.event["n"] for e in stored if e.event["who"] == who and e.event["n"] >= 0]
+                assert order == list(range(50)), who
+            assert {r.id for r in results} <= {e.id for e in stored}
+
+    run(body)
+
+
+def test_redis_an_append_that_keeps_finding_the_head_moved_fails_closed(
+    redis_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with redis_backend.replicas(2) as (a, b):
+            await a.append_audit({"n": 0})
+            await b.append_audit({"n": 1})  # a's head guess is stale: its next append conflicts
+            monkeypatch.setattr(redis_rounds, "AUDIT_ATTEMPTS", 1)
+            with pytest.raises(BackendUnavailable, match="audit stream too busy"):
+                await a.append_audit({"n": 2})
+            stored = await all_events(a)
+            assert [e.event["n"] for e in stored] == [0, 1]  # nothing half-written
+            assert verify_chain(stored).ok
 
     run(body)
 
@@ -561,17 +648,8 @@ def test_redis_announces_every_revocation_after_writing_it(redis_server: RedisSe
 
 
 def test_redis_group_commit_appends_concurrent_events_in_few_round_trips(
-    redis_backend: Backend, monkeypatch: pytest.MonkeyPatch
+    redis_backend: Backend, rounds: list[tuple[int, int]]
 ) -> None:
-    calls: list[int] = []
-    original = RedisState._append_sealed
-
-    async def counting(self: RedisState, events: list[Any]) -> list[StoredEvent]:
-        calls.append(len(events))
-        return await original(self, events)
-
-    monkeypatch.setattr(RedisState, "_append_sealed", counting)
-
     async def body() -> None:
         async with redis_backend.replicas(1) as (store,):
             await asyncio.gather(*(store.append_audit({"action": "mint", "n": i}) for i in range(300)))
@@ -580,8 +658,8 @@ def test_redis_group_commit_appends_concurrent_events_in_few_round_trips(
             assert [e.event["n"] for e in stored] == list(range(300))  # queue order is chain order
 
     run(body)
-    assert sum(calls) == 300
-    assert len(calls) <= 10, calls  # one call for the first, then everything queued meanwhile
+    assert sum(e for _, e in rounds) == 300
+    assert len(rounds) <= 10, rounds  # one round for the first, then everything queued meanwhile
 
 
 def test_redis_never_stores_a_revocation_without_announcing_it(redis_server: RedisServer) -> None:
