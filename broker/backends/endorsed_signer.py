@@ -365,7 +365,9 @@ class EndorsedSigningBackend:
         the background work that is due (a re-read, a successor)."""
         view = self._view
         tick = time.monotonic()
-        if view is None or tick - view.read_at >= MAX_STALE:
+        # A failed read may mean Redis lost its data, and with it this key's entry: sign
+        # again only after a read succeeds (the key set still serves the view meanwhile).
+        if view is None or self._view_error or tick - view.read_at >= MAX_STALE:
             self._start_view_refresh()
             return None
         if tick - view.read_at >= self._refresh:
@@ -413,8 +415,10 @@ class EndorsedSigningBackend:
             await asyncio.wait(pending, timeout=left)
 
     def _why_no_key(self) -> str:
+        if self._view_error:
+            return self._view_error
         if self._fresh_view() is None:
-            return self._view_error or "signer: the published keys could not be read in time"
+            return "signer: the published keys could not be read in time"
         return self._key_error or "signer: no endorsed key can sign this token yet"
 
     # ------------------------------------------------------------------ background work
