@@ -455,9 +455,12 @@ def test_redis_an_append_onto_a_moved_head_goes_again_in_order(redis_backend: Ba
     async def body() -> None:
         async with redis_backend.replicas(2) as (a, b):
             await b.append_audit({"who": "b", "n": -1})  # a's idea of the head is now stale
+            first = [asyncio.ensure_future(a.append_audit({"who": "a", "n": i})) for i in range(25)]
+            for _ in range(3):
+                await asyncio.sleep(0)  # a's first round (bound to find the head moved) is in flight
+            later = [asyncio.ensure_future(a.append_audit({"who": "a", "n": i})) for i in range(25, 50)]
             results = await asyncio.gather(
-                *(a.append_audit({"who": "a", "n": i}) for i in range(50)),
-                *(b.append_audit({"who": "b", "n": i}) for i in range(50)),
+                *first, *later, *(b.append_audit({"who": "b", "n": i}) for i in range(50))
             )
             stored = await all_events(a)
             assert verify_chain(stored).ok
