@@ -26,10 +26,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 from broker.errors import Unauthenticated
 from broker.identity.jwt_keys import IDENTITY_ALGORITHMS, IdentityKeys, is_identity_kid
+from broker.identity.single_match import NoSingleMatch, P, single_match
 from broker.policy.model import JwtIdentity
 from broker.token.b64 import Base64Error, b64url_decode
 from broker.token.strictjson import StrictJsonError, loads_object
@@ -190,40 +191,27 @@ def match_jwt_identity(claims: IdentityClaims, identity: JwtIdentity) -> str | N
     return None
 
 
-class _HasIdentity(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def identity(self) -> object: ...
-
-
-P = TypeVar("P", bound=_HasIdentity)
-
-
 def select_jwt_principal(claims: IdentityClaims, principals: Iterable[P]) -> P:
     """The one principal (agent or service) whose ``jwt`` identity ``claims`` match.
 
     None matching, or more than one (an ambiguous policy), is ``IdentityRejected``: a
     token never picks between two principals.
     """
-    matched: list[P] = []
-    misses: list[str] = []
-    for principal in principals:
-        if not isinstance(principal.identity, JwtIdentity):
-            continue
-        reason = match_jwt_identity(claims, principal.identity)
-        if reason is None:
-            matched.append(principal)
-        else:
-            misses.append(f"{principal.name}: {reason}")
-    if len(matched) == 1:
-        return matched[0]
-    if matched:
-        names = ", ".join(sorted(p.name for p in matched))
-        raise IdentityRejected(f"identity matches {len(matched)} principals ({names}): ambiguous, refused")
-    detail = "; ".join(misses[:8]) or f"no jwt identity names issuer {claims.iss}"
-    raise IdentityRejected(f"no principal matches: {detail}")
+
+    def reason_against(principal: P) -> str | None:
+        assert isinstance(principal.identity, JwtIdentity)  # noqa: S101 -- filtered below
+        return match_jwt_identity(claims, principal.identity)
+
+    try:
+        return single_match((p for p in principals if isinstance(p.identity, JwtIdentity)), reason_against)
+    except NoSingleMatch as e:
+        if e.matched:
+            names = ", ".join(sorted(p.name for p in e.matched))
+            raise IdentityRejected(
+                f"identity matches {len(e.matched)} principals ({names}): ambiguous, refused"
+            ) from None
+        detail = "; ".join(e.misses[:8]) or f"no jwt identity names issuer {claims.iss}"
+        raise IdentityRejected(f"no principal matches: {detail}") from None
 
 
 # ---------------------------------------------------------------- internals

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from broker.errors import Unauthenticated
+from broker.identity.single_match import NoSingleMatch, P, single_match
 from broker.policy.model import VaultIdentity
 
 __all__ = [
@@ -133,6 +135,22 @@ def match_vault_identity(
             if actual != expected:
                 return f"metadata: the token's {key!r} differs"
     return None
+
+
+def select_vault_principal(info: VaultTokenInfo, principals: Iterable[P]) -> P:
+    """The one principal whose ``vault`` identity the looked-up token matches; none, or
+    more than one (an ambiguous policy), is ``Unauthenticated``."""
+
+    def reason_against(principal: P) -> str | None:
+        assert isinstance(principal.identity, VaultIdentity)  # noqa: S101 -- filtered below
+        return match_vault_identity(info, principal.identity)
+
+    try:
+        return single_match((p for p in principals if isinstance(p.identity, VaultIdentity)), reason_against)
+    except NoSingleMatch as e:
+        if e.matched:
+            raise Unauthenticated(f"vault identity: matches {len(e.matched)} principals: ambiguous, refused") from None
+        raise Unauthenticated("vault identity: no principal matches: " + "; ".join(e.misses[:8])) from None
 
 
 def token_info_from_lookup(response: object, presented: str) -> VaultTokenInfo:

@@ -25,7 +25,7 @@ from broker.identity.jwt_identity import (
     unverified_route,
     verify_identity_jwt,
 )
-from broker.identity.vault_identity import looks_like_vault_token, match_vault_identity
+from broker.identity.vault_identity import looks_like_vault_token, select_vault_principal
 from broker.policy.model import Agent, JwtIdentity, Policy, Service, VaultIdentity
 from broker.service.broker import Broker
 from broker.service.credentials import is_client_secret, secret_sha256
@@ -99,17 +99,4 @@ async def _vault_principal(broker: Broker, policy: Policy, presented: str) -> Pr
     info = await broker.vault_tokens.lookup(presented)
     if info is None:
         raise Unauthenticated("vault identity: the Vault token is unknown, expired or revoked")
-    matched: list[Principal] = []
-    misses: list[str] = []
-    for principal in candidates:
-        assert isinstance(principal.identity, VaultIdentity)  # noqa: S101 -- filtered above
-        reason = match_vault_identity(info, principal.identity)
-        if reason is None:
-            matched.append(principal)
-        else:
-            misses.append(f"{principal.name}: {reason}")
-    if len(matched) == 1:
-        return matched[0]
-    if matched:
-        raise Unauthenticated(f"vault identity: matches {len(matched)} principals: ambiguous, refused")
-    raise Unauthenticated("vault identity: no principal matches: " + "; ".join(misses[:8]))
+    return select_vault_principal(info, candidates)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker.errors import Unauthenticated
 from broker.identity.vault_identity import (
     MAX_VAULT_TOKEN_LENGTH,
     VaultTokenInfo,
@@ -22,9 +23,10 @@ from broker.identity.vault_identity import (
     has_namespace_suffix,
     looks_like_vault_token,
     match_vault_identity,
+    select_vault_principal,
     token_info_from_lookup,
 )
-from broker.policy.model import VaultIdentity
+from broker.policy.model import Agent, KeyIdentity, Location, VaultIdentity
 from broker.service.credentials import new_client_secret
 from broker.token.b64 import b64url_encode
 
@@ -398,3 +400,30 @@ def test_no_vault_token_starts_with_a_jws_header(token: str) -> None:
     except (ValueError, UnicodeDecodeError):
         return
     pytest.fail(f"{first!r} decodes to JSON {parsed!r}")
+
+
+# ---------------------------------------------------------------------- choosing the principal
+
+
+def _principal(name: str, identity: object) -> Agent:
+    return Agent(name, identity, ("s",), 600, None, "", Location("t.yaml", 1))  # type: ignore[arg-type]
+
+
+def test_select_the_one_principal_the_token_matches() -> None:
+    principals = [
+        _principal("keyed", KeyIdentity("0" * 64)),
+        _principal("other-role", VaultIdentity(role="agent2")),
+        _principal("mine", VaultIdentity(role="agent1")),
+    ]
+    assert select_vault_principal(info(), principals).name == "mine"
+
+
+def test_select_refuses_no_match_with_each_reason() -> None:
+    with pytest.raises(Unauthenticated, match="vault identity: no principal matches: other-role: "):
+        select_vault_principal(info(), [_principal("other-role", VaultIdentity(role="agent2"))])
+
+
+def test_select_refuses_an_ambiguous_policy() -> None:
+    principals = [_principal("a", VaultIdentity(role="agent1")), _principal("b", VaultIdentity(entity=ENTITY))]
+    with pytest.raises(Unauthenticated, match="matches 2 principals: ambiguous, refused"):
+        select_vault_principal(info(), principals)
