@@ -123,21 +123,26 @@ class SharedRounds:
             prev = one["hash"]
             sealed.append((one, prev))
             stored.append(encoded)
+        claim_reply: object = None
+        append_reply: object = None
+        send_claims, send_events = bool(claims), bool(events)
         for _ in range(2):  # once more after loading the scripts (a restarted Redis forgot them)
             claim_sha, append_sha = self._shas or await self._load_scripts()
             pipe = self._redis.pipeline(transaction=False)
-            if claims:
+            if send_claims:
                 keys = [k for c in claims for k in c.keys]
                 pipe.evalsha(claim_sha, len(keys), *keys, *(a for c in claims for a in c.args))
-            if events:
+            if send_events:
                 pipe.evalsha(append_sha, 2, self._head_key, self._stream, GENESIS, head, *stored, prev)
-            replies: list[object] = await self._call(pipe.execute(raise_on_error=False))
-            if any(isinstance(r, NoScriptError) for r in replies):
-                self._shas = None
-                continue
-            claim_reply = replies[0] if claims else None
-            append_reply = replies[-1] if events else None
-            return claim_reply, append_reply, sealed
+            replies = iter(await self._call(pipe.execute(raise_on_error=False)))
+            claim_reply = next(replies) if send_claims else claim_reply
+            append_reply = next(replies) if send_events else append_reply
+            # only a part Redis did not run (NOSCRIPT) goes again: the other one has run
+            send_claims = isinstance(claim_reply, NoScriptError)
+            send_events = isinstance(append_reply, NoScriptError)
+            if not (send_claims or send_events):
+                return claim_reply, append_reply, sealed
+            self._shas = None
         raise BackendUnavailable("redis: scripts not loaded")
 
     async def _load_scripts(self) -> tuple[str, str]:

@@ -314,6 +314,33 @@ def test_redis_scripts_flushed_from_redis_are_loaded_again(redis_server: RedisSe
     asyncio.run(body())
 
 
+def test_redis_a_round_half_refused_as_noscript_sends_only_that_half_again(redis_server: RedisServer) -> None:
+    """Redis ran the append but not the claims (their script unknown): only the claims go
+    again, so no event is appended twice."""
+
+    async def body() -> None:
+        store = RedisState.from_url(
+            redis_server.url, prefix=f"half-{uuid.uuid4().hex[:8]}:", stream=f"s-{uuid.uuid4().hex[:8]}"
+        )
+        try:
+            now = int(time.time())
+            assert (await store.claim_mint("a", None, "t0", ["j0"], now + 300)).task is TaskClaim.OWNED
+            shas = store._rounds._shas
+            assert shas is not None
+            store._rounds._shas = ("0" * 40, shas[1])  # the claim script "forgotten", the append's known
+            claimed, stored = await asyncio.gather(
+                store.claim_mint("a", None, "t1", ["j1"], now + 300), store.append_audit({"type": "mint", "n": 1})
+            )
+            assert claimed.task is TaskClaim.OWNED
+            events = await all_events(store)
+            assert [e.event["n"] for e in events] == [1]
+            assert events[0].id == stored.id
+        finally:
+            await store.aclose()
+
+    asyncio.run(body())
+
+
 def test_task_ownership_and_revocation(backend: Backend) -> None:
     async def body() -> None:
         async with backend.replicas(1) as (store,):
@@ -459,9 +486,7 @@ def test_redis_an_append_onto_a_moved_head_goes_again_in_order(redis_backend: Ba
             for _ in range(3):
                 await asyncio.sleep(0)  # a's first round (bound to find the head moved) is in flight
             later = [asyncio.ensure_future(a.append_audit({"who": "a", "n": i})) for i in range(25, 50)]
-            results = await asyncio.gather(
-                *first, *later, *(b.append_audit({"who": "b", "n": i}) for i in range(50))
-            )
+            results = await asyncio.gather(*first, *later, *(b.append_audit({"who": "b", "n": i}) for i in range(50)))
             stored = await all_events(a)
             assert verify_chain(stored).ok
             for who in ("a", "b"):
