@@ -153,7 +153,7 @@ def revoke_others(url: str) -> None:
             for _ in range(REVOKED[0]):
                 await state.revoke_token(secrets.token_urlsafe(16), now + 900)
             for n in range(REVOKED[1]):
-                await state.revoke_task(f"revoked-task-{n}", now)
+                await state.revoke_task(f"revoked-task-{n}", None, now)
             for n in range(REVOKED[2]):
                 await state.revoke_agent(f"revoked-agent-{n}", now)
         finally:

@@ -13,7 +13,7 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     │   ├── Unauthenticated           unauthenticated
     │   ├── Forbidden                 forbidden
     │   ├── ScopeNotGranted           scope_not_granted
-    │   └── TaskOwnedByOtherAgent     task_owned_by_other_agent
+    │   └── AgentRevoked              agent_revoked
     ├── RateLimited                   rate_limited
     ├── BackendUnavailable            backend_unavailable
     ├── PolicyInvalid                 policy_invalid   (carries every PolicyIssue)
@@ -31,6 +31,7 @@ from typing import Final
 __all__ = [
     "TOKEN_REJECTION_CODES",
     "AccessError",
+    "AgentRevoked",
     "BackendUnavailable",
     "BrokerError",
     "Forbidden",
@@ -42,7 +43,6 @@ __all__ = [
     "RateLimited",
     "RequestError",
     "ScopeNotGranted",
-    "TaskOwnedByOtherAgent",
     "TokenRejected",
     "TtlExceedsMax",
     "Unauthenticated",
@@ -103,8 +103,10 @@ class ScopeNotGranted(AccessError):
     code = "scope_not_granted"
 
 
-class TaskOwnedByOtherAgent(AccessError):
-    code = "task_owned_by_other_agent"
+class AgentRevoked(AccessError):
+    """The agent is suspended by the kill switch until an admin reinstates it."""
+
+    code = "agent_revoked"
 
 
 class RateLimited(BrokerError):
@@ -156,7 +158,7 @@ def error_for_code(code: str, reason: str) -> BrokerError:
         Unauthenticated,
         Forbidden,
         ScopeNotGranted,
-        TaskOwnedByOtherAgent,
+        AgentRevoked,
     ):
         if cls.code == code:
             return cls(reason)

@@ -15,22 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.chain import GENESIS, seal
 from broker.backends.gcra import gcra_parameters
+from broker.capability.names import ANY_AGENT, task_ref
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
 
 _SWEEP_EVERY = 512  # writes between two sweeps of expired entries
-
-
-@dataclass(slots=True)
-class _Task:
-    owner: str
-    expiry: int  # epoch seconds: the record is dropped after this
-    jtis: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +39,11 @@ class MemoryState:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._rates: dict[str, _Expiring] = {}  # agent -> GCRA arrival time (µs)
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, _Expiring] = {}  # task reference -> record (value unused)
         self._revoked_tokens: dict[str, _Expiring] = {}
         self._revoked_tasks: dict[str, _Expiring] = {}
         self._cutoffs: dict[str, _Expiring] = {}  # agent -> cut-off (epoch seconds)
+        self._suspended: dict[str, int] = {}  # agent -> when suspended; until reinstated
         self._once: dict[str, _Expiring] = {}  # replay-guard claims
         self._children: dict[str, tuple[set[str], _Expiring]] = {}  # parent jti -> child jtis
         self._events: list[StoredEvent] = []
@@ -72,62 +67,64 @@ class MemoryState:
 
     # ------------------------------------------------------------------ tasks
 
-    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
-        if self._live(self._revoked_tasks, task) is not None:
+    async def claim_task(self, task: str, owner: str, agents: Sequence[str], iat: int, expires_at: int) -> TaskClaim:
+        refs = (task_ref(owner, task), task_ref(ANY_AGENT, task))
+        if any(self._live(self._revoked_tasks, ref) is not None for ref in refs):
             return TaskClaim.REVOKED
-        record = self._tasks.get(task)
-        if record is not None and self._expired(record.expiry):
-            del self._tasks[task]
-            record = None
-        expiry = retention.task_record_expiry(expires_at)
-        if record is None:
-            record = _Task(owner=agent, expiry=expiry)
-            self._tasks[task] = record
-        if record.owner != agent:
-            return TaskClaim.OTHER_OWNER
-        record.jtis.update(jtis)
-        record.expiry = max(record.expiry, expiry)
-        self._count_write()
+        for agent in agents:
+            cutoff = self._live(self._cutoffs, agent)
+            if agent in self._suspended or (cutoff is not None and cutoff.value >= iat):
+                return TaskClaim.SUSPENDED
+        record = self._live(self._tasks, refs[0])
+        expiry = max(retention.task_record_expiry(expires_at), int(record.expiry) if record else 0)
+        self._write(self._tasks, refs[0], _Expiring(1, expiry))
         return TaskClaim.OWNED
 
     async def claim_mint(
-        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+        self, agent: str, rate: tuple[int, int] | None, task: str, iat: int, expires_at: int
     ) -> MintClaim:
         # Neither call suspends, so the pair is atomic on the event loop.
         wait = 0.0 if rate is None else await self.take_rate(agent, *rate)
         if wait > 0:
             return MintClaim(wait, None)
-        return MintClaim(0.0, await self.claim_task(task, agent, jtis, expires_at))
+        return MintClaim(0.0, await self.claim_task(task, agent, (agent,), iat, expires_at))
 
-    async def task_owner(self, task: str) -> str | None:
-        record = self._tasks.get(task)
-        if record is None:
-            return None
-        if self._expired(record.expiry):
-            del self._tasks[task]
-            return None
-        return record.owner
+    async def task_live(self, task: str, owner: str) -> bool:
+        return self._live(self._tasks, task_ref(owner, task)) is not None
 
     # ------------------------------------------------------------------ revocation
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         self._write(self._revoked_tokens, jti, _Expiring(1, retention.token_revocation_expiry(expires_at)))
 
-    async def revoke_task(self, task: str, now: int) -> None:
-        self._write(self._revoked_tasks, task, _Expiring(1, retention.task_revocation_expiry(now)))
+    async def revoke_task(self, task: str, owner: str | None, now: int, *, only_if_live: bool = False) -> bool:
+        ref = task_ref(ANY_AGENT if owner is None else owner, task)
+        if only_if_live and self._live(self._tasks, ref) is None:
+            return False
+        self._write(self._revoked_tasks, ref, _Expiring(1, retention.task_revocation_expiry(now)))
+        return True
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
+        self._suspended[agent] = cutoff
         current = self._live(self._cutoffs, agent)
         if current is None or cutoff > current.value:
             self._write(self._cutoffs, agent, _Expiring(cutoff, retention.agent_cutoff_expiry(cutoff)))
+
+    async def reinstate_agent(self, agent: str) -> bool:
+        return self._suspended.pop(agent, None) is not None
+
+    async def is_suspended(self, agent: str) -> bool:
+        return agent in self._suspended
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
     ) -> RevocationState:
         cutoffs = [c.value for name in (agent, *delegators) if (c := self._live(self._cutoffs, name)) is not None]
+        owner = delegators[-1] if delegators else agent
+        refs = (task_ref(owner, task), task_ref(ANY_AGENT, task))
         return RevocationState(
             token_revoked=self._live(self._revoked_tokens, jti) is not None,
-            task_revoked=self._live(self._revoked_tasks, task) is not None,
+            task_revoked=any(self._live(self._revoked_tasks, ref) is not None for ref in refs),
             agent_cutoff=max(cutoffs) if cutoffs else None,
         )
 
@@ -208,10 +205,8 @@ class MemoryState:
 
     def _sweep(self) -> None:
         now = self._clock()
-        for table in (self._rates, self._revoked_tokens, self._revoked_tasks, self._cutoffs, self._once):
+        for table in (self._rates, self._tasks, self._revoked_tokens, self._revoked_tasks, self._cutoffs, self._once):
             for key in [k for k, e in table.items() if now >= e.expiry]:
                 del table[key]
-        for key in [k for k, t in self._tasks.items() if now >= t.expiry]:
-            del self._tasks[key]
         for key in [k for k, (_, e) in self._children.items() if now >= e.expiry]:
             del self._children[key]

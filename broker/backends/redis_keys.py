@@ -1,6 +1,6 @@
 """Redis key names, shared by the broker's ``RedisState`` and the verifier's sync reader.
 
-Pure and import-free on purpose: ``broker.verify`` imports it, and the verifier library
+Pure (it imports only the name grammars) on purpose: ``broker.verify`` imports it, and the verifier library
 must not pull in the broker's backends. Every name is ``<prefix><kind>:<id>`` with the
 caller's id last, so two different (kind, id) pairs can never name the same key, whatever
 characters the id holds.
@@ -9,6 +9,8 @@ characters the id holds.
 from __future__ import annotations
 
 import json
+
+from broker.capability.names import ANY_AGENT, task_ref
 
 DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
@@ -19,22 +21,19 @@ def rate(prefix: str, agent: str) -> str:
     return f"{prefix}rate:{agent}"
 
 
-def task(prefix: str, task_id: str) -> str:
-    """Hash of the task record: ``owner`` and ``expiry`` (epoch seconds)."""
-    return f"{prefix}task:{task_id}"
-
-
-def task_tokens(prefix: str, task_id: str) -> str:
-    """Set of the token ids issued for the task."""
-    return f"{prefix}task-jtis:{task_id}"
+def task(prefix: str, ref: str) -> str:
+    """Hash of the task record (``ref`` from ``broker.capability.names.task_ref``):
+    ``expiry`` (epoch seconds), until which the task's last token could be in use."""
+    return f"{prefix}task:{ref}"
 
 
 def revoked_token(prefix: str, jti: str) -> str:
     return f"{prefix}rev:jti:{jti}"
 
 
-def revoked_task(prefix: str, task_id: str) -> str:
-    return f"{prefix}rev:task:{task_id}"
+def revoked_task(prefix: str, ref: str) -> str:
+    """A revoked task: ``ref`` is ``owner/task``, the owner an agent or ``*`` (every agent)."""
+    return f"{prefix}rev:task:{ref}"
 
 
 def agent_cutoff(prefix: str, agent: str) -> str:
@@ -42,12 +41,21 @@ def agent_cutoff(prefix: str, agent: str) -> str:
     return f"{prefix}rev:agent:{agent}"
 
 
+def suspended(prefix: str, agent: str) -> str:
+    """Set while the agent is suspended by the kill switch (no expiry: until an admin
+    reinstates it); its value is the time of the suspension."""
+    return f"{prefix}suspended:{agent}"
+
+
 def revocation(prefix: str, jti: str, task_id: str, agent: str, delegators: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The keys one revocation check reads, in ``MGET`` order: token, task, agent, then the
-    cut-off of each agent up the token's delegation chain."""
+    """The keys one revocation check reads, in ``MGET`` order: token, the task as its
+    owner's (the root agent: the last delegator, else the agent), the task id for every
+    agent, the agent's cut-off, then the cut-off of each agent up the delegation chain."""
+    owner = delegators[-1] if delegators else agent
     return (
         revoked_token(prefix, jti),
-        revoked_task(prefix, task_id),
+        revoked_task(prefix, task_ref(owner, task_id)),
+        revoked_task(prefix, task_ref(ANY_AGENT, task_id)),
         agent_cutoff(prefix, agent),
         *(agent_cutoff(prefix, name) for name in delegators),
     )
@@ -78,6 +86,7 @@ def revocation_channel(prefix: str) -> str:
 def revocation_message(kind: str, ident: str, value: int) -> str:
     """``{"kind": "token"|"task"|"agent", "id": ..., "value": ...}`` as compact JSON.
 
+    ``id``: for a task, its reference ``owner/task`` (the owner ``*`` for every agent's).
     ``value``: for a token, its ``exp``; for a task, the time of the revocation; for an
     agent, the cut-off (tokens with ``iat`` at or before it are revoked). The durable state
     (the keys above) is the truth; a message only says "read it now"."""

@@ -37,8 +37,9 @@ AUDIT_ATTEMPTS: Final = 64  # rounds an event may find the head moved before it 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    keys: tuple[str, str, str, str]  # rate, revoked task, task record, task's token ids
-    args: tuple[str | int, ...]  # interval, limit, agent, expiry, number of token ids, token ids
+    # rate, revoked task, its id revoked for every agent, task record, suspended, cut-off
+    keys: tuple[str, str, str, str, str, str]
+    args: tuple[int, int, int, int]  # interval, limit, the tokens' iat, the record's expiry
 
 
 @dataclass(slots=True)

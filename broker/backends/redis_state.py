@@ -10,11 +10,11 @@ connection pool reconnects on its own, so the same object works again once Redis
 Every read-modify-write is one Lua script, atomic across replicas:
 
 - ``take_rate``: GCRA on Redis's own clock (``TIME``), so replicas' clocks do not matter.
-- ``claim_task``: revoked? owner? record the tokens and extend the record's life.
+- ``claim_task``: task revoked? agent suspended? record the task and extend its life.
 - ``claim_mint``: the rate, then the task, for every mint queued meanwhile, in one call
   (group commit, ``broker.backends.redis_rounds``): each claim runs as if alone, in order.
   The same round trip carries the queued audit appends.
-- ``revoke_agent``: keep the latest cut-off.
+- ``revoke_agent``: suspend the agent and keep the latest cut-off.
 - ``append_audit``: compare-and-append. Lua in Redis has no SHA-256, so the client seals
   the event onto the head it read, and the script appends it only if the head is still
   that hash; otherwise the client re-seals onto the new head and the events go first in
@@ -42,6 +42,7 @@ from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_options import fail_fast
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
+from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
@@ -70,25 +71,38 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return 0
 """
 
-# KEYS: revoked-task, task record (hash), task's token ids (set).
-# ARGV: agent, record expiry (epoch seconds), token ids...
-_CLAIM_TASK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'revoked' end
-redis.call('HSETNX', KEYS[2], 'owner', ARGV[1])
-if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return 'other_owner' end
-local expiry = tonumber(ARGV[2])
-local current = tonumber(redis.call('HGET', KEYS[2], 'expiry'))
-if current and current > expiry then expiry = current end
-redis.call('HSET', KEYS[2], 'expiry', string.format('%d', expiry))
-if #ARGV > 2 then redis.call('SADD', KEYS[3], unpack(ARGV, 3)) end
-redis.call('EXPIREAT', KEYS[2], expiry)
-redis.call('EXPIREAT', KEYS[3], expiry)
-return 'owned'
+# A task claim, as a Lua function of its keys and arguments (tables), shared by the
+# standalone script and the batched mint claims.
+# k: revoked task (owner/task), the task id revoked for every agent (*/task), the task
+#    record (hash), then per agent the new token names (subject and every delegator):
+#    its suspension, its kill-switch cut-off.
+# a: the new tokens' iat, the record's expiry (epoch seconds).
+# 'revoked' or 'suspended' refuse; 'owned' records the task and extends its life. A token
+# whose iat is at or before a cut-off would be dead on arrival: refused as suspended.
+_CLAIM_TASK_FUNCTION = """
+local function claim_task(k, a)
+  if redis.call('EXISTS', k[1], k[2]) > 0 then return 'revoked' end
+  local iat = tonumber(a[1])
+  for i = 4, #k, 2 do
+    if redis.call('EXISTS', k[i]) == 1 then return 'suspended' end
+    local cutoff = tonumber(redis.call('GET', k[i + 1]))
+    if cutoff and cutoff >= iat then return 'suspended' end
+  end
+  local expiry = tonumber(a[2])
+  local current = tonumber(redis.call('HGET', k[3], 'expiry'))
+  if current and current > expiry then expiry = current end
+  redis.call('HSET', k[3], 'expiry', string.format('%d', expiry))
+  redis.call('EXPIREAT', k[3], expiry)
+  return 'owned'
+end
 """
 
-# Mint claims, any number of them, in order, as if each were its own script. Per claim:
-# KEYS: rate key, revoked-task, task record, task's token ids. ARGV: emission interval and
-# limit (0 0 for no rate), agent, record expiry, the number of token ids, the token ids.
+_CLAIM_TASK = _CLAIM_TASK_FUNCTION + "return claim_task(KEYS, ARGV)\n"
+
+# Mint claims, any number of them, in order, as if each were its own script. Per claim
+# six KEYS: rate key, then the task claim's keys for one agent (revoked task, revoked for
+# every agent, task record, suspended, cut-off); four ARGV: emission interval and limit
+# (0 0 for no rate), iat, record expiry.
 # Returns per claim {wait in microseconds, claim}: the rate first; the task only if it allowed.
 _CLAIM_MINT = (
     """
@@ -99,46 +113,45 @@ local function take_rate(key, interval, limit)
     .replace("tonumber(ARGV[2])", "limit")
     + """
 end
-local function claim_task(k1, k2, k3, args)
 """
-    + _CLAIM_TASK.replace("KEYS[1]", "k1").replace("KEYS[2]", "k2").replace("KEYS[3]", "k3").replace("ARGV", "args")
+    + _CLAIM_TASK_FUNCTION
     + """
-end
 local out = {}
-local a = 1
-for k = 1, #KEYS, 4 do
-  local interval, limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 4])
-  local args = {ARGV[a + 2], ARGV[a + 3]}
-  for i = 1, n do args[2 + i] = ARGV[a + 4 + i] end
-  a = a + 5 + n
+for c = 0, #KEYS / 6 - 1 do
+  local k, a = c * 6, c * 4
+  local interval, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local wait = 0
-  if interval > 0 then wait = take_rate(KEYS[k], interval, limit) end
+  if interval > 0 then wait = take_rate(KEYS[k + 1], interval, limit) end
   if wait > 0 then
     out[#out + 1] = {wait, ''}
   else
-    out[#out + 1] = {0, claim_task(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], args)}
+    local task_keys = {KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]}
+    out[#out + 1] = {0, claim_task(task_keys, {ARGV[a + 3], ARGV[a + 4]})}
   end
 end
 return out
 """
 )
 
-# KEYS: agent cut-off. ARGV: cut-off, its expiry (epoch seconds). Keeps the larger cut-off.
+# KEYS: agent cut-off, agent suspension. ARGV: cut-off, its expiry (epoch seconds).
+# Suspends the agent (no expiry: until reinstated) and keeps the larger cut-off.
 # ARGV[3], ARGV[4]: the revocation channel and the announcement, published in the same
 # script as the write, so a revocation is never stored without being announced.
 _REVOKE_AGENT = """
+redis.call('SET', KEYS[2], ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]))
-if current and current >= tonumber(ARGV[1]) then
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 0
+if not (current and current >= tonumber(ARGV[1])) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: the revocation key. ARGV: its expiry (epoch seconds), the channel, the announcement.
+# KEYS: the revocation key, and optionally a key that must exist for the revocation to be
+# written (a task's record, when its agent revokes it). ARGV: its expiry (epoch seconds),
+# the channel, the announcement. Returns 1 if written (and announced), else 0.
 _REVOKE = """
+if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
@@ -218,15 +231,21 @@ class RedisState:
 
     # ------------------------------------------------------------------ tasks
 
-    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
+    def _task_claim_keys(self, task: str, owner: str, agents: Sequence[str]) -> list[str]:
+        out = [
+            keys.revoked_task(self._prefix, task_ref(owner, task)),
+            keys.revoked_task(self._prefix, task_ref(ANY_AGENT, task)),
+            keys.task(self._prefix, task_ref(owner, task)),
+        ]
+        for agent in agents:
+            out += [keys.suspended(self._prefix, agent), keys.agent_cutoff(self._prefix, agent)]
+        return out
+
+    async def claim_task(self, task: str, owner: str, agents: Sequence[str], iat: int, expires_at: int) -> TaskClaim:
         result = await self._call(
             self._claim_task(
-                keys=[
-                    keys.revoked_task(self._prefix, task),
-                    keys.task(self._prefix, task),
-                    keys.task_tokens(self._prefix, task),
-                ],
-                args=[agent, retention.task_record_expiry(expires_at), *jtis],
+                keys=self._task_claim_keys(task, owner, agents),
+                args=[iat, retention.task_record_expiry(expires_at)],
             )
         )
         try:
@@ -235,56 +254,62 @@ class RedisState:
             raise BackendUnavailable("redis: unexpected reply") from None
 
     async def claim_mint(
-        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+        self, agent: str, rate: tuple[int, int] | None, task: str, iat: int, expires_at: int
     ) -> MintClaim:
         """Rate, then task, atomically; concurrent mints share one script call (group
         commit, ``SharedRounds``), which runs their claims in arrival order, each as if alone."""
         interval, limit = gcra_parameters(*rate) if rate is not None else (0, 0)
-        claim_keys = (
-            keys.rate(self._prefix, agent),
-            keys.revoked_task(self._prefix, task),
-            keys.task(self._prefix, task),
-            keys.task_tokens(self._prefix, task),
-        )
+        revoked, any_agents, record, suspended, cutoff = self._task_claim_keys(task, agent, (agent,))
+        claim_keys = (keys.rate(self._prefix, agent), revoked, any_agents, record, suspended, cutoff)
         expiry = retention.task_record_expiry(expires_at)
-        return await self._rounds.claim(Claim(claim_keys, (interval, limit, agent, expiry, len(jtis), *jtis)))
+        return await self._rounds.claim(Claim(claim_keys, (interval, limit, iat, expiry)))
 
-    async def task_owner(self, task: str) -> str | None:
-        owner = await self._call(self._redis.hget(keys.task(self._prefix, task), "owner"))
-        return owner if isinstance(owner, str) else None
+    async def task_live(self, task: str, owner: str) -> bool:
+        return bool(await self._call(self._redis.exists(keys.task(self._prefix, task_ref(owner, task)))))
 
     # ------------------------------------------------------------------ revocation
 
-    async def _revoke(self, key: str, expiry: int, kind: str, ident: str, value: int) -> None:
-        """The durable write and its announcement, atomically (one script)."""
+    async def _revoke(self, key: str, expiry: int, kind: str, ident: str, value: int, *, if_exists: str = "") -> bool:
+        """The durable write and its announcement, atomically (one script); with
+        ``if_exists``, only if that key exists."""
         message = keys.revocation_message(kind, ident, value)
-        await self._call(self._revoke_one(keys=[key], args=[expiry, keys.revocation_channel(self._prefix), message]))
+        names = [key, if_exists] if if_exists else [key]
+        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix), message]
+        return bool(await self._call(self._revoke_one(keys=names, args=args)))
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         key = keys.revoked_token(self._prefix, jti)
         await self._revoke(key, retention.token_revocation_expiry(expires_at), "token", jti, expires_at)
 
-    async def revoke_task(self, task: str, now: int) -> None:
-        key = keys.revoked_task(self._prefix, task)
-        await self._revoke(key, retention.task_revocation_expiry(now), "task", task, now)
+    async def revoke_task(self, task: str, owner: str | None, now: int, *, only_if_live: bool = False) -> bool:
+        ref = task_ref(ANY_AGENT if owner is None else owner, task)
+        key = keys.revoked_task(self._prefix, ref)
+        record = keys.task(self._prefix, ref) if only_if_live else ""
+        return await self._revoke(key, retention.task_revocation_expiry(now), "task", ref, now, if_exists=record)
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
-        key = keys.agent_cutoff(self._prefix, agent)
+        names = [keys.agent_cutoff(self._prefix, agent), keys.suspended(self._prefix, agent)]
         message = keys.revocation_message("agent", agent, cutoff)
         channel = keys.revocation_channel(self._prefix)
         args: list[str | int] = [cutoff, retention.agent_cutoff_expiry(cutoff), channel, message]
-        await self._call(self._revoke_agent(keys=[key], args=args))
+        await self._call(self._revoke_agent(keys=names, args=args))
+
+    async def reinstate_agent(self, agent: str) -> bool:
+        return bool(await self._call(self._redis.delete(keys.suspended(self._prefix, agent))))
+
+    async def is_suspended(self, agent: str) -> bool:
+        return bool(await self._call(self._redis.exists(keys.suspended(self._prefix, agent))))
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
     ) -> RevocationState:
-        token, task_revoked, *cutoffs = await self._call(
+        token, task_revoked, any_agents_task, *cutoffs = await self._call(
             self._redis.mget(keys.revocation(self._prefix, jti, task, agent, tuple(delegators)))
         )
         known = [_integer(c) for c in cutoffs if c is not None]
         return RevocationState(
             token_revoked=token is not None,
-            task_revoked=task_revoked is not None,
+            task_revoked=task_revoked is not None or any_agents_task is not None,
             agent_cutoff=max(known) if known else None,
         )
 

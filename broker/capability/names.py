@@ -23,3 +23,18 @@ def is_task(value: object) -> TypeGuard[str]:
 
 def is_audience(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and AUDIENCE.fullmatch(value) is not None
+
+
+#: in a task reference, the owner that stands for every agent (an admin's revocation of a
+#: task id for all agents); outside the agent-name grammar, so no agent can be called this
+ANY_AGENT: Final = "*"
+
+
+def task_ref(owner: str, task: str) -> str:
+    """A task's identity: the agent at the root of its tokens' chain, and its id.
+
+    Task ids are scoped to their agent (SPEC 4): two agents using the same id have two
+    tasks. Agent names hold no ``/``, so ``owner/task`` names exactly one pair. ``owner``
+    is an agent name or ``ANY_AGENT``.
+    """
+    return f"{owner}/{task}"

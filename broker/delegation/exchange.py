@@ -140,11 +140,6 @@ def parse_exchange_request(body: object) -> ExchangeRequest:
     )
 
 
-def root_agent(claims: Claims) -> str:
-    """The agent that minted the root token of ``claims``'s chain (owns the task)."""
-    return chain_names(claims)[-1]
-
-
 def chain_names(claims: Claims) -> tuple[str, ...]:
     """Every agent named by a token: its subject, then each delegator up to the root."""
     return (claims.agent, *claims.delegators)

@@ -101,3 +101,11 @@ async def empty_body(request: Request[Any, Any, Any]) -> None:
         raise InvalidRequest("send no body, or {} as application/json")
     if parse_json(raw):
         raise InvalidRequest("this endpoint takes no fields")
+
+
+async def optional_json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Action endpoints with optional fields: an empty body is ``{}``."""
+    raw = await _raw(request)
+    if not raw.strip():
+        return {}
+    return json_parser(media_type(request))(raw)

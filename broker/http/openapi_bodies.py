@@ -90,6 +90,13 @@ REVOKE = Schema(
         ),
     ]
 )
+TASK_REVOKE = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={"agent": NAME},
+    additional_properties=False,
+    description="Admins may name the agent whose task this is; without it, the task id is revoked for every agent.",
+)
+
 _TOKEN_TYPE = Schema(
     type=OpenAPIType.STRING,
     enum=["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:access_token"],

@@ -7,9 +7,18 @@ from typing import Annotated, Any
 from litestar import Request, Response, get, post
 from litestar.params import PathParameter
 
-from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body
+from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body, optional_json_body
 from broker.http.calls import call_of
-from broker.http.openapi_bodies import EXCHANGE, EXPLAIN, INTROSPECT, MINT, REVOKE, problems, with_body
+from broker.http.openapi_bodies import (
+    EXCHANGE,
+    EXPLAIN,
+    INTROSPECT,
+    MINT,
+    REVOKE,
+    TASK_REVOKE,
+    problems,
+    with_body,
+)
 from broker.service import admin, exchange, introspect, mint, revoke
 from broker.service.broker import Broker, Call
 
@@ -79,14 +88,15 @@ async def revoke_token(request: AnyRequest) -> Response[Any]:
 
 @post(
     "/v1/tasks/{task:str}/revoke",
+    operation_class=with_body(TASK_REVOKE, required=False),
     status_code=200,
     security=BEARER,
-    summary="Revoke every token of a task",
+    summary="Revoke every token of a task (the caller's own, or as an admin any agent's)",
     tags=["revocation"],
     responses=ACTION_ERRORS,
 )
 async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
-    return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: empty_body(request)))
+    return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: optional_json_body(request)))
 
 
 @post(
@@ -99,6 +109,18 @@ async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]
 )
 async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
+
+
+@post(
+    "/v1/agents/{agent:str}/reinstate",
+    status_code=200,
+    security=BEARER,
+    summary="Lift an agent's kill-switch suspension",
+    tags=["revocation"],
+    responses=ACTION_ERRORS,
+)
+async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
+    return _json(await revoke.reinstate_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
 
 
 @post(
@@ -202,6 +224,7 @@ HANDLERS = [
     revoke_token,
     revoke_task,
     revoke_agent,
+    reinstate_agent,
     introspect_token,
     jwks,
     metadata,

@@ -21,14 +21,13 @@ from broker.delegation.exchange import (
     JWT_TOKEN_TYPE,
     ExchangeAllow,
     ExchangeRequest,
+    chain_names,
     decide_exchange,
     parse_exchange_request,
-    root_agent,
 )
 from broker.errors import (
     BackendUnavailable,
     BrokerError,
-    Forbidden,
     InvalidDpopProof,
     RateLimited,
     Unauthenticated,
@@ -36,7 +35,7 @@ from broker.errors import (
 )
 from broker.policy.model import Policy
 from broker.service.broker import Broker, Call
-from broker.service.mint import deny_event, iso
+from broker.service.mint import deny_event, iso, refusal_of
 from broker.service.own_tokens import own_token_claims
 from broker.service.ports import TaskClaim
 from broker.service.proofs import endpoint_url, proof_key
@@ -114,7 +113,7 @@ async def _bound_key(broker: Broker, call: Call, request: ExchangeRequest, paren
 
 async def _spend_rate(broker: Broker, policy: Policy, parent: Claims) -> None:
     """Exchanges spend the allowance of the agent at the root of the chain."""
-    root = policy.agents.get(root_agent(parent))
+    root = policy.agents.get(parent.root_agent)
     if root is None or root.rate is None:
         return  # an agent gone from the policy is refused by the decision
     wait = await broker.state.take_rate(root.name, root.rate.count, root.rate.per_seconds)
@@ -147,9 +146,9 @@ async def _issue(
         cnf_jkt=jkt,
         act=decision.act,
     )
-    claim = await broker.state.claim_task(parent.task, decision.root.name, [claims.jti], claims.exp)
+    claim = await broker.state.claim_task(parent.task, decision.root.name, chain_names(claims), now, claims.exp)
     if claim is not TaskClaim.OWNED:
-        error = Forbidden(f"task {parent.task!r} was revoked or is not {decision.root.name!r}'s")
+        error = refusal_of(claim, parent.task)
         await deny_event(broker, call, error, parent.agent, parent.task, action="exchange")
         raise error
     await broker.state.add_delegation(parent.jti, claims.jti, parent.exp)

@@ -1,9 +1,9 @@
 """Mint: authenticate the agent, rate-limit, decide, claim the task, sign, audit.
 
 Order matters. The rate limit is spent before the decision, so probing the policy costs
-allowance. The task is claimed before signing, so two agents racing for one task id
-cannot both get tokens. The audit event is written after signing and before the tokens
-leave: if it cannot be written, the caller gets 503 and no token.
+allowance. The task is claimed before signing, so a revoked task or a suspended agent
+never gets a token, not even one already dead. The audit event is written after signing
+and before the tokens leave: if it cannot be written, the caller gets 503 and no token.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from broker.errors import (
+    AgentRevoked,
     BackendUnavailable,
     BrokerError,
     Forbidden,
     RateLimited,
-    TaskOwnedByOtherAgent,
     error_for_code,
 )
 from broker.policy.decide import Allow, Deny
@@ -136,16 +136,12 @@ async def _issue(
         for plan in decision.tokens
     ]
     jtis = [c.jti for c in claims]
-    outcome = await broker.state.claim_mint(agent.name, _rate(agent), request.task, jtis, now + decision.ttl)
+    outcome = await broker.state.claim_mint(agent.name, _rate(agent), request.task, now, now + decision.ttl)
     if outcome.task is None:
         raise await _rate_limited(broker, call, agent, outcome.wait)
     claim = outcome.task
     if claim is not TaskClaim.OWNED:
-        error: BrokerError = (
-            TaskOwnedByOtherAgent(f"task {request.task!r} belongs to another agent")
-            if claim is TaskClaim.OTHER_OWNER
-            else Forbidden(f"task {request.task!r} was revoked")
-        )
+        error = refusal_of(claim, request.task)
         await deny_event(broker, call, error, agent.name, request.task, scopes=_scopes(request))
         raise error
     # one token (the common case) without the cost of a task; several at once (Transit)
@@ -171,6 +167,13 @@ async def _issue(
         "tokens": [_token_entry(c, t, decision.ttl) for c, t in zip(claims, tokens, strict=True)],
         "credentials": [],
     }
+
+
+def refusal_of(claim: TaskClaim, task: str) -> BrokerError:
+    """Why a task claim refused: its task revoked, or an agent of the token suspended."""
+    if claim is TaskClaim.SUSPENDED:
+        return AgentRevoked(f"an agent of the token is suspended (kill switch) for task {task!r}")
+    return Forbidden(f"task {task!r} was revoked")
 
 
 async def sign_all(broker: Broker, claims: list[Claims]) -> list[str]:

@@ -26,9 +26,10 @@ class OwnRevocations:
             self._tokens[jti] = retention.token_revocation_expiry(exp)
             self._trim(self._tokens)
 
-    def note_task(self, task: str, now: int) -> None:
+    def note_task(self, ref: str, now: int) -> None:
+        """``ref``: the task reference (``owner/task``, the owner ``*`` for every agent's)."""
         with self._lock:
-            self._tasks[task] = retention.task_revocation_expiry(now)
+            self._tasks[ref] = retention.task_revocation_expiry(now)
             self._trim(self._tasks)
 
     def note_agent(self, agent: str, cutoff: int) -> None:
@@ -37,7 +38,7 @@ class OwnRevocations:
             self._trim(self._cutoffs)
 
     def revokes(self, claims: Claims) -> bool:
-        if claims.jti in self._tokens or claims.task in self._tasks:
+        if claims.jti in self._tokens or any(ref in self._tasks for ref in claims.task_refs):
             return True
         return any(
             (cutoff := self._cutoffs.get(agent)) is not None and claims.iat <= cutoff

@@ -49,9 +49,11 @@ class SigningBackend(Protocol):
 
 
 class TaskClaim(enum.Enum):
-    OWNED = "owned"  # the task is this agent's (new or already)
-    OTHER_OWNER = "other_owner"  # another agent minted for this task id first
-    REVOKED = "revoked"  # the task was revoked: no new tokens for it
+    """A task is its root agent's (SPEC 4): two agents with one task id have two tasks."""
+
+    OWNED = "owned"  # recorded (new or already) for its owner: the tokens may be issued
+    REVOKED = "revoked"  # the task, or its id for every agent, was revoked: no new tokens
+    SUSPENDED = "suspended"  # an agent of the token is suspended, or its cut-off would revoke it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,34 +93,47 @@ class StateStore(Protocol):
         """
         ...
 
-    async def claim_task(self, task: str, agent: str, jtis: list[str], expires_at: int) -> TaskClaim:
-        """Record ``agent`` as the task's owner if it has none, and the tokens issued.
-
-        Only when the result is ``OWNED`` are the tokens recorded. The record lives until
-        the task's last token expires.
-        """
+    async def claim_task(self, task: str, owner: str, agents: Sequence[str], iat: int, expires_at: int) -> TaskClaim:
+        """Record ``owner``'s task ``task`` (extending its record to the tokens' expiry)
+        unless it is revoked (``REVOKED``) or one of ``agents`` (every agent a new token
+        names: its subject and each delegator) is suspended or has a kill-switch cut-off at
+        or after ``iat`` (``SUSPENDED``: the token would be dead on arrival). The record
+        lives until the task's last token expires."""
         ...
 
     async def claim_mint(
-        self, agent: str, rate: tuple[int, int] | None, task: str, jtis: list[str], expires_at: int
+        self, agent: str, rate: tuple[int, int] | None, task: str, iat: int, expires_at: int
     ) -> MintClaim:
         """``take_rate`` (when ``rate`` is ``(count, per_seconds)``) and, if it allows,
-        ``claim_task``, atomically and in one round trip: the mint's whole state change."""
+        ``claim_task`` for the agent's own task, atomically and in one round trip: the
+        mint's whole state change."""
         ...
 
-    async def task_owner(self, task: str) -> str | None: ...
+    async def task_live(self, task: str, owner: str) -> bool:
+        """True while ``owner``'s task ``task`` has a record (a token of it may be live)."""
+        ...
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         """Revoke one token; remembered until it would have expired (plus leeway)."""
         ...
 
-    async def revoke_task(self, task: str, now: int) -> None:
-        """Revoke every token of the task, and refuse new ones for it."""
+    async def revoke_task(self, task: str, owner: str | None, now: int, *, only_if_live: bool = False) -> bool:
+        """Revoke every token of ``owner``'s task (every agent's task of that id when
+        ``owner`` is None) and refuse new ones for it. With ``only_if_live``, only if the
+        task has a record (an agent revoking its own task cannot create revocations for
+        ids it never used). True if the revocation was written."""
         ...
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
-        """Revoke every token of the agent issued at or before ``cutoff`` (kill switch)."""
+        """Kill switch: revoke every token of the agent issued at or before ``cutoff`` and
+        suspend it until ``reinstate_agent``; shared by every replica, kept across restarts."""
         ...
+
+    async def reinstate_agent(self, agent: str) -> bool:
+        """Lift the agent's suspension; True if it was suspended. Its cut-off stays."""
+        ...
+
+    async def is_suspended(self, agent: str) -> bool: ...
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()

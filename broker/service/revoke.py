@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker.capability.names import is_name, is_task
+from broker.capability.names import ANY_AGENT, is_name, is_task, task_ref
 from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
 from broker.policy.model import Agent
@@ -96,30 +96,54 @@ async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
 
 
 async def revoke_task(
-    broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[object]]
+    broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
+    """A task is its agent's (SPEC 4). An agent revokes its own task, and only one it has
+    tokens for (``revoked: false`` otherwise: it cannot create revocations for ids it
+    never used, nor learn anything of another agent's). An admin names the agent
+    (``{"agent": ...}``), or names none and revokes the task id for every agent."""
     try:
         caller = await agent_or_admin(broker, call)
-        await read_body()
+        owner = _task_owner(caller, await read_body())
         if not is_task(task):
             raise InvalidRequest("task id outside the grammar")
-        if caller is not None:
-            owner = await broker.state.task_owner(task)
-            if owner != caller.name:
-                raise Forbidden("only the task's owner or an admin revokes a task")
     except BrokerError as e:
         await _refused(broker, call, e, task=task if is_task(task) else None)
         raise
     now = broker.now()
-    broker.own_revocations.note_task(task, now)
-    await broker.state.revoke_task(task, now)
-    await _revoked(broker, call, caller, "task", task=task)
-    return {"revoked": True, "task": task}
+    ref = task_ref(ANY_AGENT if owner is None else owner, task)
+    if caller is None:
+        broker.own_revocations.note_task(ref, now)  # first: even a failed write errs closed here
+    if not await broker.state.revoke_task(task, owner, now, only_if_live=caller is not None):
+        await _refused(broker, call, Forbidden("no live tokens for this task"), task=task)
+        return {"revoked": False, "task": task, "reason": "no live tokens for this task"}
+    if caller is not None:
+        broker.own_revocations.note_task(ref, now)
+    await _revoked(broker, call, caller, "task", task=task, agent=owner or ANY_AGENT)
+    return {"revoked": True, "task": task, "agent": owner or ANY_AGENT}
+
+
+def _task_owner(caller: Agent | None, body: dict[str, Any]) -> str | None:
+    """Whose task: the calling agent's own; for an admin, the agent named, or None (every agent)."""
+    if set(body) - {"agent"}:
+        raise InvalidRequest("the only field is 'agent'")
+    named = body.get("agent")
+    if "agent" in body and not is_name(named):
+        raise InvalidRequest("'agent' is not an agent name")
+    if caller is None:
+        return named
+    if named is not None and named != caller.name:
+        raise Forbidden("agents revoke only their own tasks")
+    return caller.name
 
 
 async def revoke_agent(
     broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
+    """Kill switch: every token of the agent and every token delegated from them is revoked,
+    and the agent is suspended (its mints and exchanges are 403 ``agent_revoked``) until an
+    admin reinstates it. The suspension lives in the state store: shared by every replica,
+    kept across restarts and policy reloads."""
     try:
         require_admin(broker, call)
         await read_body()
@@ -129,10 +153,29 @@ async def revoke_agent(
         await _refused(broker, call, e, agent=agent if is_name(agent) else None)
         raise
     # Replica clocks may disagree by up to clock_skew: reach that far ahead, so a token
-    # stamped by a replica whose clock runs fast is still caught (errs closed: the agent's
-    # mints in the next few seconds are revoked too).
+    # stamped by a replica whose clock runs fast is still caught. Mints are refused until
+    # both the suspension is lifted and the cut-off has passed (never a dead token).
     cutoff = broker.now() + broker.clock_skew
     broker.own_revocations.note_agent(agent, cutoff)
     await broker.state.revoke_agent(agent, cutoff)
-    await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff)
-    return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff}
+    await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff, suspended=True)
+    return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff, "suspended": True}
+
+
+async def reinstate_agent(
+    broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
+    """Lift the kill switch's suspension (admin, audited). Tokens revoked stay revoked."""
+    try:
+        require_admin(broker, call)
+        await read_body()
+        if not is_name(agent):
+            raise InvalidRequest("agent name outside the grammar")
+    except BrokerError as e:
+        await _refused(broker, call, e, agent=agent if is_name(agent) else None)
+        raise
+    was = await broker.state.reinstate_agent(agent)
+    await broker.audit.record(
+        "admin", request_id=call.request_id, action="reinstate", decision="allow", agent=agent, was_suspended=was
+    )
+    return {"reinstated": was, "agent": agent}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broker.capability import Capability
-from broker.capability.names import NAME, is_audience, is_task
+from broker.capability.names import ANY_AGENT, NAME, is_audience, is_task, task_ref
 from broker.errors import InvalidRequest
 
 REQUIRED: Final = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "task", "cap")
@@ -84,6 +84,23 @@ class Claims:
             names.append(actor.sub[len(SUBJECT_PREFIX) :])
             actor = actor.act
         return tuple(names)
+
+    @property
+    def root_agent(self) -> str:
+        """The agent that minted the root token of this token's chain: the task's owner."""
+        delegators = self.delegators
+        return delegators[-1] if delegators else self.agent
+
+    @property
+    def task_ref(self) -> str:
+        """The task's identity (``broker.capability.names.task_ref``): root agent and id."""
+        return task_ref(self.root_agent, self.task)
+
+    @property
+    def task_refs(self) -> tuple[str, str]:
+        """Every task reference whose revocation revokes this token: its own task, and its
+        task id revoked for every agent (an admin's revocation that names no agent)."""
+        return self.task_ref, task_ref(ANY_AGENT, self.task)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

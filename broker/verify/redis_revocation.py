@@ -33,8 +33,8 @@ class RedisRevocation:
         """True if the token, its task, or its agent or any delegator up to a cut-off is
         revoked. Raises (any redis or OS error) when the answer cannot be read."""
         names = keys.revocation(self._prefix, claims.jti, claims.task, claims.agent, claims.delegators)
-        token, task, *cutoffs = self._redis.mget(names)
-        if token is not None or task is not None:
+        token, task, any_agents_task, *cutoffs = self._redis.mget(names)
+        if token is not None or task is not None or any_agents_task is not None:
             return True
         return any(cutoff is not None and claims.iat <= int(cutoff) for cutoff in cutoffs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from broker.capability.names import ANY_AGENT, task_ref
 from broker.token.claims import Claims
 
 
@@ -20,7 +21,9 @@ class RevocationCheck(Protocol):
 class StaticRevocationList:
     """An in-memory revocation list: token ids, tasks, and agents with a cut-off time.
 
-    Useful in tests and for services that receive revocations by other means.
+    Useful in tests and for services that receive revocations by other means. A task is
+    its agent's (``revoke_task``): ``tasks`` holds task references ``owner/task``
+    (``broker.capability.names.task_ref``), the owner ``*`` for every agent's task of that id.
     """
 
     def __init__(self) -> None:
@@ -28,9 +31,14 @@ class StaticRevocationList:
         self.tasks: set[str] = set()
         self.agents_before: dict[str, int] = {}
 
+    def revoke_task(self, task: str, agent: str | None = None) -> None:
+        """Revoke ``agent``'s task ``task`` (the root agent of its tokens' chain), or that
+        task id for every agent when ``agent`` is None."""
+        self.tasks.add(task_ref(ANY_AGENT if agent is None else agent, task))
+
     def is_revoked(self, claims: Claims) -> bool:
         """The kill switch reaches delegated tokens: every agent up the ``act`` chain counts."""
-        if claims.jti in self.token_ids or claims.task in self.tasks:
+        if claims.jti in self.token_ids or any(ref in self.tasks for ref in claims.task_refs):
             return True
         for agent in (claims.agent, *claims.delegators):
             cutoff = self.agents_before.get(agent)

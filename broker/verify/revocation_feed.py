@@ -117,7 +117,7 @@ class _FeedState:
         self.monotonic = monotonic
         self.purge_every = purge_every
         self.tokens: dict[str, float] = {}  # jti -> when the entry expires (epoch seconds)
-        self.tasks: dict[str, float] = {}  # task -> when the entry expires
+        self.tasks: dict[str, float] = {}  # task reference (owner/task) -> when the entry expires
         self.cutoffs: dict[str, int] = {}  # agent -> cut-off; the entry expires at cut-off + lifetime + grace
         #: monotonic send time of the last PING answered after a full load; -inf when down
         self.confirmed_at = -math.inf
@@ -356,7 +356,7 @@ class RevocationFeed:
         revoked; ``RevocationUnavailable`` if the set may be missing a revocation."""
         if self._monotonic() - self._state.confirmed_at > self._max_staleness:
             raise RevocationUnavailable(self._state.last_error or "revocation feed not confirmed")
-        if claims.jti in self._tokens or claims.task in self._tasks:
+        if claims.jti in self._tokens or (self._tasks and any(ref in self._tasks for ref in claims.task_refs)):
             return True
         cutoffs = self._cutoffs
         if not cutoffs:

@@ -25,7 +25,7 @@ Operation = Callable[[RedisState], Awaitable[object]]
 
 OPERATIONS: dict[str, Operation] = {
     "take_rate": lambda s: s.take_rate("alice", 100, 60),
-    "claim_task": lambda s: s.claim_task("t1", "alice", ["j1"], int(time.time()) + 300),
+    "claim_task": lambda s: s.claim_task("t1", "alice", ("alice",), int(time.time()), int(time.time()) + 300),
     "revocation_state": lambda s: s.revocation_state("j1", "t1", "alice"),
     "append_audit": lambda s: s.append_audit({"action": "mint"}),
 }
@@ -45,7 +45,8 @@ async def fails_fast(operation: Operation, state: RedisState) -> float:
 
 async def works(state: RedisState) -> None:
     assert await state.take_rate("alice", 100, 60) == 0.0
-    assert await state.claim_task("t1", "alice", ["j1"], int(time.time()) + 300) is TaskClaim.OWNED
+    now = int(time.time())
+    assert await state.claim_task("t1", "alice", ("alice",), now, now + 300) is TaskClaim.OWNED
     assert (await state.revocation_state("j1", "t1", "alice")).revokes(0) is False
     await state.append_audit({"action": "mint"})
     await state.ping()

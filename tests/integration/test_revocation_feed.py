@@ -144,14 +144,18 @@ def test_revoke_task_reaches_a_verifier_that_remembered_its_tokens(
     world = World(redis_server.url, ed_signer)
     first, second = world.token(), world.token()
     elsewhere = world.token(task=f"other-{uuid.uuid4().hex}")
+    same_id_other_agent = world.token(agent=f"other-{uuid.uuid4().hex[:12]}")  # its own task
     v = with_feed(world, ring, feeds)
-    for token in (first, second, elsewhere):
+    for token in (first, second, elsewhere, same_id_other_agent):
         remembered(v, token)
-    world.state(lambda s: s.revoke_task(world.task, world.now))
+    world.state(lambda s: s.revoke_task(world.task, world.agent, world.now))
     revoked_at = time.monotonic()
     within(DEADLINE, lambda: code_of(v, first) == "revoked", since=revoked_at)
     within(DEADLINE, lambda: code_of(v, second) == "revoked", since=revoked_at)
     assert code_of(v, elsewhere) is None
+    assert code_of(v, same_id_other_agent) is None
+    world.state(lambda s: s.revoke_task(world.task, None, world.now))  # an admin's, for every agent
+    within(DEADLINE, lambda: code_of(v, same_id_other_agent) == "revoked", since=time.monotonic())
 
 
 def test_the_agent_kill_switch_reaches_a_verifier_that_remembered_the_tokens(
@@ -216,7 +220,7 @@ def test_revocations_made_before_the_verifier_started_are_loaded(
 
     async def revoke_all(s: RedisState) -> None:
         await s.revoke_token(by_id, world.now + 300)
-        await s.revoke_task(revoked_task, world.now)
+        await s.revoke_task(revoked_task, world.agent, world.now)
         await s.revoke_agent(killed, world.now)
 
     world.state(revoke_all)
@@ -393,7 +397,7 @@ def test_entries_expire_when_no_acceptable_token_can_need_them(
 
         async def revoke_all(s: RedisState) -> None:
             await s.revoke_token("expiring-token-000001", exp)
-            await s.revoke_task("expiring-task", world.now)
+            await s.revoke_task("expiring-task", "expiring-agent", world.now)
             await s.revoke_agent("expiring-agent", world.now)
 
         world.state(revoke_all)

@@ -231,7 +231,7 @@ def test_task_revoke_kills_every_token_of_the_task_on_both_processes(stack: Stac
     status, _, body = stack.b.post(f"/v1/tasks/{task}/revoke", who="reviewer")
     revoked_at = time.monotonic()
 
-    assert (status, body) == (200, {"revoked": True, "task": task})
+    assert (status, body) == (200, {"revoked": True, "task": task, "agent": "reviewer"})
     for e in entries:
         within(
             REVOCATION_DEADLINE, lambda e=e: rejection(verifiers[e["audience"]], e["token"]) == "revoked", revoked_at
@@ -280,8 +280,18 @@ def test_agent_kill_switch_revokes_every_earlier_token_of_that_agent_only(stack:
     status, _, body = stack.b.post("/v1/agents/reviewer/revoke", who="deployer")
     assert (status, body["code"]) == (403, "forbidden")
     assert introspect(stack.b, survivor)["active"] is True
+    # the agent is suspended on both processes, across a restart, until an admin reinstates it
+    for proc in (stack.a, stack.b):
+        status, _, body = proc.mint("e2e-kill-after", ["widgets-push"], who="deployer")
+        assert (status, body["code"]) == (403, "agent_revoked"), body
+    stack.b.stop()
+    stack.b.start()
+    status, _, body = stack.b.mint("e2e-kill-after", ["widgets-push"], who="deployer")
+    assert (status, body["code"]) == (403, "agent_revoked"), body
+    status, _, body = stack.a.post("/v1/agents/deployer/reinstate", who="admin")
+    assert (status, body) == (200, {"reinstated": True, "agent": "deployer"})
     # the switch revokes what was issued up to its cut-off (now + the clock-skew allowance,
-    # 1 s here), not the agent's later tokens
+    # 1 s here), not the agent's later tokens; until then a mint would be born revoked
     within(4.0, lambda: time.time() >= cutoff + 1)
     later = one_token(stack.b, "e2e-kill-after", ["widgets-push"], who="deployer")
     assert introspect(stack.a, later)["active"] is True
@@ -400,20 +410,24 @@ def test_key_rotation_publishes_v2_and_every_token_still_verifies(stack: Stack) 
             assert introspect(proc, token)["active"] is True
 
 
-# ---------------------------------------------------------------------- 7. task ownership
+# ---------------------------------------------------------------------- 7. task scoping
 
 
-def test_task_owned_by_one_agent_is_refused_to_another_on_the_other_process(stack: Stack) -> None:
-    task = "e2e-owned"
-    minted(stack.a, task, ["widgets-read"], who="reviewer")
+def test_task_squatting_across_processes_locks_nobody_out(stack: Stack) -> None:
+    """Issue 11 reproduction 4: the first minter of a task id used to own it for everyone."""
+    task = "e2e-squatted"
+    squatter = one_token(stack.a, task, ["widgets-read"], who="reviewer")
 
-    status, _, body = stack.b.mint(task, ["exports-read"], who="analyst")
+    owner = minted(stack.b, task, ["exports-read"], who="analyst")  # the same id: analyst's own task
 
-    assert (status, body["code"]) == (403, "task_owned_by_other_agent"), body
-    assert "tokens" not in body
-    status, _, body = stack.a.mint(task, ["exports-read"], who="analyst")
-    assert (status, body["code"]) == (403, "task_owned_by_other_agent"), body
-    minted(stack.b, task, ["widgets-pulls-read"], who="reviewer")  # the owner goes on, on either process
+    status, _, body = stack.a.post(f"/v1/tasks/{task}/revoke", who="reviewer")
+    assert (status, body) == (200, {"revoked": True, "task": task, "agent": "reviewer"})
+    assert introspect(stack.b, squatter) == {"active": False}
+    assert introspect(stack.a, owner[0]["token"], service="storage-gateway")["active"] is True
+    minted(stack.a, task, ["exports-read"], who="analyst")  # the owner goes on, on either process
+    # revoking another agent's id touches nothing and says nothing
+    status, _, body = stack.b.post("/v1/tasks/e2e-only-analyst/revoke", who="reviewer")
+    assert (status, body["revoked"]) == (200, False)
 
 
 # ---------------------------------------------------------------------- 8. policy reload

@@ -140,23 +140,46 @@ def test_refused_mints_spend_nothing(backend: Backend) -> None:
 # ---------------------------------------------------------------- tasks
 
 
-def test_two_agents_racing_for_one_task_exactly_one_wins(backend: Backend) -> None:
+def test_two_agents_using_one_task_id_each_get_their_own_task(backend: Backend) -> None:
+    """Task squatting (issue 11): a task id is scoped to its agent, on every replica."""
+
     async def body() -> None:
         async with backend.replicas(2) as (a, b):
-            exp = int(time.time()) + 300
+            now = int(time.time())
             calls = [
-                store.claim_task("race", agent, [f"{agent}-{i}"], exp)
-                for i in range(25)
+                store.claim_task("race", agent, (agent,), now, now + 300)
+                for _ in range(25)
                 for store, agent in ((a, "alice"), (b, "bob"))
             ]
-            results = await asyncio.gather(*calls)
-            by_agent = {"alice": set(results[0::2]), "bob": set(results[1::2])}
-            winner = await a.task_owner("race")
-            assert winner is not None
-            loser = "bob" if winner == "alice" else "alice"
-            assert by_agent[winner] == {TaskClaim.OWNED}
-            assert by_agent[loser] == {TaskClaim.OTHER_OWNER}
-            assert await b.task_owner("race") == winner
+            assert set(await asyncio.gather(*calls)) == {TaskClaim.OWNED}
+            assert await a.revoke_task("race", "alice", now)
+            assert await b.claim_task("race", "alice", ("alice",), now, now + 300) is TaskClaim.REVOKED
+            assert await a.claim_task("race", "bob", ("bob",), now, now + 300) is TaskClaim.OWNED
+            assert (await b.revocation_state("j", "race", "alice")).task_revoked
+            assert not (await b.revocation_state("j", "race", "bob")).task_revoked
+            # a token bob holds by delegation from alice belongs to alice's task
+            assert (await b.revocation_state("j", "race", "bob", ("alice",))).task_revoked
+
+    run(body)
+
+
+def test_the_kill_switch_suspends_an_agent_on_every_replica_until_reinstated(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.replicas(2) as (a, b):
+            now = int(time.time())
+            agent = f"k-{uuid.uuid4().hex[:8]}"
+            await a.revoke_agent(agent, now + 5)
+            assert await b.is_suspended(agent)
+            assert (await b.claim_mint(agent, None, "t1", now + 60, now + 300)).task is TaskClaim.SUSPENDED
+            # an exchange whose token names the suspended agent anywhere in its chain
+            chain = ("helper", agent)
+            assert await b.claim_task("t1", agent, chain, now + 60, now + 300) is TaskClaim.SUSPENDED
+            assert await b.reinstate_agent(agent)
+            assert not await a.is_suspended(agent)
+            assert not await a.reinstate_agent(agent)
+            # reinstated, but a token stamped at or before the cut-off would be born revoked
+            assert (await a.claim_mint(agent, None, "t1", now + 5, now + 300)).task is TaskClaim.SUSPENDED
+            assert (await a.claim_mint(agent, None, "t1", now + 6, now + 300)).task is TaskClaim.OWNED
 
     run(body)
 
@@ -166,41 +189,41 @@ def test_claim_mint_spends_the_rate_then_claims_the_task_in_one_call(backend: Ba
         async with backend.replicas(2) as (a, b):
             now = int(time.time())
             agent = f"m-{uuid.uuid4().hex[:8]}"
-            first = await a.claim_mint(agent, (2, 3600), "t-m1", ["j1"], now + 300)
+            first = await a.claim_mint(agent, (2, 3600), "t-m1", now, now + 300)
             assert first == MintClaim(0.0, TaskClaim.OWNED)
-            other = await b.claim_mint("someone-else", None, "t-m1", ["j2"], now + 300)
-            assert other == MintClaim(0.0, TaskClaim.OTHER_OWNER)  # no rate: straight to the task
-            assert (await b.claim_mint(agent, (2, 3600), "t-m2", ["j3"], now + 300)).task is TaskClaim.OWNED
-            refused = await a.claim_mint(agent, (2, 3600), "t-m3", ["j4"], now + 300)
+            other = await b.claim_mint("someone-else", None, "t-m1", now, now + 300)
+            assert other == MintClaim(0.0, TaskClaim.OWNED)  # no rate: straight to its own task
+            assert (await b.claim_mint(agent, (2, 3600), "t-m2", now, now + 300)).task is TaskClaim.OWNED
+            refused = await a.claim_mint(agent, (2, 3600), "t-m3", now, now + 300)
             assert refused.task is None
             assert 1700 < refused.wait <= 1800  # the next of 2 per hour
-            assert await a.task_owner("t-m3") is None  # a refused rate claims nothing
-            await a.revoke_task("t-m4", now)
-            assert (await b.claim_mint("x", None, "t-m4", ["j5"], now + 300)).task is TaskClaim.REVOKED
+            assert not await a.task_live("t-m3", agent)  # a refused rate claims nothing
+            await a.revoke_task("t-m4", None, now)
+            assert (await b.claim_mint("x", None, "t-m4", now, now + 300)).task is TaskClaim.REVOKED
 
     run(body)
 
 
 def test_concurrent_mint_claims_answer_as_if_each_ran_alone(backend: Backend) -> None:
     """Many claims at once (on Redis: group-committed into few script calls) keep every
-    rule: each agent's rate binds exactly, one owner per task, revoked tasks refused, and
-    the token ids of every owned claim recorded."""
+    rule: each agent's rate binds exactly, each agent its own task, revoked tasks refused,
+    and every owned claim recorded."""
 
     async def body() -> None:
         async with backend.replicas(2) as (a, b):
             now = int(time.time())
             run_id = uuid.uuid4().hex[:8]
             limited, free = f"lim-{run_id}", f"free-{run_id}"
-            await a.revoke_task(f"gone-{run_id}", now)
+            await a.revoke_task(f"gone-{run_id}", None, now)
             other = f"lim2-{run_id}"
             calls = [
-                *((a if i % 2 else b).claim_mint(limited, (5, 3600), f"l-{run_id}-{i}", [f"lj{i}"], now + 300)
-                  if i % 3 else a.claim_mint(other, (2, 3600), f"o-{run_id}-{i}", [f"oj{i}"], now + 300)
+                *((a if i % 2 else b).claim_mint(limited, (5, 3600), f"l-{run_id}-{i}", now, now + 300)
+                  if i % 3 else a.claim_mint(other, (2, 3600), f"o-{run_id}-{i}", now, now + 300)
                   for i in range(12)),
                 *((a if i % 2 else b).claim_mint(free if i % 2 else f"{free}-2", None, f"race-{run_id}-{i // 2}",
-                                                 [f"rj{i}"], now + 300)
+                                                 now, now + 300)
                   for i in range(40)),
-                a.claim_mint(free, None, f"gone-{run_id}", ["gj"], now + 300),
+                a.claim_mint(free, None, f"gone-{run_id}", now, now + 300),
             ]  # fmt: skip
             results = await asyncio.gather(*calls)
             rate, races, gone = results[:12], results[12:52], results[52]
@@ -209,13 +232,13 @@ def test_concurrent_mint_claims_answer_as_if_each_ran_alone(backend: Backend) ->
             assert all(r.task is None and r.wait > 0 for r in rate if r.task is not TaskClaim.OWNED)
             for pair in range(20):
                 outcomes = sorted(r.task.value for r in races[2 * pair : 2 * pair + 2] if r.task is not None)
-                assert outcomes == ["other_owner", "owned"], (pair, outcomes)
+                assert outcomes == ["owned", "owned"], (pair, outcomes)
             assert gone == MintClaim(0.0, TaskClaim.REVOKED)
             owned = [i for i, r in enumerate(rate) if r.task is TaskClaim.OWNED and i % 3]
             for i in owned:
                 state = await b.revocation_state(f"lj{i}", f"l-{run_id}-{i}", limited)
                 assert state == RevocationState(token_revoked=False, task_revoked=False, agent_cutoff=None)
-                assert await a.task_owner(f"l-{run_id}-{i}") == limited
+                assert await a.task_live(f"l-{run_id}-{i}", limited)
 
     run(body)
 
@@ -240,7 +263,7 @@ def test_redis_group_commits_concurrent_mint_claims(redis_backend: Backend, roun
             now = int(time.time())
             run_id = uuid.uuid4().hex[:8]
             results = await asyncio.gather(
-                *(store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", [f"j{i}"], now + 300) for i in range(300))
+                *(store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", now, now + 300) for i in range(300))
             )
             assert all(r == MintClaim(0.0, TaskClaim.OWNED) for r in results)
 
@@ -258,7 +281,7 @@ def test_redis_claims_and_audit_events_share_round_trips(redis_backend: Backend,
             run_id = uuid.uuid4().hex[:8]
 
             async def one_mint(i: int) -> StoredEvent:
-                claim = await store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", [f"j{i}"], now + 300)
+                claim = await store.claim_mint(f"a-{run_id}", None, f"t-{run_id}-{i}", now, now + 300)
                 assert claim.task is TaskClaim.OWNED
                 return await store.append_audit({"type": "mint", "n": i})
 
@@ -283,7 +306,7 @@ def test_redis_a_failed_round_fails_every_claim_and_event_in_it(redis_server: Re
             store._redis.pipeline = broken  # type: ignore[assignment,method-assign]
             now = int(time.time())
             results = await asyncio.gather(
-                *(store.claim_mint("a", None, f"t{i}", [f"j{i}"], now + 300) for i in range(50)),
+                *(store.claim_mint("a", None, f"t{i}", now, now + 300) for i in range(50)),
                 *(store.append_audit({"type": "mint", "n": i}) for i in range(50)),
                 return_exceptions=True,
             )
@@ -303,9 +326,9 @@ def test_redis_scripts_flushed_from_redis_are_loaded_again(redis_server: RedisSe
         raw = Redis.from_url(redis_server.url)
         try:
             now = int(time.time())
-            assert (await store.claim_mint("a", None, "t1", ["j1"], now + 300)).task is TaskClaim.OWNED
+            assert (await store.claim_mint("a", None, "t1", now, now + 300)).task is TaskClaim.OWNED
             await raw.script_flush()
-            assert (await store.claim_mint("a", None, "t2", ["j2"], now + 300)).task is TaskClaim.OWNED
+            assert (await store.claim_mint("a", None, "t2", now, now + 300)).task is TaskClaim.OWNED
             assert (await store.append_audit({"type": "mint"})).event["type"] == "mint"
         finally:
             await store.aclose()
@@ -324,12 +347,12 @@ def test_redis_a_round_half_refused_as_noscript_sends_only_that_half_again(redis
         )
         try:
             now = int(time.time())
-            assert (await store.claim_mint("a", None, "t0", ["j0"], now + 300)).task is TaskClaim.OWNED
+            assert (await store.claim_mint("a", None, "t0", now, now + 300)).task is TaskClaim.OWNED
             shas = store._rounds._shas
             assert shas is not None
             store._rounds._shas = ("0" * 40, shas[1])  # the claim script "forgotten", the append's known
             claimed, stored = await asyncio.gather(
-                store.claim_mint("a", None, "t1", ["j1"], now + 300), store.append_audit({"type": "mint", "n": 1})
+                store.claim_mint("a", None, "t1", now, now + 300), store.append_audit({"type": "mint", "n": 1})
             )
             assert claimed.task is TaskClaim.OWNED
             events = await all_events(store)
@@ -341,21 +364,30 @@ def test_redis_a_round_half_refused_as_noscript_sends_only_that_half_again(redis
     asyncio.run(body())
 
 
-def test_task_ownership_and_revocation(backend: Backend) -> None:
+def test_task_records_and_revocation(backend: Backend) -> None:
     async def body() -> None:
         async with backend.replicas(1) as (store,):
             now = int(time.time())
-            assert await store.task_owner("t1") is None
-            assert await store.claim_task("t1", "alice", ["j1", "j2"], now + 300) is TaskClaim.OWNED
-            assert await store.claim_task("t1", "alice", [], now + 300) is TaskClaim.OWNED
-            assert await store.claim_task("t1", "bob", ["j3"], now + 300) is TaskClaim.OTHER_OWNER
-            assert await store.task_owner("t1") == "alice"
-            await store.revoke_task("t1", now)
-            assert await store.claim_task("t1", "alice", ["j4"], now + 300) is TaskClaim.REVOKED
-            assert await store.claim_task("t-unrevoked", "alice", ["j5"], now + 300) is TaskClaim.OWNED
-            await store.revoke_task("t-new", now)  # revoked before anyone minted for it
-            assert await store.claim_task("t-new", "bob", ["j6"], now + 300) is TaskClaim.REVOKED
-            assert await store.task_owner("t-new") is None
+
+            async def claim(task: str, agent: str) -> TaskClaim:
+                return await store.claim_task(task, agent, (agent,), now, now + 300)
+
+            assert not await store.task_live("t1", "alice")
+            assert await claim("t1", "alice") is TaskClaim.OWNED
+            assert await claim("t1", "alice") is TaskClaim.OWNED
+            assert await store.task_live("t1", "alice")
+            assert not await store.task_live("t1", "bob")
+            # an agent's revocation is written only for a task it has a record of
+            assert not await store.revoke_task("t1", "bob", now, only_if_live=True)
+            assert await claim("t1", "bob") is TaskClaim.OWNED
+            assert await store.revoke_task("t1", "alice", now, only_if_live=True)
+            assert await claim("t1", "alice") is TaskClaim.REVOKED
+            assert await claim("t1", "bob") is TaskClaim.OWNED
+            assert await claim("t-unrevoked", "alice") is TaskClaim.OWNED
+            assert await store.revoke_task("t-new", None, now)  # an admin's: every agent, before any mint
+            assert await claim("t-new", "bob") is TaskClaim.REVOKED
+            assert await claim("t-new", "alice") is TaskClaim.REVOKED
+            assert not await store.task_live("t-new", "bob")
 
     run(body)
 
@@ -371,8 +403,9 @@ def test_revocations_are_seen_by_every_replica(backend: Backend) -> None:
             await a.revoke_token("j1", now + 300)
             assert await b.revocation_state("j1", "t1", "alice") == revocation(token=True)
             assert await b.revocation_state("j2", "t1", "alice") == revocation()
-            await a.revoke_task("t1", now)
+            await a.revoke_task("t1", "alice", now)
             assert await b.revocation_state("j2", "t1", "alice") == revocation(task=True)
+            assert await b.revocation_state("j2", "t1", "bob") == revocation()  # bob's own t1
             assert await b.revocation_state("j2", "t2", "alice") == revocation()
             await a.revoke_agent("alice", now)
             assert await b.revocation_state("j2", "t2", "alice") == revocation(cutoff=now)
@@ -579,19 +612,18 @@ def test_redis_keys_expire_on_the_retention_schedule(redis_backend: Backend) -> 
         async with redis_backend.replicas(1) as (store,):
             now = int(time.time())
             await store.revoke_token("j1", now + 300)
-            await store.revoke_task("t1", now)
+            await store.revoke_task("t1", "alice", now)
             await store.revoke_agent("alice", now - 10)
             await store.revoke_agent("alice", now)
-            await store.claim_task("t2", "alice", ["j2"], now + 3000)
-            await store.claim_task("t2", "alice", ["j3"], now + 300)  # does not shorten the record
+            await store.claim_task("t2", "bob", ("bob",), now, now + 3000)
+            await store.claim_task("t2", "bob", ("bob",), now, now + 300)  # does not shorten the record
             await store.take_rate("alice", 10, 60)
             assert await raw.expiretime(keys.revoked_token(p, "j1")) == retention.token_revocation_expiry(now + 300)
-            assert await raw.expiretime(keys.revoked_task(p, "t1")) == retention.task_revocation_expiry(now)
+            assert await raw.expiretime(keys.revoked_task(p, "alice/t1")) == retention.task_revocation_expiry(now)
             assert await raw.expiretime(keys.agent_cutoff(p, "alice")) == retention.agent_cutoff_expiry(now)
             record_expiry = retention.task_record_expiry(now + 3000)
-            assert await raw.expiretime(keys.task(p, "t2")) == record_expiry
-            assert await raw.expiretime(keys.task_tokens(p, "t2")) == record_expiry
-            assert await raw.smembers(keys.task_tokens(p, "t2")) == {"j2", "j3"}
+            assert await raw.expiretime(keys.task(p, "bob/t2")) == record_expiry
+            assert await raw.ttl(keys.suspended(p, "alice")) == -1  # until reinstated, by design
             assert 0 < await raw.pttl(keys.rate(p, "alice")) <= 6000  # one emission interval
         await raw.aclose()
 
@@ -602,9 +634,8 @@ def test_redis_task_record_is_gone_once_its_last_token_expired(redis_backend: Ba
     async def body() -> None:
         async with redis_backend.replicas(1) as (store,):
             long_ago = int(time.time()) - retention.REVOCATION_GRACE - 10
-            await store.claim_task("t-old", "alice", ["j1"], long_ago)
-            assert await store.task_owner("t-old") is None
-            assert await store.claim_task("t-old", "bob", ["j2"], int(time.time()) + 300) is TaskClaim.OWNED
+            await store.claim_task("t-old", "alice", ("alice",), long_ago - 300, long_ago)
+            assert not await store.task_live("t-old", "alice")
 
     run(body)
 
@@ -653,7 +684,7 @@ def test_redis_announces_every_revocation_after_writing_it(redis_server: RedisSe
         try:
             now = int(time.time())
             await store.revoke_token("j1", now + 300)
-            await store.revoke_task("t1", now)
+            await store.revoke_task("t1", "alice", now)
             await store.revoke_agent("alice", now)
             seen = []
             while len(seen) < 3:
@@ -662,7 +693,7 @@ def test_redis_announces_every_revocation_after_writing_it(redis_server: RedisSe
                 seen.append(json.loads(message["data"]))
             assert seen == [
                 {"kind": "token", "id": "j1", "value": now + 300},
-                {"kind": "task", "id": "t1", "value": now},
+                {"kind": "task", "id": "alice/t1", "value": now},
                 {"kind": "agent", "id": "alice", "value": now},
             ]
             # the durable state was written first: a subscriber reading on the message sees it
@@ -712,7 +743,7 @@ def test_redis_never_stores_a_revocation_without_announcing_it(redis_server: Red
             await pubsub.get_message(timeout=1.0)
             now = int(time.time())
             await store.revoke_token("j1", now + 300)
-            await store.revoke_task("t1", now)
+            await store.revoke_task("t1", "a1", now)
             await store.revoke_agent("a1", now)
             await store.revoke_agent("a1", now - 5)  # an older cut-off: announced too, stored never
             heard = []

@@ -97,7 +97,7 @@ def test_every_token_of_a_revoked_task_is_rejected(
     second, _ = tokens.mint()
     elsewhere, _ = tokens.mint(task=f"other-{uuid.uuid4().hex}")
     v = redis_verifier(ring, redis_server.url, tokens.now)
-    on_redis(redis_server.url, lambda s: s.revoke_task(tokens.task, tokens.now))
+    on_redis(redis_server.url, lambda s: s.revoke_task(tokens.task, tokens.agent, tokens.now))
     assert rejection(v, first) == "revoked"
     assert rejection(v, second) == "revoked"
     v.verify(elsewhere)

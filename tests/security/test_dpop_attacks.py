@@ -289,7 +289,7 @@ def test_a_proof_refused_for_another_reason_is_not_used_up(ring: KeyRing, ed_sig
 
 def test_a_revoked_bound_token_is_rejected_with_a_valid_proof(ring: KeyRing, ed_signer: LocalSigner) -> None:
     revoked = StaticRevocationList()
-    revoked.tasks.add("t1")
+    revoked.revoke_task("t1")
     token = bound(ed_signer)
     rejected(verifier(ring, revocation=revoked), token, "revoked", dpop=proof_for(token))
 

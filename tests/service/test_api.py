@@ -212,13 +212,21 @@ def test_the_default_ttl_yields_to_a_lower_cap(tmp_path: Path) -> None:
         )
 
 
-def test_a_task_belongs_to_the_first_agent_that_mints_for_it(client: AnyClient, h: Harness) -> None:
-    minted(client, h, "analyst", "shared-task", ["exports-read"])
+def test_task_squatting_another_agent_minting_first_locks_nobody_out(client: AnyClient, h: Harness) -> None:
+    """Issue 11 reproduction 4: task ids were one namespace, first minter wins. Now each
+    agent's task is its own: a squatter's mint for the id neither locks the owner out nor
+    tells the squatter anything, and its revocation touches only its own task."""
+    squatter = token_for(minted(client, h, "reviewer", "fix-issue-124", ["widgets-read"]), "git-gateway")
+    owner = token_for(minted(client, h, "analyst", "fix-issue-124", ["exports-read"]), "storage-gateway")
+    minted(client, h, "analyst", "fix-issue-124", ["reports-write"])  # the owner keeps minting
 
-    assert_problem(mint(client, h, "reviewer", "shared-task", ["widgets-read"]), 403, "task_owned_by_other_agent")
-    # The owner keeps minting for its task.
-    minted(client, h, "analyst", "shared-task", ["reports-write"])
-    assert metric(client, "capbroker_tokens_minted_total") == 2
+    r = client.post("/v1/tasks/fix-issue-124/revoke", headers=h.auth("reviewer"))
+
+    assert r.json() == {"revoked": True, "task": "fix-issue-124", "agent": "reviewer"}
+    assert introspect(client, h, "git-gateway", squatter) == {"active": False}
+    assert introspect(client, h, "storage-gateway", owner)["active"] is True
+    minted(client, h, "analyst", "fix-issue-124", ["exports-read"])
+    assert metric(client, "capbroker_tokens_minted_total") == 4
 
 
 def test_an_agent_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
@@ -304,15 +312,22 @@ def test_an_agent_cannot_revoke_by_id_even_its_own_token(client: AnyClient, h: H
 # ================================================================ POST /v1/tasks/{task}/revoke
 
 
-@pytest.mark.parametrize("who", ["reviewer", "admin"])
-def test_the_task_owner_or_an_admin_revokes_a_whole_task(client: AnyClient, h: Harness, who: str) -> None:
-    body = minted(client, h, "reviewer", "t-task", ["widgets-read", "widgets-pulls-read"])
+@pytest.mark.parametrize(
+    ("who", "body", "agent"),
+    [("reviewer", None, "reviewer"), ("admin", {"agent": "reviewer"}, "reviewer"), ("admin", None, "*")],
+    ids=["own-agent", "admin-naming-the-agent", "admin-every-agent"],
+)
+def test_the_tasks_agent_or_an_admin_revokes_a_whole_task(
+    client: AnyClient, h: Harness, who: str, body: dict[str, str] | None, agent: str
+) -> None:
+    minted_body = minted(client, h, "reviewer", "t-task", ["widgets-read", "widgets-pulls-read"])
     other = token_for(minted(client, h, "reviewer", "t-kept", ["widgets-read"]), "git-gateway")
 
-    r = client.post("/v1/tasks/t-task/revoke", headers=h.auth(who))
+    r = client.post("/v1/tasks/t-task/revoke", headers=h.auth(who), json=body)
 
     assert r.status_code == 200, r.text
-    assert r.json() == {"revoked": True, "task": "t-task"}
+    assert r.json() == {"revoked": True, "task": "t-task", "agent": agent}
+    body = minted_body
     assert introspect(client, h, "git-gateway", token_for(body, "git-gateway")) == {"active": False}
     assert introspect(client, h, "git-gateway", other)["active"] is True, "only that task's tokens"
     # A revoked task gets no new tokens.
@@ -326,13 +341,22 @@ def test_an_empty_json_object_is_an_empty_body(client: AnyClient, h: Harness) ->
     assert r.status_code == 200, r.text
 
 
-def test_only_the_owner_revokes_a_task(client: AnyClient, h: Harness) -> None:
+def test_an_agent_cannot_revoke_or_probe_another_agents_task(client: AnyClient, h: Harness) -> None:
     token = token_for(minted(client, h, "analyst", "t-owned", ["exports-read"]), "storage-gateway")
 
-    assert_problem(client.post("/v1/tasks/t-owned/revoke", headers=h.auth("reviewer")), 403, "forbidden")
+    used = client.post("/v1/tasks/t-owned/revoke", headers=h.auth("reviewer"))
+    unused = client.post("/v1/tasks/t-nobody/revoke", headers=h.auth("reviewer"))
+
     assert introspect(client, h, "storage-gateway", token)["active"] is True
-    # A task nobody owns is not the caller's either.
-    assert_problem(client.post("/v1/tasks/t-nobody/revoke", headers=h.auth("reviewer")), 403, "forbidden")
+    # the same answer for an id another agent uses and one nobody uses: nothing leaks
+    assert (used.status_code, unused.status_code) == (200, 200)
+    assert used.json() == {"revoked": False, "task": "t-owned", "reason": "no live tokens for this task"}
+    assert unused.json() == {**used.json(), "task": "t-nobody"}
+    naming = client.post("/v1/tasks/t-owned/revoke", headers=h.auth("reviewer"), json={"agent": "analyst"})
+    assert_problem(naming, 403, "forbidden")
+    assert introspect(client, h, "storage-gateway", token)["active"] is True
+    # an unused id stays unrevoked: the agent can still mint for it
+    minted(client, h, "reviewer", "t-nobody", ["widgets-read"])
 
 
 # ================================================================ POST /v1/agents/{agent}/revoke
@@ -359,6 +383,45 @@ def test_the_kill_switch_is_admin_only_and_revokes_every_token_of_the_agent(clie
     assert introspect(client, h, "git-gateway", second) == {"active": False}
     assert introspect(client, h, "git-gateway", bystander)["active"] is True
     assert metric(client, "capbroker_revocations_total", kind="agent") == 1
+
+
+def test_the_kill_switch_locks_the_agent_out_until_an_admin_reinstates_it(client: AnyClient, h: Harness) -> None:
+    """Issue 11 reproduction 5: a mint 1 s after the kill switch answered 201 with a token
+    already revoked, and 6 s later the agent minted live tokens again. Now the agent is
+    suspended: 403 agent_revoked, never a dead token, until an admin reinstates it."""
+    now = [1_900_000_000.0]
+    h.broker.clock = lambda: now[0]
+    minted(client, h, "reviewer", "t-before", ["widgets-read"])
+    r = client.post("/v1/agents/reviewer/revoke", headers=h.auth("admin"))
+    assert r.json()["suspended"] is True
+    for later in (1, 6, 600):
+        now[0] = 1_900_000_000.0 + later
+        assert_problem(mint(client, h, "reviewer", "t-after", ["widgets-read"]), 403, "agent_revoked")
+    assert_problem(client.post("/v1/agents/reviewer/reinstate", headers=h.auth("reviewer")), 403, "forbidden")
+    # a policy reload does not reinstate
+    assert client.post("/v1/admin/reload", headers=h.auth("admin")).status_code == 200
+    assert_problem(mint(client, h, "reviewer", "t-after", ["widgets-read"]), 403, "agent_revoked")
+
+    r = client.post("/v1/agents/reviewer/reinstate", headers=h.auth("admin"))
+
+    assert r.status_code == 200, r.text
+    assert r.json() == {"reinstated": True, "agent": "reviewer"}
+    token = token_for(minted(client, h, "reviewer", "t-after", ["widgets-read"]), "git-gateway")
+    assert introspect(client, h, "git-gateway", token)["active"] is True
+    reinstated = [json.loads(line) for line in h.audit_out.getvalue().splitlines() if '"reinstate"' in line]
+    assert [(e["agent"], e["decision"], e["was_suspended"]) for e in reinstated] == [("reviewer", "allow", True)]
+
+
+def test_a_mint_right_after_reinstatement_never_returns_a_dead_token(client: AnyClient, h: Harness) -> None:
+    now = [1_900_000_000.0]
+    h.broker.clock = lambda: now[0]
+    cutoff = client.post("/v1/agents/reviewer/revoke", headers=h.auth("admin")).json()["issued_at_or_before"]
+    assert client.post("/v1/agents/reviewer/reinstate", headers=h.auth("admin")).json()["reinstated"] is True
+    # until the cut-off (now + clock skew) has passed, a token would be born revoked: refused
+    assert_problem(mint(client, h, "reviewer", "t-x", ["widgets-read"]), 403, "agent_revoked")
+    now[0] = cutoff + 1
+    token = token_for(minted(client, h, "reviewer", "t-x", ["widgets-read"]), "git-gateway")
+    assert introspect(client, h, "git-gateway", token)["active"] is True
 
 
 # ================================================================ POST /v1/introspect

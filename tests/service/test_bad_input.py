@@ -333,8 +333,8 @@ for raw_id, number in [("nan", b"NaN"), ("infinity", b"Infinity"), ("exponent", 
 
 # tasks: another agent's, or revoked
 add(
-    "tokens-task-of-another-agent",
-    Case(TOKENS, "reviewer", js(MINT_OK), 403, "task_owned_by_other_agent", setup=analyst_owns_t1),
+    "tokens-ok-task-id-another-agent-uses",  # task ids are scoped to their agent
+    Case(TOKENS, "reviewer", js(MINT_OK), 201, None, setup=analyst_owns_t1),
 )
 add("tokens-revoked-task", Case(TOKENS, "reviewer", js(MINT_OK), 403, "forbidden", setup=t1_revoked))
 # other principals
@@ -469,11 +469,19 @@ add(
     "task-revoke-ok-as-owner",
     Case(TASK_REVOKE, "analyst", NO_BODY, 200, None, content_type=None, setup=analyst_owns_t1),
 )
+# another agent's task of the same id is not the caller's: answered as for any unused id
 add(
-    "task-revoke-as-non-owner",
-    Case(TASK_REVOKE, "reviewer", NO_BODY, 403, "forbidden", content_type=None, setup=analyst_owns_t1),
+    "task-revoke-ok-id-another-agent-uses",
+    Case(TASK_REVOKE, "reviewer", NO_BODY, 200, None, content_type=None, setup=analyst_owns_t1),
 )
-add("task-revoke-unowned-task-as-agent", Case(TASK_REVOKE, "reviewer", NO_BODY, 403, "forbidden", content_type=None))
+add("task-revoke-ok-unused-task-as-agent", Case(TASK_REVOKE, "reviewer", NO_BODY, 200, None, content_type=None))
+add(
+    "task-revoke-agent-names-another-agent",
+    Case(TASK_REVOKE, "reviewer", js({"agent": "analyst"}), 403, "forbidden", setup=analyst_owns_t1),
+)
+add("task-revoke-ok-admin-names-agent", Case(TASK_REVOKE, "admin", js({"agent": "analyst"}), 200, None))
+add("task-revoke-admin-bad-agent-name", Case(TASK_REVOKE, "admin", js({"agent": "Analyst"}), 400, "invalid_request"))
+add("task-revoke-admin-agent-not-a-string", Case(TASK_REVOKE, "admin", js({"agent": 7}), 400, "invalid_request"))
 
 # bad path parameters (percent-encoded as a client would send them)
 for task_id, segment, status, code in [

@@ -58,7 +58,7 @@ def test_introspection_reads_the_local_set_not_the_store(client: TestClient[Any]
     assert introspect(client, h, "storage-gateway", token)["active"] is True
     feed = h.broker.revocations
     assert isinstance(feed, StaticRevocationList)
-    feed.tasks.add("t1")  # as if another replica revoked the task and the feed heard of it
+    feed.revoke_task("t1", "analyst")  # as if another replica revoked the task and the feed heard of it
     assert introspect(client, h, "storage-gateway", token) == {"active": False}
     assert counting.reads == 0
 

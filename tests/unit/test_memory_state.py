@@ -112,32 +112,77 @@ def test_gcra_interval_is_rounded_up_so_the_burst_stays_exact() -> None:
 # ---------------------------------------------------------------- tasks
 
 
-def test_the_first_agent_owns_the_task(state: MemoryState) -> None:
-    assert run(state.claim_task("t1", "alice", ["j1"], NOW + 300)) is TaskClaim.OWNED
-    assert run(state.claim_task("t1", "bob", ["j2"], NOW + 300)) is TaskClaim.OTHER_OWNER
-    assert run(state.claim_task("t1", "alice", ["j3"], NOW + 300)) is TaskClaim.OWNED
-    assert run(state.task_owner("t1")) == "alice"
-    assert run(state.task_owner("t2")) is None
+def claim(state: MemoryState, task: str, agent: str, exp: int, *, iat: int = NOW) -> TaskClaim:
+    return run(state.claim_task(task, agent, (agent,), iat, exp))
+
+
+def test_a_task_id_is_scoped_to_its_agent(state: MemoryState) -> None:
+    assert claim(state, "t1", "alice", NOW + 300) is TaskClaim.OWNED
+    assert claim(state, "t1", "bob", NOW + 300) is TaskClaim.OWNED  # bob's own t1, not alice's
+    assert run(state.task_live("t1", "alice"))
+    assert run(state.task_live("t1", "bob"))
+    assert not run(state.task_live("t2", "alice"))
+    assert run(state.revoke_task("t1", "alice", NOW))
+    assert claim(state, "t1", "alice", NOW + 300) is TaskClaim.REVOKED
+    assert claim(state, "t1", "bob", NOW + 300) is TaskClaim.OWNED  # untouched by alice's revocation
 
 
 def test_the_task_record_lives_until_its_last_token_expires(state: MemoryState, clock: Clock) -> None:
-    run(state.claim_task("t1", "alice", ["j1"], NOW + 3000))
-    run(state.claim_task("t1", "alice", ["j2"], NOW + 300))  # a shorter token does not shorten it
+    claim(state, "t1", "alice", NOW + 3000)
+    claim(state, "t1", "alice", NOW + 300)  # a shorter token does not shorten it
     clock.t = retention.task_record_expiry(NOW + 3000) - 1
-    assert run(state.task_owner("t1")) == "alice"
-    assert run(state.claim_task("t1", "bob", ["j3"], NOW + 300)) is TaskClaim.OTHER_OWNER
+    assert run(state.task_live("t1", "alice"))
     clock.t = retention.task_record_expiry(NOW + 3000)
-    assert run(state.task_owner("t1")) is None
-    assert run(state.claim_task("t1", "bob", ["j3"], int(clock.t) + 300)) is TaskClaim.OWNED
+    assert not run(state.task_live("t1", "alice"))
 
 
 def test_a_revoked_task_takes_no_new_tokens_even_from_its_owner(state: MemoryState, clock: Clock) -> None:
-    run(state.claim_task("t1", "alice", ["j1"], NOW + 300))
-    run(state.revoke_task("t1", NOW))
-    assert run(state.claim_task("t1", "alice", ["j2"], NOW + 300)) is TaskClaim.REVOKED
-    assert run(state.claim_task("t9", "alice", ["j2"], NOW + 300)) is TaskClaim.OWNED
+    claim(state, "t1", "alice", NOW + 300)
+    run(state.revoke_task("t1", "alice", NOW))
+    assert claim(state, "t1", "alice", NOW + 300) is TaskClaim.REVOKED
+    assert claim(state, "t9", "alice", NOW + 300) is TaskClaim.OWNED
     clock.t = retention.task_revocation_expiry(NOW)
-    assert run(state.claim_task("t1", "alice", ["j2"], int(clock.t) + 300)) is TaskClaim.OWNED
+    assert claim(state, "t1", "alice", int(clock.t) + 300) is TaskClaim.OWNED
+
+
+def test_an_admin_revocation_without_an_agent_reaches_every_agents_task(state: MemoryState) -> None:
+    claim(state, "t1", "alice", NOW + 300)
+    assert run(state.revoke_task("t1", None, NOW))
+    assert claim(state, "t1", "alice", NOW + 300) is TaskClaim.REVOKED
+    assert claim(state, "t1", "bob", NOW + 300) is TaskClaim.REVOKED
+    assert run(state.revocation_state("j1", "t1", "carol")).task_revoked
+
+
+def test_an_agent_revokes_only_a_task_it_has_a_record_of(state: MemoryState) -> None:
+    assert not run(state.revoke_task("never-used", "alice", NOW, only_if_live=True))
+    assert claim(state, "never-used", "alice", NOW + 300) is TaskClaim.OWNED  # nothing was written
+    assert run(state.revoke_task("never-used", "alice", NOW, only_if_live=True))
+    assert claim(state, "never-used", "alice", NOW + 300) is TaskClaim.REVOKED
+
+
+def test_a_delegated_tokens_task_is_its_root_agents(state: MemoryState) -> None:
+    run(state.revoke_task("t1", "alice", NOW))
+    # bob holds a token delegated by alice: the task is alice's
+    assert run(state.revocation_state("j1", "t1", "bob", ("alice",))).task_revoked
+    assert not run(state.revocation_state("j1", "t1", "bob")).task_revoked  # bob's own t1
+
+
+def test_a_suspended_agent_claims_nothing_until_reinstated(state: MemoryState) -> None:
+    run(state.revoke_agent("alice", NOW + 5))
+    assert run(state.is_suspended("alice"))
+    assert claim(state, "t1", "alice", NOW + 300, iat=NOW + 60) is TaskClaim.SUSPENDED
+    # an exchange naming a suspended agent anywhere in the chain is refused too
+    assert run(state.claim_task("t1", "bob", ("carol", "alice", "bob"), NOW + 60, NOW + 300)) is TaskClaim.SUSPENDED
+    assert run(state.reinstate_agent("alice"))
+    assert not run(state.reinstate_agent("alice"))
+    assert claim(state, "t1", "alice", NOW + 300, iat=NOW + 60) is TaskClaim.OWNED
+
+
+def test_a_reinstated_agent_gets_no_token_its_cutoff_would_revoke(state: MemoryState) -> None:
+    run(state.revoke_agent("alice", NOW + 5))
+    run(state.reinstate_agent("alice"))
+    assert claim(state, "t1", "alice", NOW + 300, iat=NOW + 5) is TaskClaim.SUSPENDED  # dead on arrival
+    assert claim(state, "t1", "alice", NOW + 300, iat=NOW + 6) is TaskClaim.OWNED
 
 
 # ---------------------------------------------------------------- revocation
@@ -158,7 +203,7 @@ def test_a_token_revocation_lasts_until_the_token_expires_plus_grace(state: Memo
 
 
 def test_a_task_revocation_lasts_the_global_token_cap_plus_grace(state: MemoryState, clock: Clock) -> None:
-    run(state.revoke_task("t1", NOW))
+    run(state.revoke_task("t1", "alice", NOW))
     assert run(state.revocation_state("j1", "t1", "alice")) == revocation(task=True)
     clock.t = retention.task_revocation_expiry(NOW) - 1
     assert run(state.revocation_state("j1", "t1", "alice")).task_revoked is True

@@ -74,6 +74,12 @@ def test_require_refuses_access_outside_the_token(ring: KeyRing, ed_signer: Loca
         assert e.value.code == "not_allowed"
 
 
+def test_another_agents_task_of_the_same_id_is_not_this_tokens(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    revoked = StaticRevocationList()
+    revoked.revoke_task("t1", "reviewer")  # reviewer's t1; the token is analyst's t1
+    assert verifier(ring, revocation=revoked).verify(good_token(ed_signer)).task == "t1"
+
+
 def test_revoked_token_task_and_agent_are_rejected(ring: KeyRing, ed_signer: LocalSigner) -> None:
     revoked = StaticRevocationList()
     v = verifier(ring, revocation=revoked)
@@ -81,7 +87,8 @@ def test_revoked_token_task_and_agent_are_rejected(ring: KeyRing, ed_signer: Loc
     assert v.verify(token)
     for revoke in (
         lambda: revoked.token_ids.add("test-token-id-00000001"),
-        lambda: revoked.tasks.add("t1"),
+        lambda: revoked.revoke_task("t1", "analyst"),
+        lambda: revoked.revoke_task("t1"),  # the task id, for every agent
         lambda: revoked.agents_before.__setitem__("analyst", NOW),
     ):
         revoked.token_ids.clear()

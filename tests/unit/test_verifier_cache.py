@@ -158,7 +158,7 @@ def test_revocation_after_the_token_was_remembered_rejects_it(ring: KeyRing, ed_
     revoked.token_ids.add(JTI)
     assert code_of(v, token) == "revoked"
     revoked.token_ids.clear()
-    revoked.tasks.add("t1")
+    revoked.revoke_task("t1", "analyst")
     assert code_of(v, token) == "revoked"
     revoked.tasks.clear()
     revoked.agents_before["analyst"] = NOW
