@@ -26,6 +26,7 @@ from broker.delegation.exchange import (
     parse_exchange_request,
 )
 from broker.errors import (
+    AgentRevoked,
     BackendUnavailable,
     BrokerError,
     InvalidDpopProof,
@@ -82,6 +83,9 @@ async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
     except BrokerError as e:
         raise Unauthenticated(f"subject_token: {e.code}") from None
     if await is_revoked(broker, claims):
+        suspended = [a for a in chain_names(claims) if await broker.state.is_suspended(a)]
+        if suspended:  # the kill switch: say so, as a mint by the agent would
+            raise AgentRevoked(f"subject_token: agent {suspended[0]!r} is suspended")
         raise Unauthenticated("subject_token: revoked")
     return claims
 

@@ -229,6 +229,8 @@ def test_the_kill_switch_on_the_root_agent_reaches_delegated_tokens(client: AnyC
     r = client.post("/v1/agents/analyst/revoke", headers=h.auth("admin"))
     assert r.status_code == 200, r.text
     assert introspect(client, h, "storage-gateway", child) == {"active": False}
+    # while the root agent is suspended, exchanges of its chain say so
+    assert_problem(exchange(client, child, actor="helper-2"), 403, "agent_revoked")
 
 
 def test_another_agent_cannot_revoke_a_delegated_token(client: AnyClient, h: Harness) -> None:
