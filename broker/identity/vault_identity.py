@@ -22,6 +22,11 @@ satisfies an agent's ``VaultIdentity``. Every constraint given must hold:
   (for AppRole: whoever may generate secret-ids); pair it with a ``role`` or an ``entity``.
 - The token lives in the broker's own (root) namespace: a token of a child namespace is
   refused, since a tenant there can name its roles and metadata as it likes.
+- The token is a service token without a use limit. A batch token cannot be revoked in
+  Vault (it lives until its TTL whatever the admin does), so "revoke the Vault token and
+  the agent is locked out" would not hold; a token with ``num_uses`` would promise a bound
+  the broker does not keep (a lookup spends none of its uses, and counting mints against
+  it would need the broker to spend them). Both are refused, whatever the identity says.
 
 ``looks_like_vault_token`` tells a Vault token from the other bearer credentials: a
 ``cbk_`` client secret and a JWT (whose first segment is base64url JSON, ``eyJ...``, never
@@ -117,6 +122,10 @@ def match_vault_identity(
         return "the identity constrains nothing"  # the policy loader refuses this; empty means deny
     if info.namespace_path:
         return "the token belongs to another namespace"
+    if info.token_type != "service":
+        return f"the token is a {info.token_type or 'typeless'} token: Vault cannot revoke it; log in for a service token"
+    if info.num_uses:
+        return "the token has a use limit, which a lookup does not spend: log in without token_num_uses"
     if identity.role is not None:
         role = approle_role(info, approle_mount)
         if role is None:

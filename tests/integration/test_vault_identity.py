@@ -115,14 +115,32 @@ def test_a_token_of_another_role_does_not_match(bao_server: BaoServer, broker_to
     )
 
 
-def test_a_batch_token_looks_up_and_matches(bao_server: BaoServer, broker_token: str) -> None:
+def test_a_batch_token_is_refused_since_vault_cannot_revoke_it(bao_server: BaoServer, broker_token: str) -> None:
+    """Issue 12 reproduction 5: a batch token from an AppRole login minted, could not be
+    revoked in Vault, and kept minting. Shown here: Vault really refuses to revoke it."""
     role = name("batch")
     token = agent(bao_server, role, token_type="batch")
     assert token.startswith("b.")
     assert looks_like_vault_token(token)
-    info = found(bao_server, broker_token, token)
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        admin_client(bao_server).auth.token.revoke(token)  # "batch tokens cannot be revoked"
+    info = found(bao_server, broker_token, token)  # still valid after the revocation attempt
     assert (info.token_type, info.accessor, info.path) == ("batch", "", "auth/approle/login")
-    assert match_vault_identity(info, VaultIdentity(role=role)) is None
+    assert match_vault_identity(info, VaultIdentity(role=role)) == (
+        "the token is a batch token: Vault cannot revoke it; log in for a service token"
+    )
+
+
+def test_a_token_with_a_use_limit_is_refused_since_minting_spends_none(bao_server: BaoServer, broker_token: str) -> None:
+    """Issue 12 reproduction 5: a token with num_uses=1 minted three times."""
+    role = name("once")
+    token = agent(bao_server, role, token_num_uses=1)
+    for _ in range(3):
+        info = found(bao_server, broker_token, token)
+        assert info.num_uses == 1  # a lookup spends none
+        assert match_vault_identity(info, VaultIdentity(role=role)) == (
+            "the token has a use limit, which a lookup does not spend: log in without token_num_uses"
+        )
 
 
 def test_the_same_role_logs_in_as_the_same_entity(bao_server: BaoServer, broker_token: str) -> None:
