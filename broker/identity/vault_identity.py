@@ -66,6 +66,7 @@ MAX_VAULT_TOKEN_LENGTH: Final = 8192
 _VAULT_TOKEN: Final = re.compile(r"(?:hvs|hvb|s|b)\.[A-Za-z0-9_-]{20,}(\.[A-Za-z0-9]{1,32})?")
 _MOUNT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_-]{1,64}){0,7}")
 _TOKEN_STORE: Final = "auth/token/"  # noqa: S105 (a mount path, not a secret)
+_SERVICE_TOKEN: Final = "service"  # noqa: S105 (a token type, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,9 @@ def match_vault_identity(
         return "the identity constrains nothing"  # the policy loader refuses this; empty means deny
     if info.namespace_path:
         return "the token belongs to another namespace"
-    if info.token_type != "service":
-        return f"the token is a {info.token_type or 'typeless'} token: Vault cannot revoke it; log in for a service token"
+    if info.token_type != _SERVICE_TOKEN:
+        kind = info.token_type or "typeless"
+        return f"the token is a {kind} token: Vault cannot revoke it; log in for a service token"
     if info.num_uses:
         return "the token has a use limit, which a lookup does not spend: log in without token_num_uses"
     if identity.role is not None:

@@ -131,7 +131,9 @@ def test_a_batch_token_is_refused_since_vault_cannot_revoke_it(bao_server: BaoSe
     )
 
 
-def test_a_token_with_a_use_limit_is_refused_since_minting_spends_none(bao_server: BaoServer, broker_token: str) -> None:
+def test_a_token_with_a_use_limit_is_refused_since_minting_spends_none(
+    bao_server: BaoServer, broker_token: str
+) -> None:
     """Issue 12 reproduction 5: a token with num_uses=1 minted three times."""
     role = name("once")
     token = agent(bao_server, role, token_num_uses=1)
