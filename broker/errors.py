@@ -172,6 +172,7 @@ TOKEN_REJECTION_CODES: Final = frozenset(
         "bad_header",  # header fields outside the profile (alg, typ, kid, crit, jwk, ...)
         "unknown_key",  # no key with that kid
         "bad_signature",  # signature does not verify
+        "outside_key_window",  # signed by a key outside the window it may sign in (a stolen session key)
         "bad_claims",  # claims missing, of the wrong type, or out of the grammar
         "expired",
         "not_yet_valid",

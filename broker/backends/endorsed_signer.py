@@ -608,7 +608,7 @@ class EndorsedSigningBackend:
                 break
             if e.kid not in seen:
                 seen.add(e.kid)
-                keys.append(e.key)
+                keys.append(e.published_key)
                 published.append(e)
         return _View(
             keyset=KeySet(keys),

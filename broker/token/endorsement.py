@@ -131,6 +131,12 @@ class Endorsement:
     def signs_at(self, now: float) -> bool:
         return self.not_before <= now < self.sign_until
 
+    @property
+    def published_key(self) -> VerificationKey:
+        """The session key as the JWKS publishes it: with its signing window, which every
+        verifier of ours enforces on the tokens it signed (``iat`` inside it)."""
+        return VerificationKey(self.key.kid, self.key.key, (self.not_before, self.sign_until))
+
     def published_at(self, now: float) -> bool:
         return now < self.publish_until
 
@@ -148,7 +154,7 @@ def endorsement_payload(key: VerificationKey, issuer: str, w: Windows) -> bytes:
     return dumps_canonical(
         {
             "iss": issuer,
-            "jwk": key.to_jwk(),
+            "jwk": key.bare_jwk(),
             "not_before": w.not_before,
             "sign_until": w.sign_until,
             "publish_until": w.publish_until,
@@ -228,7 +234,7 @@ def _payload(payload: dict[str, Any]) -> tuple[VerificationKey, Windows]:
     except (KeyFormatError, ValueError):
         raise EndorsementError("malformed", "jwk") from None
     # the published form exactly: no extra members, nothing the JWKS would drop
-    if key is None or key.to_jwk() != jwk or not _SESSION_KID.fullmatch(key.kid):
+    if key is None or key.window is not None or key.bare_jwk() != jwk or not _SESSION_KID.fullmatch(key.kid):
         raise EndorsementError("malformed", "jwk")
     times = [payload[name] for name in _FIELDS[2:]]
     if any(type(t) is not int for t in times):  # bool is not an int here

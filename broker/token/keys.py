@@ -38,17 +38,49 @@ def is_kid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and KID.fullmatch(value) is not None
 
 
+#: JWK members that publish a key's signing window (epoch seconds): the key signs only
+#: tokens with ``sign_from <= iat < sign_until``. Other JWT libraries ignore them.
+SIGN_FROM: Final = "sign_from"
+SIGN_UNTIL: Final = "sign_until"
+
+
 @dataclass(frozen=True, slots=True)
 class VerificationKey:
     kid: str
     key: PublicKey
+    #: the window in which the key may sign, if it has one (an endorsed session key):
+    #: a token it signed with ``iat`` outside it is refused, so a stolen session key is
+    #: worth its window only. None for keys that sign for as long as they are published.
+    window: tuple[int, int] | None = None
     #: the key's one algorithm, taken from the key once (it is asked on every verification)
     alg: Algorithm = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alg", algorithm_of(self.key))
+        if self.window is not None:
+            start, end = self.window
+            if type(start) is not int or type(end) is not int or not 0 <= start < end:
+                raise KeyFormatError("a signing window is two integers, start before end")
 
-    def to_jwk(self) -> dict[str, str]:
+    def signs_at(self, iat: int, early: int) -> bool:
+        """Whether a token stamped ``iat`` is inside the key's signing window. The start
+        is widened by ``early`` seconds (a mint whose claims were stamped just before a new
+        key took over); the end is exact: the one process holding the key stamps ``iat``
+        and stops signing at ``sign_until`` by the same clock."""
+        if self.window is None:
+            return True
+        start, end = self.window
+        return start - early <= iat < end
+
+    def to_jwk(self) -> dict[str, Any]:
+        """The public JWK, with the signing window (``sign_from``, ``sign_until``) if any."""
+        jwk: dict[str, Any] = self.bare_jwk()
+        if self.window is not None:
+            jwk[SIGN_FROM], jwk[SIGN_UNTIL] = self.window
+        return jwk
+
+    def bare_jwk(self) -> dict[str, str]:
+        """The public JWK without the window: what an endorsement names."""
         if isinstance(self.key, ed25519.Ed25519PublicKey):
             x = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
             return {
@@ -116,10 +148,20 @@ def key_from_jwk(jwk: object) -> VerificationKey | None:
     if jwk.get("use", "sig") != "sig":
         raise KeyFormatError("JWK use must be sig")
     key = public_key_of(jwk, okp=kty == "OKP")
-    vk = VerificationKey(kid, key)
+    vk = VerificationKey(kid, key, _window(jwk))
     if jwk.get("alg", vk.alg) != vk.alg:
         raise KeyFormatError("JWK alg does not fit the key")
     return vk
+
+
+def _window(jwk: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The signing window a JWK publishes: both members or neither."""
+    start, end = jwk.get(SIGN_FROM), jwk.get(SIGN_UNTIL)
+    if start is None and end is None:
+        return None
+    if type(start) is not int or type(end) is not int or not 0 <= start < end:
+        raise KeyFormatError("JWK signing window: sign_from and sign_until, integers, in order")
+    return start, end
 
 
 class KeyLookup(Protocol):
@@ -158,7 +200,7 @@ class KeySet:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def to_jwks(self) -> dict[str, list[dict[str, str]]]:
+    def to_jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [k.to_jwk() for k in self._keys.values()]}
 
 

@@ -2,8 +2,9 @@
 
 Order: size and alphabet; three segments; header (alg in {EdDSA, ES256}, typ cap+jwt,
 kid grammar, no other field); key by kid; the token's alg must equal the key's; the
-signature; only then the payload (strict JSON, typed claims); issuer and audience exact;
-times with a bounded leeway; lifetime under the cap.
+signature; only then the payload (strict JSON, typed claims); ``iat`` inside the key's
+signing window, if it publishes one (widened by the largest leeway); issuer and audience
+exact; times with a bounded leeway; lifetime under the cap.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def signed_claims_and_key(token: object, keys: KeyLookup) -> tuple[Claims, Verif
         claims = claims_from_json(decode_payload(parsed))
     except ClaimsError as e:
         raise TokenRejected("bad_claims", str(e)) from None
+    # A session key's signature counts only for tokens stamped in its signing window
+    # (published with the key): a stolen key is worth its window, not its publication.
+    if not key.signs_at(claims.iat, MAX_LEEWAY):
+        raise TokenRejected("outside_key_window", f"iat {claims.iat} outside key {key.kid}'s signing window")
     return claims, key
 
 

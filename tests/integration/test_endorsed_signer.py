@@ -41,6 +41,7 @@ from broker.token.endorsement import (
 from broker.token.keys import KeySet, LocalSigner
 from broker.token.mint import mint
 from broker.token.strictjson import loads_object
+from broker.token.verify import signed_claims_and_key
 from broker.verify import Verifier
 from tests.helpers import AUDIENCE, ISSUER, claims
 from tests.log_guard import forbid_in_logs
@@ -383,6 +384,40 @@ def test_a_key_is_never_used_past_sign_until(bao_server: BaoServer, d: Deploymen
             clock.at(e.sign_until + 3600)
             await fails_fast(lambda: a.sign(at(clock)), "vault: Forbidden")
             assert list(d.stored()) == [first]
+        finally:
+            await a.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_stolen_session_key_signs_nothing_accepted_after_sign_until(d: Deployment) -> None:
+    """Issue 12 reproduction 1: with the key a worker holds in memory, tokens stamped 5 s
+    and 100 s after its endorsement's sign_until were accepted by introspection and by
+    Verifier(jwks=...), since windows were enforced only when signing. The JWKS now
+    carries each session key's window and every verifier of ours enforces it."""
+    clock = Clock()
+
+    async def run() -> None:
+        a = d.worker(clock)
+        try:
+            honest = await a.sign(at(clock))
+            kid = kid_of(honest)
+            e = await d.endorsement(kid)
+            assert a._current is not None
+            stolen = a._current.signer  # what an attacker who read the worker's memory holds
+            published = await d.published(clock)  # the JWKS as a fresh replica serves it
+            key = published.key_for(kid)
+            assert key is not None
+            assert (key.to_jwk()["sign_from"], key.to_jwk()["sign_until"]) == (e.not_before, e.sign_until)
+            verifies(honest, published, clock())
+            for late in (5, 100):
+                clock.at(e.sign_until + late)
+                forged = mint(at(clock), stolen)
+                assert rejected(forged, published, clock()) == "outside_key_window"
+                # the broker's own introspection path: the same keys, the same rule
+                with pytest.raises(TokenRejected) as refused:
+                    signed_claims_and_key(forged, await a.keyset())
+                assert refused.value.code == "outside_key_window"
         finally:
             await a.aclose()
 
