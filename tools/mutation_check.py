@@ -96,6 +96,8 @@ MUTATIONS = [
     Mutation("mint under a cut-off (born revoked)", "broker/backends/redis_state.py",
              "    if cutoff and cutoff >= iat then return 'suspended' end", "",
              ("tests/integration/test_state_contract.py",), integration=True),
+    Mutation("session key window not checked at verification", "broker/token/verify.py",
+             "    if not key.signs_at(claims.iat, MAX_LEEWAY):", "    if False:"),
 ]
 
 
