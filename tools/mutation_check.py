@@ -98,6 +98,12 @@ MUTATIONS = [
              ("tests/integration/test_state_contract.py",), integration=True),
     Mutation("session key window not checked at verification", "broker/token/verify.py",
              "    if not key.signs_at(claims.iat, MAX_LEEWAY):", "    if False:"),
+    Mutation("key withdrawals not applied by the verifier", "broker/verify/verifier.py",
+             "        if withdrawn is not None:", "        if False:",
+             ("tests/integration/test_endorsed_signer.py",), integration=True),
+    Mutation("a vanished session key is not withdrawn", "broker/backends/endorsed_signer.py",
+             "        if gone:\n", "        if False:\n",
+             ("tests/integration/test_endorsed_signer.py",), integration=True),
 ]
 
 

@@ -16,8 +16,12 @@ key's public half and time windows (``broker.token.endorsement``), once per ``wi
   and read back in the published set, while ``not_before <= now < sign_until`` and for
   tokens with ``exp <= publish_until - MAX_LEEWAY``. So no token is signed by a key the
   JWKS does not publish. A key whose entry disappears from Redis (removed by an operator,
-  or Redis lost its data) is withdrawn: within ``refresh`` seconds this worker stops
-  signing with it, for good, and endorses another.
+  refused, or Redis lost its data) is withdrawn: the first worker to read the view
+  without it (each re-reads every ``refresh`` seconds, with or without traffic) marks it
+  withdrawn in Redis (``<prefix>rev:key:<kid>``) and announces that on the revocation
+  channel, so no worker publishes or signs with it again even if the entry is written
+  back, and every verifier with a revocation feed refuses its tokens within a second
+  (``withdraw_keys``; ``broker keys withdraw`` does the same for an operator).
 - Rotation ahead of time: a key signs for at most ``window + lead`` seconds. ``window``
   seconds after it was endorsed (``lead`` before it stops signing) the worker endorses a
   successor in the background, single-flight, and starts using it when the current key
@@ -55,6 +59,7 @@ from typing import Any, Final, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from broker.backends import redis_keys
 from broker.backends.redis_options import fail_fast
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest
@@ -94,6 +99,35 @@ GC_GRACE: Final = 300
 MAX_ENTRIES: Final = 1024
 _MARGIN: Final = 0.25  # past the Redis socket timeout, as RedisState
 _T = TypeVar("_T")
+
+
+# KEYS: the endorsed-keys hash, then the withdrawal key of each kid. ARGV: the channel,
+# then per kid: the kid, the withdrawal's expiry (epoch seconds), its announcement.
+# Marks each kid withdrawn (durable, for every reader) and removes its entry, then
+# announces it: never announced unstored, as revocations.
+_WITHDRAW = """
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 3
+  redis.call('SET', KEYS[i], '1', 'EXAT', ARGV[a + 1])
+  redis.call('HDEL', KEYS[1], ARGV[a])
+  redis.call('PUBLISH', ARGV[1], ARGV[a + 2])
+end
+return #KEYS - 1
+"""
+
+
+async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> None:
+    """Withdraw session keys (kid -> the end of their publication) for good: every broker
+    stops publishing and signing with them, and every verifier with a revocation feed
+    refuses their tokens, within a second; an entry written back later is ignored."""
+    kids = sorted(until)
+    if not kids:
+        return
+    args: list[str | int] = [redis_keys.revocation_channel(prefix)]
+    for kid in kids:
+        args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
+    names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]
+    await redis.eval(_WITHDRAW, len(names), *names, *args)
 
 
 def endorsed_keys_key(prefix: str) -> str:
@@ -162,7 +196,7 @@ class EndorsedSigningBackend:
             issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
         )
         self._transit, self._redis, self._issuer = transit, redis, issuer
-        self._hash = endorsed_keys_key(prefix)
+        self._hash, self._prefix = endorsed_keys_key(prefix), prefix
         self._window, self._lead, self._max_ttl = window, lead, max_token_ttl
         self._timeout, self._refresh, self._clock = timeout, refresh, clock
         self._current: _SessionKey | None = None
@@ -191,6 +225,7 @@ class EndorsedSigningBackend:
         self._vault_heard = -math.inf  # the last successful read of the Transit key (monotonic)
         self._vault_error = ""  # why the last read failed
         self._heartbeat: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None  # re-reads the view every refresh, traffic or not
 
     @classmethod
     def connect(
@@ -305,7 +340,7 @@ class EndorsedSigningBackend:
         if self._closed:
             return
         self._closed = True
-        for task in (self._view_task, self._key_task, self._heartbeat):
+        for task in (self._watch, self._view_task, self._key_task, self._heartbeat):
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -335,6 +370,7 @@ class EndorsedSigningBackend:
         """Vault heard from within ``vault_silence``, or ``BackendUnavailable``. The check
         runs in the background about twice per ``vault_silence``; a request waits for it
         only when the last answer is too old."""
+        self._start_watch()
         tick = time.monotonic()
         if tick - self._vault_heard >= self._vault_silence / 2:
             self._start_heartbeat()
@@ -434,6 +470,19 @@ class EndorsedSigningBackend:
         self._view_task = self._spawn(self._refresh_in_background(force), "view")
         return self._view_task
 
+    def _start_watch(self) -> None:
+        """Re-read the published view every ``refresh`` seconds, with traffic or without,
+        so a key's withdrawal is seen (and made final) within about ``refresh``."""
+        task = self._watch
+        if self._closed or (task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()):
+            return
+        self._watch = self._spawn(self._watch_view(), "watch")
+
+    async def _watch_view(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._refresh)
+            self._start_view_refresh()
+
     def _start_renewal(self) -> None:
         task = self._key_task
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
@@ -529,15 +578,40 @@ class EndorsedSigningBackend:
         stored = {k: v for k, v in reply.items() if isinstance(k, str) and isinstance(v, str)}
         if len(stored) != len(reply) or len(stored) > MAX_ENTRIES:
             raise BackendUnavailable("redis: the endorsed-keys hash is malformed or too large")
+        withdrawn = await self._withdrawn(stored)
+        stored = {kid: value for kid, value in stored.items() if kid not in withdrawn}
         transit = await self._transit_keyset(force=force_transit)
         entries, unknown_endorser = self._verify_all(stored, transit)
         if unknown_endorser and not force_transit and time.monotonic() - self._forced_at >= self._refresh:
             transit = await self._transit_keyset(force=True)  # a rotation we have not read yet?
             entries, _ = self._verify_all(stored, transit)
         await self._collect(stored, entries)
+        await self._withdraw_vanished(entries, seq)
         view = self._build(entries, transit, read_at, seq)
         if self._view is None or seq > self._view.seq:  # a read that started later wins
             self._view = view
+
+    async def _withdrawn(self, stored: dict[str, str]) -> frozenset[str]:
+        """The stored kids marked withdrawn: never published again, whatever the entry says."""
+        if not stored:
+            return frozenset()
+        names = [redis_keys.withdrawn_key(self._prefix, kid) for kid in stored]
+        flags = await self._call(self._redis.mget(names))
+        return frozenset(kid for kid, flag in zip(stored, flags, strict=True) if flag is not None)
+
+    async def _withdraw_vanished(self, entries: list[Endorsement], seq: int) -> None:
+        """Keys the last view published that this read no longer finds (deleted, refused,
+        or marked withdrawn) before their publish_until: withdraw them for good and tell
+        every verifier, so a deletion is final and reaches them within a second. Only
+        against an older view: a read that started earlier knows nothing newer."""
+        previous = self._view
+        if previous is None or previous.seq >= seq:
+            return
+        now, live = self._clock(), {e.kid for e in entries}
+        gone = {e.kid: e.publish_until for e in previous.entries if e.kid not in live and e.published_at(now)}
+        if gone:
+            log.warning("session keys %s left the published set: withdrawn for good", sorted(gone))
+            await self._call(withdraw_keys(self._redis, self._prefix, gone))
 
     def _verify_all(self, stored: dict[str, str], transit: KeySet) -> tuple[list[Endorsement], bool]:
         """The entries that verify; whether one was refused for an unknown long-term kid."""

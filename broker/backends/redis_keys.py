@@ -47,6 +47,13 @@ def suspended(prefix: str, agent: str) -> str:
     return f"{prefix}suspended:{agent}"
 
 
+def withdrawn_key(prefix: str, kid: str) -> str:
+    """A session key withdrawn from the published set (by an operator, a lost or refused
+    entry): never published or signed with again, and every token it signed refused.
+    Kept until the key's ``publish_until``, when it would have left the JWKS anyway."""
+    return f"{prefix}rev:key:{kid}"
+
+
 def revocation(prefix: str, jti: str, task_id: str, agent: str, delegators: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The keys one revocation check reads, in ``MGET`` order: token, the task as its
     owner's (the root agent: the last delegator, else the agent), the task id for every
@@ -84,13 +91,14 @@ def revocation_channel(prefix: str) -> str:
 
 
 def revocation_message(kind: str, ident: str, value: int) -> str:
-    """``{"kind": "token"|"task"|"agent", "id": ..., "value": ...}`` as compact JSON.
+    """``{"kind": "token"|"task"|"agent"|"key", "id": ..., "value": ...}`` as compact JSON.
 
-    ``id``: for a task, its reference ``owner/task`` (the owner ``*`` for every agent's).
+    ``id``: for a task, its reference ``owner/task`` (the owner ``*`` for every agent's);
+    for a key (a withdrawn signing key), its kid, and ``value`` the time its entry expires.
     ``value``: for a token, its ``exp``; for a task, the time of the revocation; for an
     agent, the cut-off (tokens with ``iat`` at or before it are revoked). The durable state
     (the keys above) is the truth; a message only says "read it now"."""
-    if kind not in ("token", "task", "agent"):
+    if kind not in ("token", "task", "agent", "key"):
         raise ValueError(f"unknown revocation kind {kind!r}")
     return json.dumps({"kind": kind, "id": ident, "value": value}, separators=(",", ":"))
 

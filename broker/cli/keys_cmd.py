@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from broker.cli import ops_cmd
+from broker.cli import ops_cmd, withdraw_cmd
 from broker.service.credentials import new_client_secret, secret_sha256
 
 
@@ -15,6 +15,7 @@ def register(commands: Any) -> None:
     new = sub.add_parser("new-client", help="print a fresh client secret and its sha256 for a policy file")
     new.set_defaults(run=run_new_client)
     ops_cmd.register_rotate(sub)
+    withdraw_cmd.register(sub)
 
 
 def run_new_client(args: argparse.Namespace) -> int:

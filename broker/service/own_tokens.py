@@ -8,7 +8,16 @@ from broker.errors import TokenRejected
 from broker.service.broker import Broker
 from broker.token.claims import Claims
 from broker.token.codec import parse_compact
+from broker.token.keys import KeyLookup
 from broker.token.verify import check_claims, signed_claims_and_key
+from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
+
+
+def _unwithdrawn(broker: Broker, keys: KeyLookup) -> KeyLookup:
+    """The published keys minus those the revocation feed heard withdrawn: a withdrawal
+    another worker announced counts here at once, before this worker re-reads the view."""
+    withdrawn = withdrawn_check(broker.revocations)
+    return keys if withdrawn is None else WithoutWithdrawn(keys, withdrawn)
 
 
 async def own_token_claims(
@@ -22,7 +31,7 @@ async def own_token_claims(
     The leeway defaults to ``broker.clock_skew``: a token minted by a replica whose
     clock runs a little ahead is not "not yet valid" here.
     """
-    keyset = await broker.signer.keyset()  # also the Vault gate (SPEC 7), on every call
+    keyset = _unwithdrawn(broker, await broker.signer.keyset())  # also the Vault gate (SPEC 7), on every call
     claims = broker.seen_tokens.get(token, keyset)
     key = None
     if claims is None:
@@ -32,7 +41,8 @@ async def own_token_claims(
             if e.code != "unknown_key":
                 raise
             # a key another worker published a moment ago: the signer may look again, once
-            claims, key = signed_claims_and_key(token, await broker.signer.keyset(kid=parse_compact(token).kid))
+            again = await broker.signer.keyset(kid=parse_compact(token).kid)
+            claims, key = signed_claims_and_key(token, _unwithdrawn(broker, again))
     if audiences is not None and claims.aud not in audiences:
         raise TokenRejected("wrong_audience", f"aud {claims.aud!r}")
     check_claims(

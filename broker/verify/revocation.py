@@ -30,6 +30,11 @@ class StaticRevocationList:
         self.token_ids: set[str] = set()
         self.tasks: set[str] = set()
         self.agents_before: dict[str, int] = {}
+        self.withdrawn_kids: set[str] = set()
+
+    def key_withdrawn(self, kid: str) -> bool:
+        """Whether the signing key ``kid`` was withdrawn (``broker.verify.withdrawn``)."""
+        return kid in self.withdrawn_kids
 
     def revoke_task(self, task: str, agent: str | None = None) -> None:
         """Revoke ``agent``'s task ``task`` (the root agent of its tokens' chain), or that

@@ -72,8 +72,8 @@ SCAN_PAGE: Final = 1000
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 0.5
 _PURGE_EVERY: Final = 5.0
-_KINDS: Final = frozenset({"token", "task", "agent"})
-_FAMILIES: Final = {"jti": "token", "task": "task", "agent": "agent"}  # key family -> kind
+_KINDS: Final = frozenset({"token", "task", "agent", "key"})
+_FAMILIES: Final = {"jti": "token", "task": "task", "agent": "agent", "key": "key"}  # key family -> kind
 
 
 class RevocationUnavailable(Exception):
@@ -119,6 +119,7 @@ class _FeedState:
         self.tokens: dict[str, float] = {}  # jti -> when the entry expires (epoch seconds)
         self.tasks: dict[str, float] = {}  # task reference (owner/task) -> when the entry expires
         self.cutoffs: dict[str, int] = {}  # agent -> cut-off; the entry expires at cut-off + lifetime + grace
+        self.keys: dict[str, float] = {}  # withdrawn signing key (kid) -> when the entry expires
         #: monotonic send time of the last PING answered after a full load; -inf when down
         self.confirmed_at = -math.inf
         self.stop = threading.Event()
@@ -203,6 +204,8 @@ class _FeedState:
             self._put(self.tokens, ident, expires)
         elif kind == "task":
             self._put(self.tasks, ident, expires)
+        elif kind == "key":
+            self._put(self.keys, ident, expires)
         elif value is not None:  # None: expired since the SCAN
             if not isinstance(value, str) or not value.isdigit() or len(value) > 16:
                 raise FeedProtocolError("an agent cut-off that is not an integer")
@@ -275,6 +278,8 @@ class _FeedState:
             self._put(self.tokens, ident, value + REVOCATION_GRACE)
         elif kind == "task":
             self._put(self.tasks, ident, value + MAX_TOKEN_LIFETIME + REVOCATION_GRACE)
+        elif kind == "key":
+            self._put(self.keys, ident, value)  # the key's own publish_until: it is gone after
         else:
             self._cut_off(ident, value)
 
@@ -282,7 +287,7 @@ class _FeedState:
         """Forget entries no acceptable token can need any more (bounded memory). Only
         the feed's thread calls it: it is the sets' one writer."""
         now = self.clock()
-        for entries in (self.tokens, self.tasks):
+        for entries in (self.tokens, self.tasks, self.keys):
             for ident, expires in list(entries.items()):
                 if expires <= now:
                     entries.pop(ident, None)
@@ -340,6 +345,7 @@ class RevocationFeed:
         state = _FeedState(**self._settings)
         self._state = state
         self._tokens, self._tasks, self._cutoffs = state.tokens, state.tasks, state.cutoffs
+        self._withdrawn_keys = state.keys
         self._thread = threading.Thread(target=state.run, name="capbroker-revocation-feed", daemon=True)
         self._finalizer = weakref.finalize(self, state.stop.set)
         self._thread.start()
@@ -390,6 +396,12 @@ class RevocationFeed:
     def last_error(self) -> str | None:
         """The class name of the error that took the feed down, while it is down."""
         return self._state.last_error
+
+    def key_withdrawn(self, kid: str) -> bool:
+        """Whether the signing key ``kid`` was withdrawn: every token it signed is refused
+        (``broker.verify.withdrawn``). No staleness check here: ``is_revoked``, which every
+        verification calls, fails closed while the feed is behind."""
+        return kid in self._withdrawn_keys
 
     def __len__(self) -> int:
         """How many revocations the set holds (token ids, tasks and agent cut-offs)."""

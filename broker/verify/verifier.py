@@ -42,6 +42,7 @@ from broker.verify.jwks import Fetch, RemoteJwks
 from broker.verify.redis_revocation import URL_SCHEMES
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed
+from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
 
 DEFAULT_CACHE_SIZE: Final = 10_000
 #: how long a verifier built with a Redis URL waits, when built, for its feed's first load
@@ -140,6 +141,9 @@ class Verifier:
             revocation = self._own_feed = RevocationFeed(revocation)
             self._own_feed.wait_ready(FEED_START_WAIT)
         self._revocation: RevocationCheck | None = revocation
+        withdrawn = withdrawn_check(revocation)
+        if withdrawn is not None:  # a feed also carries key withdrawals: their tokens stop at once
+            self._keys = WithoutWithdrawn(self._keys, withdrawn)
 
     @property
     def issuer(self) -> str:

@@ -13,6 +13,8 @@ import contextlib
 import itertools
 import logging
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from broker.backends import endorsed_signer
 from broker.backends.endorsed_signer import GC_GRACE, RETRY, EndorsedSigningBackend, endorsed_keys_key
+from broker.backends.redis_keys import withdrawn_key
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest, TokenRejected
 from broker.service.ports import SigningBackend
@@ -42,7 +45,7 @@ from broker.token.keys import KeySet, LocalSigner
 from broker.token.mint import mint
 from broker.token.strictjson import loads_object
 from broker.token.verify import signed_claims_and_key
-from broker.verify import Verifier
+from broker.verify import RevocationFeed, Verifier
 from tests.helpers import AUDIENCE, ISSUER, claims
 from tests.log_guard import forbid_in_logs
 from tests.servers.processes import BaoServer, RedisServer
@@ -553,6 +556,109 @@ def test_a_withdrawn_key_is_never_used_again(d: Deployment) -> None:
             await a.aclose()
 
     asyncio.run(run())
+
+
+def test_a_deleted_key_written_back_is_never_signed_with_again(d: Deployment) -> None:
+    """Issue 12 reproduction 6: after its kid was deleted and written back 4 s later, 12 of
+    20 new mints were signed by it. Now the first worker to read the view without it
+    (every refresh, traffic or not) marks it withdrawn, and nothing publishes or signs
+    with it again, whatever reappears in Redis."""
+
+    async def run() -> None:
+        a = d.worker(refresh=0.2)
+        b = d.worker(refresh=0.2)
+        try:
+            first = kid_of(await a.sign(at(time.time)))
+            entry = d.stored()[first]
+            with d.redis() as r:
+                r.hdel(endorsed_keys_key(d.prefix), first)
+                await asyncio.sleep(1.0)  # no traffic meanwhile: the workers re-read on their own
+                r.hset(endorsed_keys_key(d.prefix), first, entry)
+                assert r.exists(withdrawn_key(d.prefix, first)) == 1
+            kids = [kid_of(await w.sign(at(time.time))) for _ in range(10) for w in (a, b)]
+            assert first not in kids
+            assert (await d.published()).key_for(first) is None
+            assert (await a.keyset()).key_for(first) is None
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_deleted_kid_stops_a_running_verifier_with_a_feed_within_a_second(
+    d: Deployment, redis_server: RedisServer
+) -> None:
+    """Issue 12 reproduction 2: a running Verifier kept accepting a token of a kid deleted
+    from the endorsed-keys hash for the 40 s observed (its key set refreshes every 300 s,
+    and its seen-token cache checked against that stale set). The withdrawal now travels
+    on the revocation feed; the verifier forgets the key, and the tokens it remembered."""
+
+    async def run() -> None:
+        a = d.worker(refresh=0.5)
+        feed = RevocationFeed(redis_server.url, prefix=d.prefix)
+        try:
+            assert feed.wait_ready(5.0)
+            token = await a.sign(at(time.time))
+            kid = kid_of(token)
+            jwks = (await a.keyset()).to_jwks()  # fetched once, as a remote verifier would
+            v = Verifier(issuer=ISSUER, audience=AUDIENCE, jwks=jwks, revocation=feed)
+            for _ in range(3):
+                assert v.verify(token).claims.jti  # remembered now
+            with d.redis() as r:
+                r.hdel(endorsed_keys_key(d.prefix), kid)
+            deleted_at = time.monotonic()
+            while True:  # the worker keeps re-reading with no traffic; no sign call here
+                with contextlib.suppress(TokenRejected):
+                    v.verify(token)
+                    assert time.monotonic() - deleted_at < 0.5 + 1.0, "still accepted after a second"
+                    await asyncio.sleep(0.02)
+                    continue
+                break
+            with pytest.raises(TokenRejected) as e:
+                v.verify(token)
+            assert e.value.code == "unknown_key"
+            assert feed.key_withdrawn(kid)
+        finally:
+            feed.close()
+            await a.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_operator_withdraws_a_key_with_one_command(own_redis: RedisServer, tmp_path: Any) -> None:
+    """``broker keys withdraw KID``: marked, removed, announced; the feed hears it."""
+    kid = "s-00112233aabbccdd"
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as r:
+        r.hset(endorsed_keys_key("capbroker:"), kid, "not-even-an-endorsement")
+    feed = RevocationFeed(own_redis.url)
+    try:
+        assert feed.wait_ready(5.0)
+        config = tmp_path / "broker.yaml"
+        config.write_text(
+            f"issuer: https://broker.test\nscopes: {tmp_path}\nadmin_key_sha256: [{'a' * 64}]\n"
+            f"signer: local\nstate: redis\nredis_url: {own_redis.url}\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "broker", "keys", "withdraw", kid, "--config", str(config)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"withdrawn: {kid}")
+        with redis.Redis.from_url(own_redis.url, decode_responses=True) as r:
+            assert r.hget(endorsed_keys_key("capbroker:"), kid) is None
+            assert r.ttl(withdrawn_key("capbroker:", kid)) > 0
+        deadline = time.monotonic() + 1.0
+        while not feed.key_withdrawn(kid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        bad = subprocess.run(
+            [sys.executable, "-m", "broker", "keys", "withdraw", "../etc", "--config", str(config)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert bad.returncode == 2
+    finally:
+        feed.close()
 
 
 def test_a_token_over_the_lifetime_cap_is_refused(d: Deployment) -> None:

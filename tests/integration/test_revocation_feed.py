@@ -328,7 +328,7 @@ def test_an_announcement_the_feed_cannot_read_makes_it_reload(
     client = Redis.from_url(own_redis.url, decode_responses=True)
     try:
         client.set(keys.revoked_token(world.prefix, jti), "1", exat=retention.token_revocation_expiry(world.now + 300))
-        client.publish(keys.revocation_channel(world.prefix), '{"kind":"key","id":"x","value":1}')
+        client.publish(keys.revocation_channel(world.prefix), '{"kind":"lease","id":"x","value":1}')
     finally:
         client.close()
     within(2.0, lambda: code_of(v, token) == "revoked", since=time.monotonic())
