@@ -301,9 +301,36 @@ def test_a_full_replay_cache_fails_closed(ring: KeyRing, ed_signer: LocalSigner)
     rejected(v, token, "bad_proof", dpop=proof_for(token))
 
 
+def test_one_key_flooding_the_replay_cache_does_not_lock_out_other_keys(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """Issue 11, reproduction 6: one holder sent a flood of fresh proofs (100,000 against
+    the default cache), the cache filled, and every other agent's valid proof was
+    ``bad_proof`` until the flood expired. Now the flooding key stops at its quota: the
+    others keep their room, and the flooder's replays are still refused."""
+    flooder = DpopKey.generate("EdDSA")
+    cache = MemoryReplayCache(max_entries=300, max_per_key=100)
+    v = verifier(ring, proof_replay=cache)
+    flood_token = bound(ed_signer, flooder, jti="test-token-id-00000009")
+    flood = [proof_for(flood_token, key=flooder) for _ in range(400)]  # more than the whole cache
+    outcomes: list[str] = []
+    for proof in flood:
+        try:
+            v.verify(flood_token, dpop=proof, method=METHOD, url=URL)
+            outcomes.append("accepted")
+        except TokenRejected as e:
+            outcomes.append(e.code)
+    assert outcomes == ["accepted"] * 100 + ["bad_proof"] * 300  # its quota, then refused
+    token = bound(ed_signer)
+    accepted(v, token, proof_for(token))  # another key's fresh proof passes
+    accepted(v, token, proof_for(token))
+    rejected(v, flood_token, "bad_proof", dpop=flood[0])  # a replay of an accepted proof
+    rejected(v, flood_token, "bad_proof", dpop=flood[0], now=AT + 60)  # still, while it could be fresh
+    assert cache.held_by(flooder.jkt) == 100
+    assert len(cache) == 102
+
+
 def test_a_replay_cache_that_cannot_answer_fails_closed(ring: KeyRing, ed_signer: LocalSigner) -> None:
     class Down:
-        def claim(self, key: str, expires_at: int, now: int) -> bool:
+        def claim(self, jkt: str, jti: str, expires_at: int, now: int) -> bool:
             raise ConnectionError
 
     token = bound(ed_signer)
@@ -315,14 +342,14 @@ def test_the_replay_key_outlives_the_freshness_window(ring: KeyRing, ed_signer: 
     seen: list[tuple[str, int, int]] = []
 
     class Recording(MemoryReplayCache):
-        def claim(self, key: str, expires_at: int, now: int) -> bool:
-            seen.append((key, expires_at, now))
-            return super().claim(key, expires_at, now)
+        def claim(self, jkt: str, jti: str, expires_at: int, now: int) -> bool:
+            seen.append((jkt, expires_at, now))
+            return super().claim(jkt, jti, expires_at, now)
 
     token = bound(ed_signer)
     accepted(verifier(ring, proof_replay=Recording()), token, proof_for(token, iat=AT - 3))
-    ((key, expires_at, now),) = seen
-    assert key.startswith(KEY.jkt + ":")
+    ((jkt, expires_at, now),) = seen
+    assert jkt == KEY.jkt
     assert now == AT
     assert expires_at >= AT - 3 + 60
 
