@@ -85,6 +85,14 @@ MUTATIONS = [
              ("tests/integration/test_endorsed_signer.py",), integration=True),
     Mutation("hot path drops no-store", "broker/http/hot_paths.py",
              "route.status, [_NO_STORE, ", "route.status, [", ("tests/service/test_hot_paths.py",)),
+    Mutation("DPoP replay cache per-key quota deleted", "broker/dpop/replay.py",
+             "            if held >= self._max_per_key or len(self._expiry) >= self._max_entries:",
+             "            if len(self._expiry) >= self._max_entries:",
+             ("tests/unit/test_dpop_replay.py", "tests/security/test_dpop_attacks.py")),
+    Mutation("Redis eviction policy unchecked at start", "broker/backends/redis_durability.py",
+             '    if found.maxmemory_policy != "noeviction":', "    if False:",
+             ("tests/unit/test_redis_durability.py", "tests/integration/test_redis_durability.py"),
+             integration=True),
 ]
 
 
