@@ -37,14 +37,72 @@ def test_a_proof_is_remembered_until_its_expiry_inclusive() -> None:
     assert len(cache) == 1
 
 
-def test_a_full_cache_refuses_every_new_proof() -> None:
-    """Fail closed: a cache that cannot remember a proof never lets it through."""
-    cache = MemoryReplayCache(max_entries=2, max_per_key=1)
-    assert cache.claim(A, "a", NOW + 60, NOW)
+C = "C" * 43
+
+
+def test_a_full_cache_forgets_the_proof_that_expires_first_and_never_lets_it_back() -> None:
+    cache = MemoryReplayCache(max_entries=2, max_per_key=2)
+    assert cache.claim(A, "a", NOW + 50, NOW)
     assert cache.claim(B, "b", NOW + 60, NOW)
-    assert not cache.claim("C" * 43, "c", NOW + 60, NOW)
-    assert not cache.claim(A, "a", NOW + 60, NOW)
+    assert cache.claim(C, "c", NOW + 60, NOW)  # full: A's "a" (the first to expire) is forgotten
     assert len(cache) == 2
+    assert cache.held_by(A) == 0
+    assert not cache.claim(A, "a", NOW + 50, NOW)  # but its replay is refused: A's floor
+    assert not cache.claim(A, "older", NOW + 49, NOW)  # as is anything of A's as old
+    assert not cache.claim(B, "b", NOW + 60, NOW)  # B's "b" is still remembered
+
+
+def test_a_floor_refuses_only_what_expires_no_later_than_the_forgotten_proof() -> None:
+    cache = MemoryReplayCache(max_entries=2)
+    assert cache.claim(A, "first", NOW + 60, NOW)
+    assert cache.claim(B, "b", NOW + 70, NOW)
+    assert cache.claim(C, "c", NOW + 70, NOW)  # "first" forgotten: A's floor is NOW + 60
+    assert not cache.claim(A, "made-in-the-same-second", NOW + 60, NOW + 1)
+    assert cache.claim(A, "made-a-second-later", NOW + 61, NOW + 1)  # B's "b" forgotten now
+    assert not cache.claim(B, "b", NOW + 70, NOW + 1)
+    assert not cache.claim(B, "made-in-the-same-second", NOW + 70, NOW + 1)
+    assert cache.claim(B, "made-a-second-later", NOW + 71, NOW + 1)  # A's floor rises to NOW + 61
+    assert cache._floor == {A: NOW + 61, B: NOW + 70}
+
+
+def test_many_keys_filling_the_cache_do_not_lock_out_another_key() -> None:
+    """Each key under its quota, together over the whole cache: a new key still gets room."""
+    cache = MemoryReplayCache(max_entries=100, max_per_key=10)
+    flooders = [f"{i:043d}" for i in range(20)]
+    for n in range(10):
+        for jkt in flooders:
+            cache.claim(jkt, f"flood-{n}", NOW + 60 + n, NOW)
+    assert len(cache) == 100
+    assert cache.claim(A, "fresh", NOW + 65, NOW + 5)
+    assert cache.claim(B, "fresh", NOW + 65, NOW + 5)
+    for jkt in flooders:  # every flooder proof, remembered or forgotten, is refused again
+        for n in range(10):
+            assert not cache.claim(jkt, f"flood-{n}", NOW + 60 + n, NOW + 5)
+
+
+def test_with_no_floor_left_a_full_cache_refuses_every_new_key() -> None:
+    """Fail closed: a cache that can neither remember a proof nor mark its key never lets
+    one through."""
+    cache = MemoryReplayCache(max_entries=1)
+    assert cache.claim(A, "a", NOW + 60, NOW)
+    assert cache.claim(B, "b", NOW + 60, NOW)  # A's proof forgotten, A has the one floor
+    assert not cache.claim(C, "c", NOW + 60, NOW)  # B's would need a second floor
+    assert not cache.claim(A, "a", NOW + 60, NOW)
+    assert not cache.claim(B, "b", NOW + 60, NOW)
+    assert not cache.claim(B, "b2", NOW + 61, NOW + 1)  # B's own new proof too
+    assert cache.claim(C, "c", NOW + 121, NOW + 61)  # all expired, floors too: room again
+    assert cache.claim(A, "a", NOW + 121, NOW + 61)  # A's floor went with what it covered
+
+
+def test_floors_expire_with_what_they_cover() -> None:
+    cache = MemoryReplayCache(max_entries=1)
+    assert cache.claim(A, "a", NOW + 60, NOW)
+    assert cache.claim(B, "b", NOW + 70, NOW)  # A's floor: NOW + 60
+    assert cache._floor == {A: NOW + 60}  # white-box: the floor is bounded state too
+    assert cache.claim(C, "c", NOW + 130, NOW + 61)  # B expired? no: forgotten, B gets a floor
+    assert cache._floor == {B: NOW + 70}  # A's went at NOW + 61
+    assert cache.claim(A, "a2", NOW + 200, NOW + 131)
+    assert cache._floor == {}
 
 
 def test_a_key_at_its_quota_is_refused_and_the_others_are_not() -> None:
