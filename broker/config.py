@@ -52,6 +52,10 @@ class Settings:
     clock_skew: float = 5.0  # how far replica clocks may disagree (seconds)
     max_body_bytes: int = 64 * 1024
     workers: int = 1
+    # how `broker serve` knows Redis keeps what it is given (broker/backends/redis_durability.py):
+    # "checked" reads CONFIG; "accept-volatile" also starts on a Redis that keeps nothing on
+    # disk; "asserted-aof"/"asserted-rdb" stand in where CONFIG is disabled
+    redis_durability: Literal["checked", "accept-volatile", "asserted-aof", "asserted-rdb"] = "checked"
 
 
 _FIELDS: dict[str, type] = {
@@ -77,6 +81,7 @@ _FIELDS: dict[str, type] = {
     "clock_skew": float,
     "max_body_bytes": int,
     "workers": int,
+    "redis_durability": str,
 }
 
 
@@ -183,5 +188,7 @@ def _check(s: Settings) -> None:
         raise SettingsError("port out of range")
     if not 1 <= s.workers <= 64:
         raise SettingsError("workers is 1 to 64 processes")
+    if s.redis_durability not in ("checked", "accept-volatile", "asserted-aof", "asserted-rdb"):
+        raise SettingsError("redis_durability is checked, accept-volatile, asserted-aof or asserted-rdb")
     if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError("issuer must be an https:// URL (http only on loopback)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
@@ -15,6 +15,9 @@ from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
+
+if TYPE_CHECKING:
+    from broker.backends.redis_durability import Verdict
 
 log = logging.getLogger("broker")
 
@@ -110,6 +113,21 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
 
 #: start-up waits this long for the signing self-test before taking requests (see create_app)
 READY_WAIT = 10.0
+#: `broker serve` waits this long at start for Redis to answer its durability check
+REDIS_START_WAIT = 10.0
+
+
+def redis_durability(settings: Settings, *, wait: float = REDIS_START_WAIT) -> Verdict:
+    """May ``broker serve`` start on this Redis, and what must it warn about?
+    (``broker.backends.redis_durability``). A Redis that does not answer within ``wait``
+    seconds cannot be checked: refused, whatever is asserted."""
+    from broker.backends.redis_durability import RedisUnreachable, Verdict, durability_verdict, read_redis_config
+
+    try:
+        found = read_redis_config(settings.redis_url, timeout=settings.backend_timeout, wait=wait)
+    except RedisUnreachable as e:
+        return Verdict(f"Redis did not answer within {wait:g}s ({e}), so its durability cannot be checked")
+    return durability_verdict(settings.redis_durability, found)
 
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:

@@ -104,6 +104,16 @@ MUTATIONS = [
     Mutation("a vanished session key is not withdrawn", "broker/backends/endorsed_signer.py",
              "        if gone:\n", "        if False:\n",
              ("tests/integration/test_endorsed_signer.py",), integration=True),
+    Mutation("DPoP replay cache per-key quota deleted", "broker/dpop/replay.py",
+             "            if held >= self._max_per_key:", "            if False:",
+             ("tests/unit/test_dpop_replay.py", "tests/security/test_dpop_attacks.py")),
+    Mutation("DPoP replay floor ignored", "broker/dpop/replay.py",
+             "            if floor is not None and expires_at <= floor:", "            if False:",
+             ("tests/unit/test_dpop_replay.py", "tests/security/test_dpop_attacks.py")),
+    Mutation("Redis eviction policy unchecked at start", "broker/backends/redis_durability.py",
+             '    if found.maxmemory_policy != "noeviction":', "    if False:",
+             ("tests/unit/test_redis_durability.py", "tests/integration/test_redis_durability.py"),
+             integration=True),
 ]
 
 

@@ -81,6 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.signer != "vault" or settings.state != "redis":
         print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
+    if not args.as_worker and not _redis_fit(settings):  # workers: their parent checked it
+        return 2
     if args.as_worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is installed
     if settings.workers > 1 and not args.as_worker:
@@ -95,6 +97,21 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _redis_fit(settings: Settings) -> bool:
+    """Refuse a Redis that evicts or forgets (SECURITY.md, Redis requirements); warn once,
+    loudly, about one that may lose recent writes."""
+    from broker.runtime import redis_durability
+
+    verdict = redis_durability(settings)
+    if verdict.refusal is not None:
+        print(f"broker serve: not starting: {verdict.refusal}", file=sys.stderr)
+        return False
+    for warning in verdict.warnings:
+        print(f"broker serve: WARNING: {warning}", file=sys.stderr)
+    sys.stderr.flush()
+    return True
 
 
 def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:

@@ -68,7 +68,8 @@ class Verifier:
     docstring for what a remembered token still has checked.
 
     ``proof_replay`` remembers the DPoP proofs already accepted (default: a bounded
-    in-process ``MemoryReplayCache``; a service with several replicas should share one);
+    in-process ``MemoryReplayCache``, with a quota per key so that one key cannot fill it
+    for the others; a service with several replicas should share one);
     ``proof_max_age`` is how old a proof's ``iat`` may be, in seconds (1..300).
     """
 
@@ -108,7 +109,7 @@ class Verifier:
         if type(proof_max_age) is not int or not 0 < proof_max_age <= MAX_MAX_AGE:
             raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
         if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):
-            raise TypeError("proof_replay must have claim(key, expires_at, now), such as MemoryReplayCache")
+            raise TypeError("proof_replay must have claim(jkt, jti, expires_at, now), such as MemoryReplayCache")
         if introspection is not None and not callable(getattr(introspection, "is_active", None)):
             raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
         if type(cache_size) is not int or cache_size < 0:
@@ -237,11 +238,13 @@ class Verifier:
 
     def _claim(self, proof: CheckedProof, at: int) -> None:
         try:
-            first = self._proof_replay.claim(proof.replay_key, proof.expires_at, at)
+            first = self._proof_replay.claim(proof.jkt, proof.jti, proof.expires_at, at)
         except Exception as e:  # noqa: BLE001 -- a replay state we cannot read fails closed
             raise TokenRejected("revocation_unavailable", f"proof replay cache: {type(e).__name__}") from None
         if not first:
-            raise TokenRejected("bad_proof", "proof seen before (or the replay cache is full)")
+            raise TokenRejected(
+                "bad_proof", "proof seen before (or its key is over its replay quota, or the replay cache is full)"
+            )
 
     def _check_revocation(self, claims: Claims, token: str, proof: dict[str, str] | None) -> None:
         """The revocation store, then introspection (sent the proof and the request it

@@ -294,16 +294,78 @@ def test_a_revoked_bound_token_is_rejected_with_a_valid_proof(ring: KeyRing, ed_
     rejected(verifier(ring, revocation=revoked), token, "revoked", dpop=proof_for(token))
 
 
-def test_a_full_replay_cache_fails_closed(ring: KeyRing, ed_signer: LocalSigner) -> None:
+def test_a_full_replay_cache_forgets_a_proof_but_never_lets_it_back(ring: KeyRing, ed_signer: LocalSigner) -> None:
     v = verifier(ring, proof_replay=MemoryReplayCache(max_entries=1))
     token = bound(ed_signer)
+    first, second = proof_for(token), proof_for(token)
+    accepted(v, token, first)
+    accepted(v, token, second)  # the cache holds one proof: the first is forgotten...
+    rejected(v, token, "bad_proof", dpop=first)  # ...and refused by its key's floor
+    rejected(v, token, "bad_proof", dpop=second)
+
+
+def test_a_full_replay_cache_fails_closed(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """Room for one proof and one floor: a third key can be neither remembered nor marked."""
+    v = verifier(ring, proof_replay=MemoryReplayCache(max_entries=1))
+    keys = [DpopKey.generate("EdDSA") for _ in range(3)]
+    tokens = [bound(ed_signer, k, jti=f"test-token-id-0000001{i}") for i, k in enumerate(keys)]
+    accepted(v, tokens[0], proof_for(tokens[0], key=keys[0]))
+    accepted(v, tokens[1], proof_for(tokens[1], key=keys[1]))
+    rejected(v, tokens[2], "bad_proof", dpop=proof_for(tokens[2], key=keys[2]))
+
+
+def test_one_key_flooding_the_replay_cache_does_not_lock_out_other_keys(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """Issue 11, reproduction 6: one holder sent a flood of fresh proofs (100,000 against
+    the default cache), the cache filled, and every other agent's valid proof was
+    ``bad_proof`` until the flood expired. Now the flooding key stops at its quota: the
+    others keep their room, and the flooder's replays are still refused."""
+    flooder = DpopKey.generate("EdDSA")
+    cache = MemoryReplayCache(max_entries=300, max_per_key=100)
+    v = verifier(ring, proof_replay=cache)
+    flood_token = bound(ed_signer, flooder, jti="test-token-id-00000009")
+    flood = [proof_for(flood_token, key=flooder) for _ in range(400)]  # more than the whole cache
+    outcomes: list[str] = []
+    for proof in flood:
+        try:
+            v.verify(flood_token, dpop=proof, method=METHOD, url=URL)
+            outcomes.append("accepted")
+        except TokenRejected as e:
+            outcomes.append(e.code)
+    assert outcomes == ["accepted"] * 100 + ["bad_proof"] * 300  # its quota, then refused
+    token = bound(ed_signer)
+    accepted(v, token, proof_for(token))  # another key's fresh proof passes
     accepted(v, token, proof_for(token))
-    rejected(v, token, "bad_proof", dpop=proof_for(token))
+    rejected(v, flood_token, "bad_proof", dpop=flood[0])  # a replay of an accepted proof
+    rejected(v, flood_token, "bad_proof", dpop=flood[0], now=AT + 60)  # still, while it could be fresh
+    assert cache.held_by(flooder.jkt) == 100
+    assert len(cache) == 102
+
+
+def test_many_keys_flooding_the_replay_cache_do_not_lock_out_another_key(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """The same flood from several keys, each under its quota, together over the whole
+    cache: another key's fresh proof still passes (the proofs that expire first are
+    forgotten), and no flood proof, remembered or forgotten, is accepted twice."""
+    cache = MemoryReplayCache(max_entries=300, max_per_key=100)
+    v = verifier(ring, proof_replay=cache)
+    flood: list[tuple[str, str]] = []
+    for i in range(4):
+        key = DpopKey.generate("EdDSA")
+        flood_token = bound(ed_signer, key, jti=f"test-token-id-0000002{i}")
+        for _ in range(100):  # older proofs first: iat AT - 5, they expire first
+            proof = proof_for(flood_token, key=key, iat=AT - 5)
+            accepted(v, flood_token, proof)
+            flood.append((flood_token, proof))
+    assert len(cache) == 300
+    token = bound(ed_signer)
+    for _ in range(3):
+        accepted(v, token, proof_for(token))
+    for flood_token, proof in flood:
+        rejected(v, flood_token, "bad_proof", dpop=proof)
 
 
 def test_a_replay_cache_that_cannot_answer_fails_closed(ring: KeyRing, ed_signer: LocalSigner) -> None:
     class Down:
-        def claim(self, key: str, expires_at: int, now: int) -> bool:
+        def claim(self, jkt: str, jti: str, expires_at: int, now: int) -> bool:
             raise ConnectionError
 
     token = bound(ed_signer)
@@ -315,14 +377,14 @@ def test_the_replay_key_outlives_the_freshness_window(ring: KeyRing, ed_signer: 
     seen: list[tuple[str, int, int]] = []
 
     class Recording(MemoryReplayCache):
-        def claim(self, key: str, expires_at: int, now: int) -> bool:
-            seen.append((key, expires_at, now))
-            return super().claim(key, expires_at, now)
+        def claim(self, jkt: str, jti: str, expires_at: int, now: int) -> bool:
+            seen.append((jkt, expires_at, now))
+            return super().claim(jkt, jti, expires_at, now)
 
     token = bound(ed_signer)
     accepted(verifier(ring, proof_replay=Recording()), token, proof_for(token, iat=AT - 3))
-    ((key, expires_at, now),) = seen
-    assert key.startswith(KEY.jkt + ":")
+    ((jkt, expires_at, now),) = seen
+    assert jkt == KEY.jkt
     assert now == AT
     assert expires_at >= AT - 3 + 60
 

@@ -78,6 +78,9 @@ class BrokerProcess:
     port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # The test Redis servers keep nothing on disk (each test starts from empty), which
+    # `broker serve` refuses unless told this is accepted; test_redis_durability checks the rest.
+    redis_durability: str = "accept-volatile"
 
     @property
     def url(self) -> str:
@@ -110,6 +113,7 @@ class BrokerProcess:
                 f"signing_alg: {self.signing_alg}",
                 "state: redis",
                 f"redis_url: {self.redis_url}",
+                f"redis_durability: {self.redis_durability}",
                 "backend_timeout: 800ms",
                 "key_refresh: 500ms",
                 "clock_skew: 1s",

@@ -65,6 +65,9 @@ class RedisServer:
     workdir: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    #: more redis-server options, after the defaults (which keep nothing on disk): a later
+    #: option wins, e.g. ("--appendonly", "yes") or ("--maxmemory-policy", "allkeys-lru")
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -78,7 +81,7 @@ class RedisServer:
             [
                 redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--protected-mode", "yes", "--loglevel", "warning",
+                "--protected-mode", "yes", "--loglevel", "warning", *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

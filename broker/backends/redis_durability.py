@@ -1,0 +1,164 @@
+"""Is this Redis fit to hold revocations? Checked once, when ``broker serve`` starts.
+
+Revocations, task revocations, kill-switch cut-offs and replay claims live only in
+Redis. A Redis that evicts keys under memory pressure drops them silently; one that
+keeps nothing on disk forgets them all when it restarts. Either way a revoked token or
+task comes back, so:
+
+- ``maxmemory-policy`` other than ``noeviction``: the broker refuses to start;
+- neither AOF (``appendonly yes``) nor RDB snapshots (``save`` not empty): it refuses,
+  unless the operator accepted exactly that (``redis_durability: accept-volatile``), and
+  then it warns;
+- RDB snapshots only, or AOF with ``appendfsync no``: it warns (a crash loses the writes
+  since the last snapshot or flush).
+
+Where ``CONFIG`` is disabled (renamed, or denied by an ACL), the settings cannot be read
+and the operator asserts them: ``asserted-aof`` or ``asserted-rdb`` (each also asserts
+``noeviction``). Without an assertion the broker refuses to start. When ``CONFIG``
+answers, what it says is checked whatever is asserted: facts win over assertions.
+
+``read_redis_config`` is the I/O (one ``CONFIG GET``); ``durability_verdict`` the pure
+decision, unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from broker.backends.redis_options import fail_fast
+
+#: the values of the ``redis_durability`` setting (``broker.config`` checks them)
+DURABILITY_MODES: Final = ("checked", "accept-volatile", "asserted-aof", "asserted-rdb")
+#: the settings read, in the order they are reported
+CONFIG_NAMES: Final = ("appendonly", "appendfsync", "save", "maxmemory-policy")
+
+
+class RedisUnreachable(Exception):
+    """Redis did not answer at all (not started yet, wrong address, refused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """What ``CONFIG GET`` says, as Redis spells it."""
+
+    appendonly: str  # "yes" | "no"
+    appendfsync: str  # "always" | "everysec" | "no"
+    save: str  # "" when RDB snapshots are off, else "3600 1 300 100 ..."
+    maxmemory_policy: str  # "noeviction", "allkeys-lru", ...
+
+    @property
+    def aof(self) -> bool:
+        return self.appendonly == "yes"
+
+    @property
+    def rdb(self) -> bool:
+        return self.save.strip() != ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``refusal`` is why the broker must not start (``None``: it may); ``warnings`` are
+    printed once, loudly, when it starts anyway."""
+
+    refusal: str | None
+    warnings: tuple[str, ...] = ()
+
+
+_LOST: Final = "revocations, task revocations, kill-switch cut-offs and replay claims"
+
+
+def durability_verdict(mode: str, found: RedisConfig | None) -> Verdict:
+    """The decision for ``mode`` given what ``CONFIG GET`` said (``None``: CONFIG is
+    unavailable on this server)."""
+    if mode not in DURABILITY_MODES:  # settings validate it; never an allow by accident
+        return Verdict(f"redis_durability {mode!r} is not one of {', '.join(DURABILITY_MODES)}")
+    if found is None:
+        return _asserted(mode)
+    if found.maxmemory_policy != "noeviction":
+        return Verdict(
+            f"Redis maxmemory-policy is {found.maxmemory_policy!r}: under memory pressure it would evict "
+            f"{_LOST}, and revoked tokens would verify again. Set maxmemory-policy noeviction."
+        )
+    if not found.aof and not found.rdb:
+        volatile = (
+            f"Redis keeps nothing on disk (appendonly {found.appendonly!r}, save {found.save!r}): "
+            f"a Redis restart forgets all {_LOST}, and revoked tokens and tasks work again"
+        )
+        if mode != "accept-volatile":
+            return Verdict(
+                f"{volatile}. Turn on AOF (appendonly yes, appendfsync everysec), or set "
+                "redis_durability: accept-volatile to run anyway."
+            )
+        return Verdict(None, (f"{volatile} (accepted: redis_durability is accept-volatile).",))
+    warnings: list[str] = []
+    if not found.aof:
+        warnings.append(
+            f"Redis has RDB snapshots only (appendonly 'no', save {found.save!r}): a crash forgets the "
+            f"{_LOST} made since the last snapshot. AOF (appendonly yes, appendfsync everysec) is recommended."
+        )
+    elif found.appendfsync not in ("always", "everysec"):
+        warnings.append(
+            f"Redis appendfsync is {found.appendfsync!r}: a crash of the host forgets the {_LOST} the "
+            "kernel had not yet written. appendfsync everysec is recommended."
+        )
+    return Verdict(None, tuple(warnings))
+
+
+def _asserted(mode: str) -> Verdict:
+    if mode == "asserted-aof":
+        return Verdict(None)
+    if mode == "asserted-rdb":
+        warning = (
+            "Redis CONFIG is unavailable; the operator asserts RDB snapshots and noeviction "
+            f"(redis_durability: asserted-rdb): a crash forgets the {_LOST} made since the last snapshot."
+        )
+        return Verdict(None, (warning,))
+    return Verdict(
+        "Redis CONFIG is unavailable (renamed or denied), so its eviction policy and persistence cannot be "
+        "checked. Assert them with redis_durability: asserted-aof or asserted-rdb (the server must run "
+        "maxmemory-policy noeviction)."
+    )
+
+
+def read_redis_config(
+    url: str,
+    *,
+    timeout: float,
+    wait: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RedisConfig | None:
+    """``CONFIG GET`` of the durability settings; ``None`` when the server refuses the
+    command (renamed or denied). ``RedisUnreachable`` when it does not answer within
+    ``wait`` seconds (retried every half second: at start, Redis may still be coming up).
+    The error names the exception class only, never the URL (it may carry a password)."""
+    client: Redis = Redis.from_url(url, **fail_fast(timeout))
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                answer = client.config_get(*CONFIG_NAMES)
+                break
+            except ResponseError:
+                return None  # "unknown command", "NOPERM": the server answered, CONFIG is off
+            except (RedisError, OSError) as e:
+                if time.monotonic() >= deadline:
+                    raise RedisUnreachable(f"redis: {type(e).__name__}") from None
+                sleep(0.5)
+    finally:
+        client.close()
+    values = {str(k): str(v) for k, v in dict(answer).items()}
+    missing = [name for name in CONFIG_NAMES if name not in values]
+    if missing:
+        return None  # a proxy or a server that hides them: treat as unavailable (assert)
+    return RedisConfig(
+        appendonly=values["appendonly"],
+        appendfsync=values["appendfsync"],
+        save=values["save"],
+        maxmemory_policy=values["maxmemory-policy"],
+    )
