@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -66,7 +67,12 @@ class SharedRounds:
         call: Callable[[Awaitable[Any]], Awaitable[Any]],
         head_key: str,
         stream: str,
+        deadline: float = math.inf,
     ) -> None:
+        """``deadline``: the longest (seconds) a caller waits for its claim or event, queued
+        behind a round in flight included; past it the caller gets ``BackendUnavailable``
+        and the item, if not sent yet, never is."""
+        self._deadline = deadline
         self._redis = redis
         self._scripts = scripts
         self._shas: tuple[str, str] | None = None
@@ -89,11 +95,20 @@ class SharedRounds:
         queue.append(_Pending(item, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._deadline)
+        except TimeoutError:
+            # queued behind a round that hangs (a paused Redis): answer within the bound
+            # anyway; the round's own failure, when it comes, finds this one settled
+            if not future.done():
+                future.set_exception(BackendUnavailable("redis: TimeoutError"))
+            return future.result()
 
     async def _write(self) -> None:
         while self._claims or self._events:
             claims, events = _take(self._claims, CLAIM_BATCH), _take(self._events, AUDIT_BATCH)
+            if not (claims or events):
+                continue  # only items whose callers gave up (past the deadline): never sent
             try:
                 claim_reply, append_reply, sealed = await self._round(
                     [p.item for p in claims], [p.item for p in events]
@@ -188,9 +203,10 @@ class SharedRounds:
 
 
 def _take(queue: list[_Pending], most: int) -> list[_Pending]:
+    """Up to ``most`` items from the front whose callers still wait."""
     batch = queue[:most]
     del queue[: len(batch)]
-    return batch
+    return [p for p in batch if not p.future.done()]
 
 
 def _fail(waiting: Sequence[_Pending], error: BaseException) -> None:

@@ -197,6 +197,7 @@ class RedisState:
             call=self._call,
             head_key=keys.audit_head(stream),
             stream=stream,
+            deadline=timeout + _MARGIN,
         )
         self._take_rate = client.register_script(_TAKE_RATE)
         self._claim_task = client.register_script(_CLAIM_TASK)

@@ -19,7 +19,10 @@ keeps its storage across a restart; this replay only stands in for that.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -197,4 +200,60 @@ def test_redis_paused(make_rig: Callable[[str | None], Rig]) -> None:
         assert_not_ready(rig)
     finally:
         rig.redis.resume()
+    assert_recovers_in_place(rig)
+
+
+# the bound a request waits on a paused backend (README): backend_timeout (800 ms in
+# BrokerProcess) + 0.5 s (the Redis client's wait margin, 250 ms, then HTTP and scheduling)
+PAUSED_BOUND = 0.8 + 0.25 + 0.25
+
+
+def concurrent_mints(rig: Rig, n: int) -> list[tuple[int, float]]:
+    """``n`` mints at once, as separate clients: (status, seconds) each."""
+    results: list[tuple[int, float]] = [(0, 0.0)] * n
+
+    def one(i: int) -> None:
+        started = time.monotonic()
+        status, _, _ = rig.broker.mint(f"fault-paused-{i}", ["widgets-read"], who="reviewer")
+        results[i] = (status, time.monotonic() - started)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_redis_paused_answers_every_caller_within_the_backend_timeout(make_rig: Callable[[str | None], Rig]) -> None:
+    """Issue 12 reproduction 7: with Redis stopped, 503s came after ~2 s with
+    backend_timeout 1 s: a mint queued behind a round already waiting on the paused server
+    waited for that round, then for its own. Each caller now has one deadline."""
+    rig = make_rig(None)
+    rig.redis.pause()
+    try:
+        for _ in range(3):  # waves: each finds the last one's rounds still hanging
+            results = concurrent_mints(rig, 8)
+            assert {status for status, _ in results} == {503}, results
+            slowest = max(took for _, took in results)
+            assert slowest < PAUSED_BOUND, f"slowest 503 after {slowest:.2f}s"
+    finally:
+        rig.redis.resume()
+    assert_recovers_in_place(rig)
+
+
+def test_openbao_paused_answers_every_caller_within_the_backend_timeout(
+    make_rig: Callable[[str | None], Rig],
+) -> None:
+    rig = make_rig(None)
+    assert rig.bao.proc is not None
+    os.kill(rig.bao.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(KEY_REFRESH)  # past the last answer Vault gave
+        results = concurrent_mints(rig, 8)
+        assert {status for status, _ in results} == {503}, results
+        slowest = max(took for _, took in results)
+        assert slowest < PAUSED_BOUND, f"slowest 503 after {slowest:.2f}s"
+    finally:
+        os.kill(rig.bao.proc.pid, signal.SIGCONT)
     assert_recovers_in_place(rig)
