@@ -7,19 +7,20 @@ import math
 import sys
 from typing import TextIO
 
+from broker.audit.checkpointer import Checkpointer
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.http.app import create_app
 from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
-from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
 log = logging.getLogger("broker")
 
 
-def signing_backend(settings: Settings) -> SigningBackend:
+def signing_backend(settings: Settings) -> LongTermSigning:
     if settings.signer == "vault" and settings.signing == "session" and settings.state == "redis":
         from broker.backends.endorsed_signer import EndorsedSigningBackend
 
@@ -93,13 +94,22 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
     state = state_store(settings)
+    signer = signing_backend(settings)
+    audit = AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout)
     return Broker(
         issuer=settings.issuer,
         policy_dir=settings.scopes,
         policy=policy,
-        signer=signing_backend(settings),
+        signer=signer,
         state=state,
-        audit=AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout),
+        audit=audit,
+        checkpoints=Checkpointer(
+            audit,
+            signer,
+            issuer=settings.issuer,
+            every_events=settings.audit_checkpoint_events,
+            interval=settings.audit_checkpoint_interval,
+        ),
         admin_key_hashes=settings.admin_key_sha256,
         clock_skew=math.ceil(settings.clock_skew),
         issuer_keys=issuer_keys(settings),
