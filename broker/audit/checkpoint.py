@@ -2,7 +2,7 @@
 
 The audit chain alone is unkeyed SHA-256: whoever can write the stream can edit an event
 and re-seal every later one. A *checkpoint* anchors it to a key that lives in Vault. It
-is a compact JWS of its own type, never a token and never an endorsement:
+is a JWS of its own type, never a token and never an endorsement:
 
     header   {"alg": <the long-term key's alg>, "typ": "capbroker-audit-checkpoint+jwt",
               "kid": <the long-term key version, e.g. "capbroker-v3">}
@@ -10,9 +10,13 @@ is a compact JWS of its own type, never a token and never an endorsement:
               "head": <the hash of the event it anchors>}
 
 and it is stored on the chain itself as an event of type ``checkpoint`` (sealed like any
-other, so archives carry it unchanged). Its meaning: at ``iat`` the event whose hash is
-``head`` was on the chain, and so (hash links) was every event before it. A rewrite of
-any of those events changes ``head``'s event, and the checkpoint no longer finds it.
+other, so archives carry it unchanged), in the JWS flattened JSON serialization (RFC 7515
+7.2.2: ``{"protected", "payload", "signature"}``): the same signed bytes, but not the
+compact ``eyJ...`` shape that log scanners and the audit redactor take for a token.
+
+Its meaning: at ``iat`` the event whose hash is ``head`` was on the chain, and so (hash
+links) was every event before it. A rewrite of any of those events changes ``head``'s
+event, and the checkpoint no longer finds it.
 
 The anchored event is the newest event the *writing process itself* appended, not the
 head read back from Redis: the process remembers the hashes it wrote, so a tail cut (or
@@ -49,6 +53,7 @@ __all__ = [
     "CheckpointSchedule",
     "Taken",
     "checkpoint_payload",
+    "flattened",
     "verify_checkpoint",
 ]
 
@@ -92,10 +97,22 @@ def checkpoint_payload(issuer: str, iat: int, head: str) -> bytes:
     return dumps_canonical({"iss": issuer, "iat": iat, "head": head})
 
 
-def verify_checkpoint(compact: object, keys: KeyLookup, *, issuer: str) -> Checkpoint:
-    """The checkpoint in ``compact`` if it is well formed, signed by one of ``keys`` (the
-    published long-term keys; a session key never signs one) and for ``issuer``; otherwise
-    ``CheckpointError``."""
+def flattened(compact: str) -> dict[str, str]:
+    """A compact JWS in the flattened JSON serialization, as a checkpoint event holds it."""
+    protected, payload, signature = compact.split(".")
+    return {"protected": protected, "payload": payload, "signature": signature}
+
+
+def verify_checkpoint(stored: object, keys: KeyLookup, *, issuer: str) -> Checkpoint:
+    """The checkpoint a checkpoint event holds (``flattened``) if it is well formed, signed
+    by one of ``keys`` (the published long-term keys; a session key never signs one) and
+    for ``issuer``; otherwise ``CheckpointError``."""
+    if not isinstance(stored, dict) or set(stored) != {"protected", "payload", "signature"}:
+        raise CheckpointError("malformed", "not a flattened JWS")
+    parts = (stored["protected"], stored["payload"], stored["signature"])
+    if not all(isinstance(part, str) and "." not in part for part in parts):
+        raise CheckpointError("malformed", "not a flattened JWS")
+    compact = ".".join(parts)
     try:
         kid, payload_bytes = open_statement(compact, keys, typ=CHECKPOINT_TYP, max_bytes=MAX_CHECKPOINT_BYTES)
     except EndorsementError as e:

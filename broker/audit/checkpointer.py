@@ -30,6 +30,7 @@ from broker.audit.checkpoint import (
     DEFAULT_INTERVAL,
     CheckpointSchedule,
     checkpoint_payload,
+    flattened,
 )
 from broker.audit.recorder import AuditRecorder
 from broker.errors import BackendUnavailable
@@ -108,7 +109,7 @@ class Checkpointer:
                 payload = checkpoint_payload(self._issuer, int(self._clock()), taken.head)
                 statement = await self._signer.sign_statement(CHECKPOINT_TYP, payload)
                 stored = await self._recorder.record_checkpoint(
-                    statement, request_id=f"checkpoint-{self._writer}-{self.written + self.failed + 1}"
+                    flattened(statement), request_id=f"checkpoint-{self._writer}-{self.written + self.failed + 1}"
                 )
             except BackendUnavailable as e:
                 self._schedule.failed(taken, self._monotonic())

@@ -20,7 +20,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -84,11 +84,11 @@ class AuditRecorder:
             self.on_stored(stored)
         return stored
 
-    async def record_checkpoint(self, statement: str, *, request_id: str) -> StoredEvent:
-        """Store a signed checkpoint (``broker.audit.checkpoint``) on the chain and echo
-        it. Not redacted (a JWS is token-shaped, and it is no secret) and not told to
-        ``on_stored``: a checkpoint does not call for another."""
-        event = {"ts": self._ts(), "type": "checkpoint", "request_id": request_id, "checkpoint": statement}
+    async def record_checkpoint(self, statement: Mapping[str, str], *, request_id: str) -> StoredEvent:
+        """Store a signed checkpoint (``broker.audit.checkpoint``, a flattened JWS) on the
+        chain and echo it. Not redacted (it is no secret, and one changed character breaks
+        its signature) and not told to ``on_stored``: a checkpoint does not call for another."""
+        event = {"ts": self._ts(), "type": "checkpoint", "request_id": request_id, "checkpoint": dict(statement)}
         stored = await self._state.append_audit(event)
         self._write({"audit_id": stored.id, **stored.event})
         return stored

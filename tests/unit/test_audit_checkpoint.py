@@ -28,6 +28,7 @@ from broker.audit.checkpoint import (
     CheckpointError,
     CheckpointSchedule,
     checkpoint_payload,
+    flattened,
     verify_checkpoint,
 )
 from broker.audit.checkpointer import Checkpointer
@@ -47,9 +48,10 @@ KEYS = CheckpointKeys(KeySet([LONG_TERM.public]), ISSUER)
 HEAD = "ab" * 32
 
 
-def sign(payload: bytes, signer: LocalSigner = LONG_TERM, typ: str = CHECKPOINT_TYP) -> str:
+def sign(payload: bytes, signer: LocalSigner = LONG_TERM, typ: str = CHECKPOINT_TYP) -> dict[str, str]:
+    """A checkpoint as a checkpoint event holds it (the flattened JWS)."""
     message = statement_input(signer.alg, typ, signer.kid, payload)
-    return f"{message.decode()}.{b64url_encode(signer.sign(message))}"
+    return flattened(f"{message.decode()}.{b64url_encode(signer.sign(message))}")
 
 
 def iso(t: float) -> str:
@@ -88,11 +90,26 @@ def test_a_checkpoint_signed_by_an_unpublished_key_is_refused() -> None:
 
 
 def test_a_checkpoint_with_an_edited_payload_is_a_bad_signature() -> None:
-    header, _, signature = sign(checkpoint_payload(ISSUER, NOW, HEAD)).split(".")
-    edited = b64url_encode(checkpoint_payload(ISSUER, NOW, "cd" * 32))
+    stored = sign(checkpoint_payload(ISSUER, NOW, HEAD))
+    stored["payload"] = b64url_encode(checkpoint_payload(ISSUER, NOW, "cd" * 32))
     with pytest.raises(CheckpointError) as caught:
-        verify_checkpoint(f"{header}.{edited}.{signature}", KEYS.keys, issuer=ISSUER)
+        verify_checkpoint(stored, KEYS.keys, issuer=ISSUER)
     assert caught.value.code == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "a.b.c",  # the compact form is not what an event holds
+        {"protected": "a", "payload": "b"},
+        {"protected": "a.b", "payload": "c", "signature": "d"},
+        {"protected": 1, "payload": "b", "signature": "c"},
+    ],
+)
+def test_a_checkpoint_that_is_not_a_flattened_jws_is_malformed(stored: object) -> None:
+    with pytest.raises(CheckpointError) as caught:
+        verify_checkpoint(stored, KEYS.keys, issuer=ISSUER)
+    assert caught.value.code == "malformed"
 
 
 def test_a_session_key_never_signs_a_checkpoint() -> None:
@@ -401,5 +418,5 @@ def test_a_checkpoint_event_is_stored_unredacted() -> None:
     stored = asyncio.run(body())
     assert stored is not None
     statement = stored.event["checkpoint"]
-    assert statement.startswith("eyJ")  # a token shape the redactor would have replaced
-    assert json.loads(b64url_decode(statement.split(".")[0]))["typ"] == CHECKPOINT_TYP
+    assert set(statement) == {"protected", "payload", "signature"}  # flattened: no token shape in the logs
+    assert json.loads(b64url_decode(statement["protected"]))["typ"] == CHECKPOINT_TYP
