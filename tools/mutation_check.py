@@ -85,6 +85,15 @@ MUTATIONS = [
              ("tests/integration/test_endorsed_signer.py",), integration=True),
     Mutation("hot path drops no-store", "broker/http/hot_paths.py",
              "route.status, [_NO_STORE, ", "route.status, [", ("tests/service/test_hot_paths.py",)),
+    Mutation("checkpoint signature check deleted", "broker/token/endorsement.py",
+             '    if not verify_signature(signer.key, f"{header_b64}.{payload_b64}".encode("ascii"), signature):',
+             "    if False:", ("tests/unit/test_audit_checkpoint.py",)),
+    Mutation("checkpoint anchor not looked up", "broker/audit/chain.py",
+             "        anchored = self._recent.get(checkpoint.head)",
+             "        anchored = next(iter(self._recent.values()))", ("tests/unit/test_audit_checkpoint.py",)),
+    Mutation("audit head not compared", "broker/audit/chain.py",
+             "        if broken is None and not self._head_seen:", "        if False:",
+             ("tests/unit/test_audit_checkpoint.py",)),
 ]
 
 
