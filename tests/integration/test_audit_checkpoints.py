@@ -9,6 +9,7 @@ verify`` on it, which must say BROKEN and name the first bad event or checkpoint
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -23,9 +24,10 @@ import redis
 from broker.audit.chain import seal
 from broker.audit.checkpoint import CHECKPOINT_TYP, flattened
 from broker.backends.redis_keys import DEFAULT_STREAM, audit_head
+from broker.backends.transit import TransitSigningBackend
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.token.endorsement import statement_input
-from broker.token.keys import LocalSigner
+from broker.token.keys import KeySet, LocalSigner
 from tests.integration.test_service_e2e import broker_cli
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
@@ -293,17 +295,47 @@ def test_a_cut_tail_with_the_head_rewritten_is_broken_by_the_writers_next_checkp
         client.xdel(DEFAULT_STREAM, cut_id)
         client.set(HEAD_KEY, before[-2][1]["hash"])
         wait_for(lambda: len(entries(client)) == len(before), "the broker's next checkpoint")
+        config = str(tmp_path / "broker" / f"broker-{proc.port}.yaml")
+        # the keys from the broker's JWKS (--keys URL) while it runs, then from Vault
+        from_jwks = broker_cli("audit", "verify", "--config", config, "--keys", f"{proc.url}/.well-known/jwks.json")
         proc.stop()
         after = entries(client)
         checkpoint_id, checkpoint = after[-1]
         assert checkpoint["type"] == "checkpoint"
         assert anchored_head(checkpoint) == cut["hash"]
 
-        result = broker_cli("audit", "verify", "--config", str(tmp_path / "broker" / f"broker-{proc.port}.yaml"))
+        result = broker_cli("audit", "verify", "--config", config)
 
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert f"BROKEN at event #{len(after) - 1} (id {checkpoint_id})" in result.stdout
-        assert "anchors an event that is not among" in result.stdout
+        for answer in (result, from_jwks):
+            assert answer.returncode == 1, answer.stdout + answer.stderr
+            assert f"BROKEN at event #{len(after) - 1} (id {checkpoint_id})" in answer.stdout
+            assert "anchors an event that is not among" in answer.stdout
     finally:
         proc.stop()
         client.close()
+
+
+def test_verify_checks_checkpoints_against_a_jwks_file_given_with_keys(
+    chain: tuple[Deployment, redis.Redis, list[Entry]], bao_server: BaoServer, tmp_path: Path
+) -> None:
+    """``--keys FILE``: the published long-term keys from a file (here, what Transit
+    publishes, with a session key beside it that must not count); another key set fails."""
+    deployment, _, pristine = chain
+    transit = TransitSigningBackend(addr=bao_server.addr, token=bao_server.root_token, key=KEY)
+    try:
+        published = asyncio.run(transit.read_keyset())
+    finally:
+        asyncio.run(transit.aclose())
+    session = LocalSigner.generate("EdDSA", "s-0123456789abcdef").public
+    good, other = tmp_path / "jwks.json", tmp_path / "other.json"
+    good.write_text(json.dumps(KeySet([*published, session]).to_jwks()))
+    other.write_text(json.dumps(KeySet([LocalSigner.generate("EdDSA", f"{KEY}-v1").public]).to_jwks()))
+    first = next(i for i, (_, e) in enumerate(pristine) if e["type"] == "checkpoint")
+
+    ok = broker_cli("audit", "verify", "--config", str(deployment.config), "--keys", str(good))
+    refused = broker_cli("audit", "verify", "--config", str(deployment.config), "--keys", str(other))
+
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"BROKEN at event #{first} (id {pristine[first][0]})" in refused.stdout
+    assert "bad_signature" in refused.stdout
