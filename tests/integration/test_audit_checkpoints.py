@@ -339,3 +339,39 @@ def test_verify_checks_checkpoints_against_a_jwks_file_given_with_keys(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"BROKEN at event #{first} (id {pristine[first][0]})" in refused.stdout
     assert "bad_signature" in refused.stdout
+
+
+def test_two_processes_checkpoint_one_chain_each_on_its_own_timer(
+    bao_server: BaoServer, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """No election: each replica anchors its own events; their checkpoints interleave in
+    the one chain, and it verifies."""
+    token = setup_transit(bao_server, key=KEY)
+    policy = PolicyDir.create(tmp_path / "policy")
+    procs = [
+        BrokerProcess(tmp_path / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY,
+                      extra_env=CHECKPOINTS)
+        for name in ("a", "b")
+    ]  # fmt: skip
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=5)
+    try:
+        for proc in procs:
+            proc.start()
+        for round_ in range(2):
+            for proc in procs:
+                traffic(proc, f"two-{round_}")
+        wait_for(lambda: all_anchored(client), "a checkpoint of the last event")
+        for proc in procs:
+            proc.stop()
+        chain = entries(client)
+        writers = {e["request_id"].rsplit("-", 1)[0] for _, e in chain if e["type"] == "checkpoint"}
+
+        result = broker_cli("audit", "verify", "--config", str(procs[0].workdir / f"broker-{procs[0].port}.yaml"))
+
+        assert len(writers) == 2  # both processes wrote checkpoints
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"audit chain OK: {len(chain)} event(s)" in result.stdout
+    finally:
+        for proc in procs:
+            proc.stop()
+        client.close()
