@@ -14,6 +14,7 @@ from broker.http.app import create_app
 from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
+from broker.service.metrics import Metrics
 from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
@@ -96,6 +97,7 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
     state = state_store(settings)
     signer = signing_backend(settings)
     audit = AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout)
+    metrics = Metrics()
     return Broker(
         issuer=settings.issuer,
         policy_dir=settings.scopes,
@@ -109,7 +111,9 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
             issuer=settings.issuer,
             every_events=settings.audit_checkpoint_events,
             interval=settings.audit_checkpoint_interval,
+            metrics=metrics,
         ),
+        metrics=metrics,
         admin_key_hashes=settings.admin_key_sha256,
         clock_skew=math.ceil(settings.clock_skew),
         issuer_keys=issuer_keys(settings),

@@ -34,6 +34,7 @@ from broker.audit.checkpoint import (
 )
 from broker.audit.recorder import AuditRecorder
 from broker.errors import BackendUnavailable
+from broker.service.metrics import Metrics
 from broker.service.ports import StatementSigner, StoredEvent
 
 __all__ = ["Checkpointer"]
@@ -49,7 +50,7 @@ CLOSE_WAIT: Final = 3.0
 class Checkpointer:
     """Signs and stores this process's checkpoints; listens to ``recorder`` (its
     ``on_stored``). ``clock``: wall time (the checkpoint's ``iat``); ``monotonic``: the
-    schedule's time."""
+    schedule's time; ``metrics``: the broker's (``capbroker_audit_checkpoints_total``)."""
 
     def __init__(
         self,
@@ -62,10 +63,12 @@ class Checkpointer:
         retry: float = RETRY,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._schedule = CheckpointSchedule(every_events=every_events, interval=interval, retry=retry)
         self._recorder, self._signer, self._issuer = recorder, signer, issuer
         self._clock, self._monotonic = clock, monotonic
+        self._metrics = metrics if metrics is not None else Metrics()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._writer = secrets.token_hex(6)  # names this process's checkpoints' request ids
@@ -114,12 +117,14 @@ class Checkpointer:
             except BackendUnavailable as e:
                 self._schedule.failed(taken, self._monotonic())
                 self.failed += 1
+                self._metrics.inc("capbroker_audit_checkpoints_total", result="failed")
                 log.warning(
                     "audit checkpoint not written (%s); %d event(s) wait for the next try in %g s",
                     e.reason, self._schedule.pending, self._schedule.retry,
                 )  # fmt: skip
                 return None
             self.written += 1
+            self._metrics.inc("capbroker_audit_checkpoints_total", result="written")
             return stored
 
     async def close(self) -> None:

@@ -145,9 +145,11 @@ def run_dev(args: argparse.Namespace) -> int:
     state = MemoryState()
     from broker.audit.checkpointer import Checkpointer
     from broker.backends.oidc_keys import OidcKeys
+    from broker.service.metrics import Metrics
 
     signer = LocalSigningBackend.generate()
     audit = AuditRecorder(state)
+    metrics = Metrics()
     broker = Broker(
         issuer=issuer,
         policy_dir=Path(args.scopes),
@@ -155,7 +157,8 @@ def run_dev(args: argparse.Namespace) -> int:
         signer=signer,
         state=state,
         audit=audit,
-        checkpoints=Checkpointer(audit, signer, issuer=issuer),  # the in-process key signs them
+        checkpoints=Checkpointer(audit, signer, issuer=issuer, metrics=metrics),  # the in-process key signs them
+        metrics=metrics,
         admin_key_hashes=(admin_hash,),
         overlay=overlay,
         issuer_keys=OidcKeys(),  # jwt identities work in dev too; vault ones need `broker serve`

@@ -36,6 +36,7 @@ from broker.audit.recorder import AuditRecorder
 from broker.backends.local_signer import LocalSigningBackend
 from broker.backends.memory_state import MemoryState
 from broker.errors import BackendUnavailable
+from broker.service.metrics import Metrics
 from broker.service.ports import StoredEvent
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.token.endorsement import ENDORSEMENT_TYP, statement_input
@@ -343,12 +344,16 @@ class VaultDown:
         raise BackendUnavailable("vault: ConnectionError")
 
 
+METRICS = Metrics()
+
+
 def writer(signer: Any, *, every: int = 3) -> tuple[MemoryState, AuditRecorder, Checkpointer, Clock]:
     state, clock = MemoryState(), Clock()
     recorder = AuditRecorder(state, out=io.StringIO())
     checkpointer = Checkpointer(
-        recorder, signer, issuer=ISSUER, every_events=every, interval=60, clock=lambda: NOW, monotonic=clock
-    )
+        recorder, signer, issuer=ISSUER, every_events=every, interval=60, clock=lambda: NOW, monotonic=clock,
+        metrics=METRICS,
+    )  # fmt: skip
     return state, recorder, checkpointer, clock
 
 
@@ -402,9 +407,11 @@ def test_minting_goes_on_while_vault_cannot_sign_a_checkpoint() -> None:
         await recorder.record("mint", request_id="r1", agent="reviewer")  # the audit still takes events
         return await events_of(state), checkpointer, clock
 
+    failed_before = METRICS.value("capbroker_audit_checkpoints_total", result="failed")
     events, checkpointer, _ = asyncio.run(body())
     assert [e.event["type"] for e in events] == ["mint", "mint"]
     assert checkpointer.failed == 1
+    assert METRICS.value("capbroker_audit_checkpoints_total", result="failed") == failed_before + 1
 
 
 def test_a_checkpoint_event_is_stored_unredacted() -> None:
