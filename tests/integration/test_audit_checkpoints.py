@@ -375,3 +375,36 @@ def test_two_processes_checkpoint_one_chain_each_on_its_own_timer(
         for proc in procs:
             proc.stop()
         client.close()
+
+
+def test_a_checkpoint_vault_cannot_sign_is_retried_once_vault_is_back(
+    own_bao: BaoServer, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Vault sealed when a checkpoint falls due: it is logged and counted, its events wait,
+    and the next try after Vault is back anchors them; the chain then verifies."""
+    token = setup_transit(own_bao, key=KEY)
+    proc = BrokerProcess(
+        tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), own_redis.url, own_bao.addr, token,
+        transit_key=KEY, extra_env={"BROKER_AUDIT_CHECKPOINT_INTERVAL": "2s"},
+    )  # fmt: skip
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=5)
+    try:
+        proc.start()
+        assert proc.mint("sealed-a", ["widgets-read"])[0] == 201
+        own_bao.seal()  # before the mint's checkpoint is due (2 s)
+        proc.wait_until(lambda: "audit checkpoint not written" in proc.log_path.read_text(), "a failed checkpoint")
+        assert not all_anchored(client)
+        failed = proc.get("/metrics", who="admin")[2]
+        assert 'capbroker_audit_checkpoints_total{result="failed"}' in failed
+        own_bao.unseal()
+        wait_for(lambda: all_anchored(client), "the retried checkpoint")
+        proc.wait_until(lambda: proc.mint("sealed-b", ["widgets-read"])[0] == 201, "minting again")
+        wait_for(lambda: all_anchored(client), "the next checkpoint")
+        proc.stop()
+
+        result = broker_cli("audit", "verify", "--config", str(tmp_path / "broker" / f"broker-{proc.port}.yaml"))
+
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        proc.stop()
+        client.close()
