@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 from broker.token.algorithms import Algorithm
@@ -47,6 +48,10 @@ class Settings:
     state: Literal["redis", "memory"] = "redis"
     redis_url: str = field(default="", repr=False)  # may carry a password
     audit_stream: str = "capbroker:audit"
+    # a signed checkpoint of the audit chain per this many of a process's events, or
+    # this many seconds after the oldest of them (broker.audit.checkpoint)
+    audit_checkpoint_events: int = DEFAULT_EVERY_EVENTS
+    audit_checkpoint_interval: float = DEFAULT_INTERVAL
     backend_timeout: float = 1.0
     key_refresh: float = 10.0
     clock_skew: float = 5.0  # how far replica clocks may disagree (seconds)
@@ -76,6 +81,8 @@ _FIELDS: dict[str, type] = {
     "state": str,
     "redis_url": str,
     "audit_stream": str,
+    "audit_checkpoint_events": int,
+    "audit_checkpoint_interval": float,
     "backend_timeout": float,
     "key_refresh": float,
     "clock_skew": float,
@@ -186,6 +193,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("backend_timeout is 0.05 to 10 seconds")
     if not 0 < s.port < 65536:
         raise SettingsError("port out of range")
+    if not 1 <= s.audit_checkpoint_events <= 1_000_000 or not 1 <= s.audit_checkpoint_interval <= 3600:
+        raise SettingsError("audit_checkpoint_events is 1 to 1000000; audit_checkpoint_interval 1s to 3600s")
     if not 1 <= s.workers <= 64:
         raise SettingsError("workers is 1 to 64 processes")
     if s.redis_durability not in ("checked", "accept-volatile", "asserted-aof", "asserted-rdb"):

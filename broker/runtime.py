@@ -7,13 +7,15 @@ import math
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from broker.audit.checkpointer import Checkpointer
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.http.app import create_app
 from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
-from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.service.metrics import Metrics
+from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker")
 
 
-def signing_backend(settings: Settings) -> SigningBackend:
+def signing_backend(settings: Settings) -> LongTermSigning:
     if settings.signer == "vault" and settings.signing == "session" and settings.state == "redis":
         from broker.backends.endorsed_signer import EndorsedSigningBackend
 
@@ -96,13 +98,25 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
     state = state_store(settings)
+    signer = signing_backend(settings)
+    audit = AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout)
+    metrics = Metrics()
     return Broker(
         issuer=settings.issuer,
         policy_dir=settings.scopes,
         policy=policy,
-        signer=signing_backend(settings),
+        signer=signer,
         state=state,
-        audit=AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout),
+        audit=audit,
+        checkpoints=Checkpointer(
+            audit,
+            signer,
+            issuer=settings.issuer,
+            every_events=settings.audit_checkpoint_events,
+            interval=settings.audit_checkpoint_interval,
+            metrics=metrics,
+        ),
+        metrics=metrics,
         admin_key_hashes=settings.admin_key_sha256,
         clock_skew=math.ceil(settings.clock_skew),
         issuer_keys=issuer_keys(settings),

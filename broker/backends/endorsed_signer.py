@@ -318,6 +318,13 @@ class EndorsedSigningBackend:
         while Transit publishes those versions. ``renew`` replaces this worker's key."""
         return await self._transit.rotate()
 
+    async def sign_statement(self, typ: str, payload: bytes) -> str:
+        """A statement (an audit checkpoint) signed by the long-term Transit key, never by
+        a session key: ``TransitSigningBackend.sign_statement``."""
+        if self._closed:
+            raise BackendUnavailable("signer: the backend is closed")
+        return await self._transit.sign_statement(typ, payload)
+
     async def renew(self) -> str:
         """Endorse, store and use a new session key now; return its kid."""
         if self._closed:

@@ -15,6 +15,8 @@ from typing import Final
 from broker.errors import BackendUnavailable
 from broker.token.algorithms import Algorithm, verify_signature
 from broker.token.claims import Claims
+from broker.token.codec import TYP, assemble
+from broker.token.endorsement import statement_input
 from broker.token.keys import KeySet, LocalSigner
 from broker.token.mint import mint
 
@@ -67,6 +69,15 @@ class LocalSigningBackend:
 
     async def keyset(self, *, kid: str | None = None) -> KeySet:
         return KeySet(s.public for s in self._signers)
+
+    async def sign_statement(self, typ: str, payload: bytes) -> str:
+        """A statement (an audit checkpoint) signed by the newest version, as
+        ``TransitSigningBackend.sign_statement``; never a token."""
+        if typ == TYP:
+            raise ValueError("tokens are signed by sign(), from claims")
+        signer = self._signers[-1]
+        message = statement_input(signer.alg, typ, signer.kid, payload)
+        return assemble(message, signer.sign(message))
 
     async def rotate(self) -> str:
         signer = LocalSigner.generate(self.alg, _kid(self._name, len(self._signers) + 1))

@@ -161,6 +161,9 @@ class MemoryState:
         for stored in list(self._events):
             yield stored
 
+    async def audit_head(self) -> str:
+        return self._head
+
     async def announce_policy_reload(self, origin: str) -> None:
         return None  # one process: nobody else to tell
 

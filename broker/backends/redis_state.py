@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from broker.audit.chain import GENESIS
 from broker.backends import redis_keys as keys
 from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_options import fail_fast
@@ -351,6 +352,10 @@ class RedisState:
             if len(page) < _PAGE:
                 return
             start = f"({_text(page[-1][0])}"
+
+    async def audit_head(self) -> str:
+        head = await self._call(self._redis.get(keys.audit_head(self._stream)))
+        return GENESIS if head is None else _text(head)
 
     async def announce_policy_reload(self, origin: str) -> None:
         await self._call(self._redis.publish(keys.policy_channel(self._prefix), origin))

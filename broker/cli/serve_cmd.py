@@ -160,15 +160,22 @@ def run_dev(args: argparse.Namespace) -> int:
     overlay = partial(_dev_overlay, keys=keys)
     issuer = f"http://{args.host}:{args.port}"
     state = MemoryState()
+    from broker.audit.checkpointer import Checkpointer
     from broker.backends.oidc_keys import OidcKeys
+    from broker.service.metrics import Metrics
 
+    signer = LocalSigningBackend.generate()
+    audit = AuditRecorder(state)
+    metrics = Metrics()
     broker = Broker(
         issuer=issuer,
         policy_dir=Path(args.scopes),
         policy=overlay(policy),
-        signer=LocalSigningBackend.generate(),
+        signer=signer,
         state=state,
-        audit=AuditRecorder(state),
+        audit=audit,
+        checkpoints=Checkpointer(audit, signer, issuer=issuer, metrics=metrics),  # the in-process key signs them
+        metrics=metrics,
         admin_key_hashes=(admin_hash,),
         overlay=overlay,
         issuer_keys=OidcKeys(),  # jwt identities work in dev too; vault ones need `broker serve`

@@ -118,6 +118,8 @@ def _litestar_app(
             gc.collect()
             gc.freeze()
         follower = asyncio.create_task(reload_when_peers_do(broker))
+        checkpoints = broker.checkpoints
+        checkpointer = asyncio.create_task(checkpoints.run()) if checkpoints is not None else None
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, lambda: _keep(tasks, loop.create_task(reload_on_signal(broker))))
@@ -126,12 +128,15 @@ def _litestar_app(
         finally:
             if handle_sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
-            for background in (starter, follower):
-                background.cancel()
-                with suppress(asyncio.CancelledError):
-                    await background
+            for background in (starter, follower, checkpointer):
+                if background is not None:
+                    background.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await background
             for task in tasks:
                 task.cancel()
+            if checkpoints is not None:
+                await checkpoints.close()  # anchor what this process wrote last
             await broker.aclose()
 
     return Litestar(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.audit.checkpointer import Checkpointer
 from broker.audit.recorder import AuditRecorder
 from broker.errors import PolicyInvalid
 from broker.policy.loader import load_policy
@@ -67,6 +68,8 @@ class Broker:
     # this process among those sharing the state store (policy reload announcements)
     origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # signs checkpoints of the audit chain in the app's background (``broker.http.app``)
+    checkpoints: Checkpointer | None = None
 
     def now(self) -> int:
         return int(self.clock())

@@ -16,6 +16,7 @@ _HELP = {
     "capbroker_backend_errors_total": "Requests refused with 503 because a backend failed.",
     "capbroker_policy_reloads_total": "Policy reloads by result.",
     "capbroker_http_requests_total": "HTTP responses by status class.",
+    "capbroker_audit_checkpoints_total": "Signed audit checkpoints by result (written, failed).",
 }
 
 

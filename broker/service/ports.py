@@ -48,6 +48,19 @@ class SigningBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StatementSigner(Protocol):
+    """The long-term key, for statements that are not tokens (audit checkpoints): Transit
+    in production, the in-process key in ``broker dev``; never a session key."""
+
+    async def sign_statement(self, typ: str, payload: bytes) -> str:
+        """A compact JWS of ``payload``, header ``{"alg", "typ", "kid"}``."""
+        ...
+
+
+class LongTermSigning(SigningBackend, StatementSigner, Protocol):
+    """A signing backend whose long-term key also signs statements (all three do)."""
+
+
 class TaskClaim(enum.Enum):
     """A task is its root agent's (SPEC 4): two agents with one task id have two tasks."""
 
@@ -165,6 +178,10 @@ class StateStore(Protocol):
 
     def audit_events(self) -> AsyncIterator[StoredEvent]:
         """Every stored audit event, oldest first."""
+        ...
+
+    async def audit_head(self) -> str:
+        """The stored head: the hash the next event will follow (``GENESIS`` if none)."""
         ...
 
     async def announce_policy_reload(self, origin: str) -> None:

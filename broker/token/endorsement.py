@@ -50,7 +50,9 @@ __all__ = [
     "claimed_publish_until",
     "endorsement_payload",
     "endorse_locally",
+    "is_session_kid",
     "new_session_kid",
+    "open_statement",
     "statement_input",
     "verify_endorsement",
     "windows",
@@ -180,27 +182,7 @@ def verify_endorsement(compact: object, endorsers: KeyLookup, *, issuer: str, al
     """The endorsement in ``compact`` if it is well formed, signed by one of ``endorsers``
     (the published long-term keys), for ``issuer`` and a session key of algorithm ``alg``;
     otherwise ``EndorsementError``. Time is not checked here: see ``Endorsement``."""
-    if not isinstance(compact, str) or len(compact) > MAX_ENDORSEMENT_BYTES or not _COMPACT.fullmatch(compact):
-        raise EndorsementError("malformed", "not a compact JWS of bounded size")
-    header_b64, payload_b64, signature_b64 = compact.split(".")
-    try:
-        header = loads_object(b64url_decode(header_b64))
-        signature = b64url_decode(signature_b64)
-        payload_bytes = b64url_decode(payload_b64)
-    except (Base64Error, StrictJsonError):
-        raise EndorsementError("malformed", "encoding") from None
-    if set(header) != _HEADER_FIELDS or header["typ"] != ENDORSEMENT_TYP or header["alg"] not in ALGORITHMS:
-        raise EndorsementError("malformed", "header")
-    endorser_kid = header["kid"]
-    if not is_kid(endorser_kid):
-        raise EndorsementError("malformed", "header kid")
-    endorser = endorsers.key_for(endorser_kid)
-    if endorser is None:
-        raise EndorsementError("unknown_endorser", f"no published long-term key {endorser_kid!r}")
-    if header["alg"] != endorser.alg:
-        raise EndorsementError("malformed", "alg does not fit the long-term key")
-    if not verify_signature(endorser.key, f"{header_b64}.{payload_b64}".encode("ascii"), signature):
-        raise EndorsementError("bad_signature", "the long-term key did not sign this")
+    endorser_kid, payload_bytes = open_statement(compact, endorsers, typ=ENDORSEMENT_TYP)
     try:
         payload = loads_object(payload_bytes)
     except StrictJsonError:
@@ -210,7 +192,43 @@ def verify_endorsement(compact: object, endorsers: KeyLookup, *, issuer: str, al
         raise EndorsementError("not_ours", "another issuer")
     if key.alg != alg:
         raise EndorsementError("not_ours", "another algorithm")
-    return Endorsement(key, issuer, w, endorser_kid, compact)
+    return Endorsement(key, issuer, w, endorser_kid, str(compact))  # a str: open_statement checked
+
+
+def open_statement(
+    compact: object, signers: KeyLookup, *, typ: str, max_bytes: int = MAX_ENDORSEMENT_BYTES
+) -> tuple[str, bytes]:
+    """The signing kid and the payload bytes of a statement of type ``typ`` (header exactly
+    ``{"alg", "typ", "kid"}``) signed by one of ``signers``; otherwise ``EndorsementError``
+    (``malformed``, ``unknown_endorser`` or ``bad_signature``). The payload is not parsed.
+    Every statement the long-term key signs (endorsements, audit checkpoints) opens here."""
+    if not isinstance(compact, str) or len(compact) > max_bytes or not _COMPACT.fullmatch(compact):
+        raise EndorsementError("malformed", "not a compact JWS of bounded size")
+    header_b64, payload_b64, signature_b64 = compact.split(".")
+    try:
+        header = loads_object(b64url_decode(header_b64))
+        signature = b64url_decode(signature_b64)
+        payload_bytes = b64url_decode(payload_b64)
+    except (Base64Error, StrictJsonError):
+        raise EndorsementError("malformed", "encoding") from None
+    if set(header) != _HEADER_FIELDS or header["typ"] != typ or header["alg"] not in ALGORITHMS:
+        raise EndorsementError("malformed", "header")
+    signer_kid = header["kid"]
+    if not is_kid(signer_kid):
+        raise EndorsementError("malformed", "header kid")
+    signer = signers.key_for(signer_kid)
+    if signer is None:
+        raise EndorsementError("unknown_endorser", f"no published long-term key {signer_kid!r}")
+    if header["alg"] != signer.alg:
+        raise EndorsementError("malformed", "alg does not fit the long-term key")
+    if not verify_signature(signer.key, f"{header_b64}.{payload_b64}".encode("ascii"), signature):
+        raise EndorsementError("bad_signature", "the long-term key did not sign this")
+    return signer_kid, payload_bytes
+
+
+def is_session_kid(kid: str) -> bool:
+    """Whether ``kid`` names a session key (``s-<16 hex>``), never a long-term key."""
+    return _SESSION_KID.fullmatch(kid) is not None
 
 
 def claimed_publish_until(compact: object) -> int | None:

@@ -58,3 +58,24 @@ def test_ops_commands_report_bad_settings(tmp_path: Path, capsys: pytest.Capture
     assert main(["keys", "rotate", "--config", str(bad)]) == 2
     assert main(["audit", "verify", "--config", str(bad)]) == 2
     assert capsys.readouterr().err.count("unknown setting 'colour'") == 2
+
+
+def test_audit_verify_reports_a_keys_file_that_is_not_a_jwks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text('{"keys": "none"}')
+    assert main(["audit", "verify", "--config", str(settings(tmp_path)), "--keys", str(keys)]) == 2
+    assert "not a JWKS" in capsys.readouterr().err
+    assert main(["audit", "verify", "--config", str(settings(tmp_path)), "--keys", str(tmp_path / "nope")]) == 2
+
+
+def test_the_checkpoint_settings_take_durations_and_are_bounded(tmp_path: Path) -> None:
+    from broker.config import SettingsError, load_settings
+
+    loaded = load_settings(settings(tmp_path, audit_checkpoint_events="50", audit_checkpoint_interval="2m"), env={})
+    assert (loaded.audit_checkpoint_events, loaded.audit_checkpoint_interval) == (50, 120.0)
+    assert (load_settings(settings(tmp_path), env={}).audit_checkpoint_interval) == 60.0
+    for bad in ({"audit_checkpoint_events": "0"}, {"audit_checkpoint_interval": "0s"}):
+        with pytest.raises(SettingsError, match="audit_checkpoint"):
+            load_settings(settings(tmp_path, **bad), env={})
