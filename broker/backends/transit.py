@@ -88,6 +88,13 @@ class _Snapshot:
     read_at: float
 
 
+#: the oldest read of the key's versions that verification trusts (seconds)
+KEYSET_MAX_AGE: Final = 1.0
+#: how Transit answers a sign with a version below the key's minimum (OpenBao 2.7 says
+#: InternalServerError; Vault, InvalidRequest): the key is read again before giving up
+_VERSION_REFUSALS: Final = frozenset({"vault: InternalServerError", "vault: InvalidRequest"})
+
+
 class TransitSigningBackend:
     """``SigningBackend`` over a Vault/OpenBao Transit key (see the module docstring).
 
@@ -129,11 +136,31 @@ class TransitSigningBackend:
 
     async def sign(self, claims: Claims) -> str:
         snapshot = await self._current()
+        try:
+            return await self._sign_claims(claims, snapshot)
+        except BackendUnavailable as e:
+            # Transit refuses a version an operator retired (or rotated past) since the
+            # last read: read the key again, and sign once more if its latest changed.
+            # Only on an answer: a Vault that did not answer is not asked twice (SPEC 7).
+            if e.reason not in _VERSION_REFUSALS:
+                raise
+            fresh = await self._read()
+            if fresh.version == snapshot.version:
+                raise
+            return await self._sign_claims(claims, fresh)
+
+    async def _sign_claims(self, claims: Claims, snapshot: _Snapshot) -> str:
         message = signing_input(self._alg, self.kid_for(snapshot.version), claims)
         return assemble(message, await self._sign(message, snapshot))
 
     async def keyset(self, *, kid: str | None = None) -> KeySet:
-        return (await self._current()).keyset
+        """The published versions, read at most ``KEYSET_MAX_AGE`` seconds ago (or
+        ``refresh``, if shorter): a version an operator retires stops verifying here, in
+        introspection and the JWKS, within about a second, even with a long ``refresh``."""
+        snapshot = self._snapshot
+        if snapshot is None or self._clock() - snapshot.read_at >= min(self._refresh, KEYSET_MAX_AGE):
+            snapshot = await self._read()
+        return snapshot.keyset
 
     async def read_keyset(self) -> KeySet:
         """``keyset()`` read from Vault now, whatever the cache holds."""

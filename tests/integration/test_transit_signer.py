@@ -204,18 +204,23 @@ def test_ensure_key_is_idempotent_and_needs_an_admin_token(bao_server: BaoServer
         ensure_key(addr=bao_server.addr, token=token, key=f"{key}-new", alg="ES256")
 
 
-def test_keyset_is_cached_for_the_refresh_interval(bao_server: BaoServer) -> None:
+@pytest.mark.parametrize(("refresh", "max_age"), [(0.5, 0.5), (10, transit.KEYSET_MAX_AGE)])
+def test_keyset_is_cached_for_the_refresh_interval_at_most_a_second(
+    bao_server: BaoServer, refresh: float, max_age: float
+) -> None:
+    """The versions verification trusts are at most a second old whatever ``refresh`` says
+    (issue 12 reproduction 8: a retired version still verified at introspection)."""
     key, token = fresh_key(bao_server, "EdDSA")
     now = [100.0]
 
     async def run() -> None:
-        b = TransitSigningBackend(addr=bao_server.addr, token=token, key=key, refresh=10, clock=lambda: now[0])
+        b = TransitSigningBackend(addr=bao_server.addr, token=token, key=key, refresh=refresh, clock=lambda: now[0])
         try:
             first = await b.keyset()
             admin_client(bao_server).secrets.transit.rotate_key(name=key)
-            now[0] += 9.9
+            now[0] += max_age - 0.01
             assert await b.keyset() is first
-            now[0] += 0.1
+            now[0] += 0.01
             assert sorted(k.kid for k in await b.keyset()) == [f"{key}-v1", f"{key}-v2"]
         finally:
             await b.aclose()
@@ -298,3 +303,26 @@ def test_constructor_refuses_bad_settings(kwargs: dict[str, object], match: str)
     settings: dict[str, object] = {"addr": "http://127.0.0.1:1", "token": "t"} | kwargs
     with pytest.raises(ValueError, match=match):
         TransitSigningBackend(**settings)  # type: ignore[arg-type]
+
+
+def test_a_version_retired_after_a_rotation_is_left_at_once_not_after_refresh(bao_server: BaoServer) -> None:
+    """Issue 12 reproduction 8: retiring a Transit version soon after a rotation gave
+    seconds of 503s (the worker kept signing with the version it had cached, which Transit
+    now refuses). A refusal now makes the worker re-read the key and sign with the latest."""
+    key, token = fresh_key(bao_server, "EdDSA")
+    admin = admin_client(bao_server)
+
+    async def run() -> None:
+        b = backend(bao_server, key, token, "EdDSA", refresh=3600)
+        try:
+            assert parse_compact(await b.sign(claims())).kid == f"{key}-v1"
+            admin.secrets.transit.rotate_key(name=key)
+            admin.secrets.transit.update_key_configuration(name=key, min_decryption_version=2)
+            token_after = await b.sign(claims())  # the cached snapshot still says v1
+            assert parse_compact(token_after).kid == f"{key}-v2"
+            verified(token_after, await b.keyset())
+            assert [k.kid for k in await b.keyset()] == [f"{key}-v2"]  # the re-read serves the JWKS too
+        finally:
+            await b.aclose()
+
+    asyncio.run(run())
