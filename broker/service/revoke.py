@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from broker.audit.refusals import Allowance
 from broker.capability.names import is_name, is_task
 from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
@@ -16,8 +17,14 @@ from broker.policy.model import Agent
 from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
+from broker.service.refusals import ADMIN, of_agent
 from broker.token.claims import MAX_ACT_DEPTH, is_jti
 from broker.token.verify import MAX_LEEWAY
+
+
+def _allowance(caller: Agent | None) -> Allowance:
+    """Whose allowance a refusal counts against, once the caller is known (None: admin)."""
+    return ADMIN if caller is None else of_agent(caller)
 
 
 async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
@@ -44,8 +51,10 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
     Agents revoke by presenting the token itself (proof they hold it); revoking by id
     alone is an admin action, so a leaked id cannot be used to disrupt another agent.
     """
+    who: Allowance | None = None
     try:
         caller = await agent_or_admin(broker, call)
+        who = _allowance(caller)
         body = await read_body()
         if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
             raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
@@ -69,7 +78,7 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
                 raise Forbidden("agents revoke only their own tokens and those delegated from them")
             jti, exp, agent = claims.jti, claims.exp, claims.agent
     except BrokerError as e:
-        await _refused(broker, call, e)
+        await _refused(broker, call, e, caller=who)
         raise
     broker.own_revocations.note_token(jti, exp)  # first: even a failed write errs closed here
     await broker.state.revoke_token(jti, exp)
@@ -98,8 +107,10 @@ async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
 async def revoke_task(
     broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
+    who: Allowance | None = None
     try:
         caller = await agent_or_admin(broker, call)
+        who = _allowance(caller)
         await read_body()
         if not is_task(task):
             raise InvalidRequest("task id outside the grammar")
@@ -108,7 +119,7 @@ async def revoke_task(
             if owner != caller.name:
                 raise Forbidden("only the task's owner or an admin revokes a task")
     except BrokerError as e:
-        await _refused(broker, call, e, task=task if is_task(task) else None)
+        await _refused(broker, call, e, task=task if is_task(task) else None, caller=who)
         raise
     now = broker.now()
     broker.own_revocations.note_task(task, now)
@@ -120,13 +131,15 @@ async def revoke_task(
 async def revoke_agent(
     broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
+    who: Allowance | None = None
     try:
         require_admin(broker, call)
+        who = ADMIN
         await read_body()
         if not is_name(agent):
             raise InvalidRequest("agent name outside the grammar")
     except BrokerError as e:
-        await _refused(broker, call, e, agent=agent if is_name(agent) else None)
+        await _refused(broker, call, e, agent=agent if is_name(agent) else None, caller=who)
         raise
     # Replica clocks may disagree by up to clock_skew: reach that far ahead, so a token
     # stamped by a replica whose clock runs fast is still caught (errs closed: the agent's
