@@ -5,8 +5,9 @@ compact JWS (``eyJ…`` with two dots), a client secret (``cbk_`` and at least 8
 characters, whole or in part) and a Vault/OpenBao token (``hvs.``, ``hvb.``, ``s.`` or
 ``b.`` at a word start, then at least 20 letters or digits). So the text is cut into
 maximal runs of those characters (one pass of one character class: nothing to backtrack
-over), and each run is tested with ``str.find``/``str.count`` scans that never look at a
-character more than a fixed number of times. From the start of the first secret shape in a
+over), and each run is tested with ``str.find`` and with searches for patterns of bounded
+length (a fixed amount of work at each position): no character is looked at more than a
+fixed number of times. From the start of the first secret shape in a
 run to the end of that run, the run is replaced by ``[redacted]``: what follows a secret in
 the same run (a signature, a namespace) goes with it.
 
@@ -27,10 +28,10 @@ MAX_TEXT: Final = 512
 
 _RUN = re.compile(r"[A-Za-z0-9_.-]+")  # one character class, maximal runs: linear
 _RUN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_WORD: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-_ALNUM: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-_SECRET_TAIL: Final = 8  # cbk_ and at least this many of [A-Za-z0-9_-]
-_VAULT_TAIL: Final = 20  # a Vault token's prefix and at least this many letters or digits
+# Bounded repetitions only: at each position a fixed amount of work, so a search is linear.
+_SECRET = re.compile(r"cbk_[A-Za-z0-9_-]{8}")  # a client secret, whole or in part
+_VAULT = re.compile(r"(?<![A-Za-z0-9_])(?:hvs|hvb|s|b)\.[A-Za-z0-9]{20}")  # at a word start
+_SHORTEST: Final = len("eyJ..")  # no secret shape is shorter
 
 
 def _jws_start(run: str) -> int:
@@ -46,40 +47,20 @@ def _jws_start(run: str) -> int:
 
 def _secret_start(run: str) -> int:
     """Where ``cbk_`` followed by 8 characters other than ``.`` starts, or -1."""
-    at = run.find("cbk_")
-    while at >= 0:
-        tail = run[at + 4 : at + 4 + _SECRET_TAIL]
-        dot = tail.find(".")
-        if dot < 0 and len(tail) == _SECRET_TAIL:
-            return at
-        # the next candidate cannot start before the dot (or the end) that spoiled this one
-        at = run.find("cbk_", at + 4 + (dot if dot >= 0 else len(tail)))
-    return -1
+    found = _SECRET.search(run)
+    return -1 if found is None else found.start()
 
 
 def _vault_start(run: str) -> int:
     """Where a Vault token starts: a prefix at a word start, ``.``, 20 letters or digits."""
-    dot = run.find(".")
-    while dot >= 0:
-        for prefix in ("hvs", "hvb", "s", "b"):
-            begin = dot - len(prefix)
-            if (
-                begin >= 0
-                and run.startswith(prefix, begin)
-                and (begin == 0 or run[begin - 1] not in _WORD)
-                and _alnum_run(run, dot + 1, _VAULT_TAIL)
-            ):
-                return begin
-        dot = run.find(".", dot + 1)
-    return -1
+    found = _VAULT.search(run)
+    return -1 if found is None else found.start()
 
 
-def _alnum_run(run: str, at: int, n: int) -> bool:
-    tail = run[at : at + n]
-    return len(tail) == n and all(ch in _ALNUM for ch in tail)
-
-
-def _redact_run(run: str) -> str:
+def _redact_run(match: re.Match[str]) -> str:
+    run = match.group()
+    if len(run) < _SHORTEST or ("." not in run and "cbk_" not in run):
+        return run
     starts = [s for s in (_jws_start(run), _secret_start(run), _vault_start(run)) if s >= 0]
     if not starts:
         return run
@@ -91,7 +72,7 @@ def redact_text(text: str) -> str:
     # every shape holds a "." or "cbk_": a string with neither is left as it is
     if "." not in text and "cbk_" not in text:
         return text
-    return _RUN.sub(lambda m: _redact_run(m.group()), text)
+    return _RUN.sub(_redact_run, text)
 
 
 def cut(text: str, limit: int = MAX_TEXT) -> str:

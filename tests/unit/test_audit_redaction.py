@@ -66,7 +66,9 @@ def test_the_shapes_the_old_redactor_caught_are_still_caught() -> None:
 
 
 SIZE = 64 * 1024
-LINEAR_BOUND = 0.100  # seconds for 64 KB; the old regex took ~1.75 s on the issue's payload
+# CPU seconds for two 64 KB texts (~35 ms at worst here: many short runs, each redacted);
+# the old regex took over a second on the issue's payload alone, and seconds on repeats
+LINEAR_BOUND = 0.250
 
 
 @settings(max_examples=25, deadline=None)
@@ -83,7 +85,7 @@ def test_the_issue_payload_is_redacted_fast() -> None:
     text = "." + "eyJ" * 21500
     start = time.process_time()
     assert redact_text(text) == text  # no two dots after an eyJ: nothing secret here
-    assert time.process_time() - start < LINEAR_BOUND
+    assert time.process_time() - start < 0.050  # the issue's bound for a whole request
 
 
 def test_cut_bounds_text_and_drops_a_run_it_splits() -> None:
