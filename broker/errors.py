@@ -20,11 +20,14 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     └── TokenRejected                 one of TOKEN_REJECTION_CODES
 
 Messages are for logs and the audit stream. Callers outside the broker get the code and a
-generic sentence, never the message.
+generic sentence, never the message. A message quotes what a caller sent only through
+``excerpt`` (a bounded prefix), and is itself cut at ``MAX_REASON`` characters: no request
+makes a reason, and so the work on it, larger than that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,7 +51,35 @@ __all__ = [
     "Unauthenticated",
     "UnknownScope",
     "error_for_code",
+    "excerpt",
+    "quoted",
 ]
+
+#: The most characters of a caller's text that one quote in a reason holds.
+MAX_QUOTE: Final = 64
+#: The most characters of any reason.
+MAX_REASON: Final = 1024
+#: The most caller-supplied values (field names, actions) one reason lists.
+MAX_QUOTED: Final = 4
+_CUT: Final = "…[cut]"
+
+
+def excerpt(value: object, limit: int = MAX_QUOTE) -> str:
+    """A caller-supplied value quoted for a reason (``repr``): at most ``limit`` characters
+    of a string; a small scalar as it is; anything else by its type name only."""
+    if value is None or isinstance(value, bool | float) or (isinstance(value, int) and value.bit_length() <= 64):
+        return repr(value)
+    if not isinstance(value, str):
+        return f"<{type(value).__name__}>"
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + _CUT
+
+
+def quoted(values: Sequence[object], *, most: int = MAX_QUOTED) -> str:
+    """The first ``most`` of ``values`` (caller-supplied), each an ``excerpt``; the rest
+    only counted: bounded whatever the caller sent."""
+    shown = ", ".join(excerpt(v) for v in values[:most])
+    more = len(values) - most
+    return f"[{shown}]" + (f" and {more} more" if more > 0 else "")
 
 
 class BrokerError(Exception):
@@ -57,6 +88,8 @@ class BrokerError(Exception):
     code: str = "internal_error"
 
     def __init__(self, reason: str = "") -> None:
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + _CUT
         super().__init__(reason or self.code)
         self.reason = reason or self.code
 

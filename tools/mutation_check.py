@@ -123,6 +123,19 @@ MUTATIONS = [
     Mutation("audit head not compared", "broker/audit/chain.py",
              "        if broken is None and not self._head_seen:", "        if False:",
              ("tests/unit/test_audit_checkpoint.py",)),
+    Mutation("reasons quote caller text whole", "broker/errors.py",
+             "    return repr(value) if len(value) <= limit else repr(value[:limit]) + _CUT",
+             "    return repr(value)", ("tests/unit/test_audit_redaction.py",)),
+    Mutation("redaction by the old backtracking regex", "broker/audit/redaction.py",
+             "    return _RUN.sub(_redact_run, text)",
+             '    return re.compile(r"eyJ[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*|cbk_[A-Za-z0-9_-]{8,}"'
+             '\n                      r"|\\b(?:hvs|hvb|s|b)\\.[A-Za-z0-9]{20,}").sub(REDACTED, text)',
+             ("tests/unit/test_audit_redaction.py",)),
+    Mutation("refusals beyond the allowance stored", "broker/audit/recorder.py",
+             "        if not keep:", "        if False:", ("tests/service/test_refusal_bounds.py",)),
+    Mutation("a service's refusals spend no rate", "broker/service/introspect.py",
+             "    if service is None or isinstance(error, BackendUnavailable):", "    if True:",
+             ("tests/service/test_refusal_bounds.py",)),
 ]
 
 

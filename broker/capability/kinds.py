@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from broker.errors import InvalidRequest
+from broker.errors import InvalidRequest, quoted
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class Kind:
         """Order ``actions`` canonically; refuses any action the kind does not have."""
         unknown = set(actions) - set(self.actions)
         if unknown:
-            raise InvalidRequest(f"unknown action(s) {sorted(unknown)} for kind {self.name!r}")
+            raise InvalidRequest(f"unknown action(s) {quoted(sorted(unknown))} for kind {self.name!r}")
         return tuple(a for a in self.actions if a in actions)
 
 

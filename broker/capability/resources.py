@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from broker.errors import InvalidRequest
+from broker.errors import InvalidRequest, excerpt
 
 MAX_RESOURCE_LENGTH: Final = 1024
 
@@ -51,7 +51,7 @@ def _check_characters(kind: str, resource: str) -> None:
         if not ("\x21" <= ch <= "\x7e"):
             raise _fail(kind, resource, "only printable ASCII without spaces is allowed")
         if ch in _FORBIDDEN_CHARS:
-            raise _fail(kind, resource, f"character {ch!r} is not allowed")
+            raise _fail(kind, resource, f"character {excerpt(ch)} is not allowed")
     if ".." in resource:  # stricter than "no '..' segment": no gateway can ever read it as a parent
         raise _fail(kind, resource, "'..' is not allowed anywhere")
 
@@ -67,12 +67,12 @@ def _check_segments(kind: str, resource: str, segments: list[str], *, subtree_ok
         if seg == ".":  # ".." anywhere was refused before splitting
             raise _fail(kind, resource, "'.' segment")
         if not _SEGMENT.fullmatch(seg):
-            raise _fail(kind, resource, f"segment {seg!r} has characters outside the grammar")
+            raise _fail(kind, resource, f"segment {excerpt(seg)} has characters outside the grammar")
 
 
 def _check_host(kind: str, resource: str, host: str) -> None:
     if len(host) > 253 or not _HOST.fullmatch(host):
-        raise _fail(kind, resource, f"host {host!r} is not a lower-case DNS name")
+        raise _fail(kind, resource, f"host {excerpt(host)} is not a lower-case DNS name")
 
 
 def _git(resource: str) -> None:
@@ -91,7 +91,7 @@ def _bucket(resource: str) -> None:
         raise _fail("bucket", resource, "must be s3://BUCKET/ or deeper")
     bucket = parts[0]
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise _fail("bucket", resource, f"bucket name {bucket!r} is not valid")
+        raise _fail("bucket", resource, f"bucket name {excerpt(bucket)} is not valid")
     if parts[1:] == [""]:
         return  # s3://BUCKET/ : the whole bucket
     _check_segments("bucket", resource, parts[1:], subtree_ok=True)
@@ -108,7 +108,7 @@ def _http(resource: str) -> None:
     _check_host("http", resource, host)
     if colon:
         if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-            raise _fail("http", resource, f"port {port!r} is not valid")
+            raise _fail("http", resource, f"port {excerpt(port)} is not valid")
         if port == "443":
             raise _fail("http", resource, "the default port 443 must be left out")
     if path == "":

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broker.dpop.jwk import JwkError, ProofKey, proof_key
+from broker.errors import excerpt, quoted
 from broker.token.algorithms import ALGORITHMS, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode, b64url_encode
 from broker.token.strictjson import StrictJsonError, loads_object
@@ -151,12 +152,12 @@ def _decode(segment: str, what: str) -> dict[str, Any]:
 def _header_key(header: dict[str, Any]) -> ProofKey:
     extra = set(header) - HEADER_FIELDS
     if extra:
-        raise ProofError(f"header fields outside the profile: {sorted(extra)}")
+        raise ProofError(f"header fields outside the profile: {quoted(sorted(map(str, extra)))}")
     if header.get("typ") != TYP:
-        raise ProofError(f"typ {header.get('typ')!r} is not {TYP}")
+        raise ProofError(f"typ {excerpt(header.get('typ'))} is not {TYP}")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALGORITHMS:
-        raise ProofError(f"alg {alg!r} is not accepted")
+        raise ProofError(f"alg {excerpt(alg)} is not accepted")
     if "jwk" not in header:
         raise ProofError("jwk missing")
     try:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 from litestar import Request
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from broker.errors import InvalidRequest, PayloadTooLarge
+from broker.errors import InvalidRequest, PayloadTooLarge, excerpt
 from broker.token.strictjson import StrictJsonError, loads_object
 
 JSON = "application/json"
@@ -59,7 +59,7 @@ def parse_form(raw: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise InvalidRequest(f"body: repeated field {key!r}")
+            raise InvalidRequest(f"body: repeated field {excerpt(key)}")
         out[key] = value
     return out
 

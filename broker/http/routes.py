@@ -127,7 +127,7 @@ async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParamet
     "/v1/introspect",
     status_code=200,
     security=BEARER,
-    responses=ACTION_ERRORS,
+    responses=AGENT_ERRORS,  # 429: a service's refused requests spend its rate
     operation_class=with_body(INTROSPECT, JSON, FORM),
     summary="RFC 7662 introspection",
     tags=["services"],

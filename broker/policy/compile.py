@@ -21,6 +21,7 @@ from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
 from broker.policy.model import (
     DEFAULT_DELEGATION_DEPTH,
+    DEFAULT_SERVICE_RATE,
     GLOBAL_MAX_TTL,
     MAX_DELEGATION_DEPTH,
     Agent,
@@ -363,16 +364,18 @@ class _FileCompiler:
         before = len(r.issues)
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "service")
-        r.fields(body, what, {"identity", "audiences"}, {"description"}, at=line)
+        r.fields(body, what, {"identity", "audiences"}, {"description", "rate"}, at=line)
         identity = r.field(body, "identity", lambda n: self.identity(n, what))
         audiences = r.field(body, "audiences", lambda n: r.string_list(n, f"{what} audiences"))
         for aud, aline in audiences or []:
             if not is_audience(aud):
                 r.fail(aline, f"{what} audiences: {aud!r} is not a valid audience")
         r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
+        rate = r.field(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate))
         if len(r.issues) > before or identity is None or audiences is None:
             return
-        self.services.append(Service(name, identity, tuple(a for a, _ in audiences), r.where(line)))
+        audience_names = tuple(a for a, _ in audiences)
+        self.services.append(Service(name, identity, audience_names, r.where(line), rate or DEFAULT_SERVICE_RATE))
 
 
 def _check_key_name(r: _Reader, name: str, line: int, what: str) -> None:

@@ -86,6 +86,11 @@ class Rate:
         return f"{self.count}/{unit}"
 
 
+#: A service's ``rate:`` when its policy entry sets none (SPEC 2). Only a service's refused
+#: requests spend it (a successful introspection costs no Redis round trip).
+DEFAULT_SERVICE_RATE: Final = Rate(60, 60)
+
+
 @dataclass(frozen=True, slots=True)
 class Agent:
     name: str
@@ -106,6 +111,7 @@ class Service:
     identity: Identity
     audiences: tuple[str, ...]
     where: Location
+    rate: Rate = DEFAULT_SERVICE_RATE  # spent by its refused requests only
 
 
 @dataclass(frozen=True, slots=True)

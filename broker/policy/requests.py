@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.capability.names import is_name, is_task
-from broker.errors import InvalidRequest
+from broker.errors import InvalidRequest, quoted
 from broker.policy.durations import parse_duration
 
 MAX_SCOPES_PER_REQUEST = 16
@@ -29,12 +29,12 @@ class MintRequest:
 
 
 def refuse_unknown_fields(value: dict[object, object], allowed: set[str], where: str) -> None:
-    unknown = set(value) - allowed
+    unknown = [k for k in value if k not in allowed]
     if unknown:
-        raise InvalidRequest(f"unknown field(s) in {where}: {sorted(map(str, unknown))}")
-    nulls = sorted(str(k) for k, v in value.items() if v is None)
+        raise InvalidRequest(f"unknown field(s) in {where}: {quoted(unknown)}")
+    nulls = [k for k, v in value.items() if v is None]
     if nulls:
-        raise InvalidRequest(f"null is not a value in {where} (leave the field out): {nulls}")
+        raise InvalidRequest(f"null is not a value in {where} (leave the field out): {quoted(nulls)}")
 
 
 def scope_entry(value: object) -> ScopeRequest:

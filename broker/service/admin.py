@@ -11,6 +11,7 @@ from broker.policy.model import Policy
 from broker.policy.requests import parse_mint_request
 from broker.service.auth import require_admin
 from broker.service.broker import Broker, Call
+from broker.service.refusals import ADMIN
 
 
 async def _admin(broker: Broker, call: Call, action: str) -> None:
@@ -47,7 +48,9 @@ def policy_view(policy: Policy) -> dict[str, Any]:
             }
             for name, a in sorted(policy.agents.items())
         },
-        "services": {name: {"audiences": list(s.audiences)} for name, s in sorted(policy.services.items())},
+        "services": {
+            name: {"audiences": list(s.audiences), "rate": str(s.rate)} for name, s in sorted(policy.services.items())
+        },
     }
 
 
@@ -72,7 +75,9 @@ async def explain(broker: Broker, call: Call, read_body: Callable[[], Awaitable[
         if agent is None:
             raise InvalidRequest("'agent' must name an agent of the policy in force")
     except BrokerError as e:
-        await broker.audit.record("admin", request_id=call.request_id, action="explain", decision="deny", code=e.code)
+        await broker.audit.record(
+            "admin", request_id=call.request_id, action="explain", decision="deny", code=e.code, caller=ADMIN
+        )
         raise
     decision = decide(agent, request, broker.policy)
     allowed = isinstance(decision, Allow)
@@ -110,7 +115,7 @@ async def reload(
             await read_body()
         except BrokerError as e:
             await broker.audit.record(
-                "admin", request_id=call.request_id, action="reload", decision="deny", code=e.code
+                "admin", request_id=call.request_id, action="reload", decision="deny", code=e.code, caller=ADMIN
             )
             raise
     old = broker.policy.digest
@@ -126,6 +131,7 @@ async def reload(
             code=e.code,
             reason=e.reason,
             kept=old,
+            caller=ADMIN,
         )
         raise
     await broker.audit.record(

@@ -8,6 +8,7 @@ over it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from broker.audit.checkpointer import Checkpointer
 from broker.audit.recorder import AuditRecorder
-from broker.errors import PolicyInvalid
+from broker.errors import BrokerError, PolicyInvalid
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
 from broker.service.decisions import DecisionCache
@@ -95,6 +96,8 @@ class Broker:
         if callable(close):
             close()
         await self.signer.aclose()
+        with contextlib.suppress(BrokerError):  # refusals counted but not yet summarised
+            await self.audit.flush(everything=True)
         await self.state.aclose()
         if self.issuer_keys is not None:
             await self.issuer_keys.aclose()

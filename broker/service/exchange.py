@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from broker.audit.refusals import Allowance
 from broker.delegation.exchange import (
     JWT_TOKEN_TYPE,
     ExchangeAllow,
@@ -40,6 +41,7 @@ from broker.service.mint import deny_event, iso, refusal_of
 from broker.service.own_tokens import own_token_claims
 from broker.service.ports import TaskClaim
 from broker.service.proofs import endpoint_url, proof_key
+from broker.service.refusals import of_principal
 from broker.service.revocations import is_revoked
 from broker.token.claims import Claims
 from broker.token.mint import issue_claims, new_jti
@@ -63,7 +65,9 @@ async def exchange(broker: Broker, call: Call, read_body: Callable[[], Awaitable
         jkt = await _bound_key(broker, call, request, parent)
     except BrokerError as e:
         agent, task = (parent.agent, parent.task) if parent else (None, None)
-        await deny_event(broker, call, e, agent, task, action="exchange", store=parent is not None)
+        await deny_event(
+            broker, call, e, agent, task, action="exchange", store=parent is not None, caller=_caller(policy, parent)
+        )
         raise
     decision = decide_exchange(parent, request, policy, now=now, pop=jkt is not None)
     if not isinstance(decision, ExchangeAllow):
@@ -71,9 +75,15 @@ async def exchange(broker: Broker, call: Call, read_body: Callable[[], Awaitable
         await deny_event(
             broker, call, error, parent.agent, parent.task, action="exchange",
             parent_jti=parent.jti, delegate=request.actor, reasons=list(decision.reasons),
+            caller=_caller(policy, parent),
         )  # fmt: skip
         raise error
     return await _issue(broker, call, request, parent, decision, jkt=jkt, now=now)
+
+
+def _caller(policy: Policy, parent: Claims | None) -> Allowance | None:
+    """Refusals of an exchange count against the root agent of the chain (it pays the rate)."""
+    return None if parent is None else of_principal(policy.agents.get(parent.root_agent))
 
 
 async def _presented(broker: Broker, request: ExchangeRequest) -> Claims:
@@ -96,7 +106,10 @@ async def _refuse_if_revoked_meanwhile(broker: Broker, call: Call, parent: Claim
         broker.own_revocations.note_token(child.jti, child.exp)
         await broker.state.revoke_token(child.jti, child.exp)
         error = Unauthenticated("subject_token: revoked while it was being exchanged")
-        await deny_event(broker, call, error, parent.agent, parent.task, action="exchange", store=True)
+        await deny_event(
+            broker, call, error, parent.agent, parent.task,
+            action="exchange", store=True, caller=_caller(broker.policy, parent),
+        )  # fmt: skip
         raise error
 
 
@@ -153,7 +166,9 @@ async def _issue(
     claim = await broker.state.claim_task(parent.task, decision.root.name, chain_names(claims), now, claims.exp)
     if claim is not TaskClaim.OWNED:
         error = refusal_of(claim, parent.task)
-        await deny_event(broker, call, error, parent.agent, parent.task, action="exchange")
+        await deny_event(
+            broker, call, error, parent.agent, parent.task, action="exchange", caller=_caller(broker.policy, parent)
+        )
         raise error
     await broker.state.add_delegation(parent.jti, claims.jti, parent.exp)
     # A revocation of the parent that landed after our first check has walked the

@@ -14,15 +14,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import BrokerError, InvalidDpopProof, InvalidRequest, TokenRejected
+from broker.errors import (
+    BackendUnavailable,
+    BrokerError,
+    InvalidDpopProof,
+    InvalidRequest,
+    RateLimited,
+    TokenRejected,
+    quoted,
+)
+from broker.policy.model import Service
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
 from broker.service.proofs import proof_key
+from broker.service.refusals import of_principal, spend_service_rate
 from broker.service.revocations import is_revoked
 from broker.token.claims import Claims
 
 INACTIVE: dict[str, Any] = {"active": False}
+_FIELDS = frozenset({"token", "token_type_hint", "dpop", "htm", "htu"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +45,9 @@ class _Question:
 def _question(body: object) -> _Question:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be an object")
-    unknown = set(body) - {"token", "token_type_hint", "dpop", "htm", "htu"}
+    unknown = [k for k in body if k not in _FIELDS]
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {sorted(map(str, unknown))}")
+        raise InvalidRequest(f"unknown field(s): {quoted(unknown)}")
     for name, value in body.items():
         if not isinstance(value, str):
             raise InvalidRequest(f"{name!r} must be a string")
@@ -63,15 +74,32 @@ async def _proven(broker: Broker, question: _Question, claims: Claims) -> str | 
     return None if jkt == claims.cnf_jkt else "bad_proof"
 
 
+async def _refusal(broker: Broker, service: Service | None, error: BrokerError) -> BrokerError:
+    """A known service's refused request spends its rate (successful ones never do): over
+    it, the refusal is 429 ``rate_limited`` instead."""
+    if service is None or isinstance(error, BackendUnavailable):
+        return error
+    try:
+        await spend_service_rate(broker, service)
+    except RateLimited as limited:
+        return limited
+    return error
+
+
 async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
+    service: Service | None = None
     try:
         service = await service_of(broker, broker.policy, call)
         question = _question(await read_body())
     except BrokerError as e:
+        error = await _refusal(broker, service, e)
         await broker.audit.record(
-            "introspect", request_id=call.request_id, decision="deny", code=e.code, reason=e.reason
-        )
-        raise
+            "introspect", request_id=call.request_id, service=service.name if service else None,
+            decision="deny", code=error.code, reason=error.reason, caller=of_principal(service),
+        )  # fmt: skip
+        if error is e:
+            raise
+        raise error from None
     try:
         claims = await own_token_claims(broker, question.token, service.audiences)
     except TokenRejected as e:

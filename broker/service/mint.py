@@ -28,6 +28,7 @@ from broker.service.auth import agent_of
 from broker.service.broker import Broker, Call
 from broker.service.ports import TaskClaim
 from broker.service.proofs import endpoint_url, proof_key
+from broker.service.refusals import of_agent
 from broker.token.claims import Claims
 from broker.token.mint import issue_claims, new_jti
 
@@ -82,15 +83,16 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
         request = parse_mint_request(body, pop=jkt is not None)
     except BrokerError as e:
         await _spend_rate(broker, call, agent)
-        await deny_event(broker, call, e, agent.name, None)
+        await deny_event(broker, call, e, agent.name, None, caller=of_agent(agent))
         raise
     decision = broker.decisions.decide(agent, request, policy)
     if isinstance(decision, Deny):
         await _spend_rate(broker, call, agent)
         error = error_for_code(decision.code, decision.reason)
         await deny_event(
-            broker, call, error, agent.name, request.task, scopes=_scopes(request), reasons=list(decision.reasons)
-        )
+            broker, call, error, agent.name, request.task,
+            scopes=_scopes(request), reasons=list(decision.reasons), caller=of_agent(agent),
+        )  # fmt: skip
         raise error
     return await _issue(broker, call, agent, request, decision, jkt=jkt)
 
@@ -101,7 +103,7 @@ def _rate(agent: Agent) -> tuple[int, int] | None:
 
 async def _rate_limited(broker: Broker, call: Call, agent: Agent, wait: float) -> RateLimited:
     error = RateLimited(f"agent {agent.name!r} is over its rate of {agent.rate}", retry_after=wait)
-    await deny_event(broker, call, error, agent.name, None)
+    await deny_event(broker, call, error, agent.name, None, caller=of_agent(agent))
     return error
 
 
@@ -142,7 +144,7 @@ async def _issue(
     claim = outcome.task
     if claim is not TaskClaim.OWNED:
         error = refusal_of(claim, request.task)
-        await deny_event(broker, call, error, agent.name, request.task, scopes=_scopes(request))
+        await deny_event(broker, call, error, agent.name, request.task, scopes=_scopes(request), caller=of_agent(agent))
         raise error
     # one token (the common case) without the cost of a task; several at once (Transit)
     tokens = [await broker.signer.sign(claims[0])] if len(claims) == 1 else await sign_all(broker, claims)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from broker.audit.refusals import Allowance
 from broker.capability.names import ANY_AGENT, is_name, is_task, task_ref
 from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
@@ -16,8 +17,14 @@ from broker.policy.model import Agent
 from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
+from broker.service.refusals import ADMIN, of_agent
 from broker.token.claims import MAX_ACT_DEPTH, is_jti
 from broker.token.verify import MAX_LEEWAY
+
+
+def _allowance(caller: Agent | None) -> Allowance:
+    """Whose allowance a refusal counts against, once the caller is known (None: admin)."""
+    return ADMIN if caller is None else of_agent(caller)
 
 
 async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
@@ -44,8 +51,10 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
     Agents revoke by presenting the token itself (proof they hold it); revoking by id
     alone is an admin action, so a leaked id cannot be used to disrupt another agent.
     """
+    who: Allowance | None = None
     try:
         caller = await agent_or_admin(broker, call)
+        who = _allowance(caller)
         body = await read_body()
         if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
             raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
@@ -69,7 +78,7 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
                 raise Forbidden("agents revoke only their own tokens and those delegated from them")
             jti, exp, agent = claims.jti, claims.exp, claims.agent
     except BrokerError as e:
-        await _refused(broker, call, e)
+        await _refused(broker, call, e, caller=who)
         raise
     broker.own_revocations.note_token(jti, exp)  # first: even a failed write errs closed here
     await broker.state.revoke_token(jti, exp)
@@ -102,20 +111,22 @@ async def revoke_task(
     tokens for (``revoked: false`` otherwise: it cannot create revocations for ids it
     never used, nor learn anything of another agent's). An admin names the agent
     (``{"agent": ...}``), or names none and revokes the task id for every agent."""
+    who: Allowance | None = None
     try:
         caller = await agent_or_admin(broker, call)
+        who = _allowance(caller)
         owner = _task_owner(caller, await read_body())
         if not is_task(task):
             raise InvalidRequest("task id outside the grammar")
     except BrokerError as e:
-        await _refused(broker, call, e, task=task if is_task(task) else None)
+        await _refused(broker, call, e, task=task if is_task(task) else None, caller=who)
         raise
     now = broker.now()
     ref = task_ref(ANY_AGENT if owner is None else owner, task)
     if caller is None:
         broker.own_revocations.note_task(ref, now)  # first: even a failed write errs closed here
     if not await broker.state.revoke_task(task, owner, now, only_if_live=caller is not None):
-        await _refused(broker, call, Forbidden("no live tokens for this task"), task=task)
+        await _refused(broker, call, Forbidden("no live tokens for this task"), task=task, caller=who)
         return {"revoked": False, "task": task, "reason": "no live tokens for this task"}
     if caller is not None:
         broker.own_revocations.note_task(ref, now)
@@ -144,13 +155,15 @@ async def revoke_agent(
     and the agent is suspended (its mints and exchanges are 403 ``agent_revoked``) until an
     admin reinstates it. The suspension lives in the state store: shared by every replica,
     kept across restarts and policy reloads."""
+    who: Allowance | None = None
     try:
         require_admin(broker, call)
+        who = ADMIN
         await read_body()
         if not is_name(agent):
             raise InvalidRequest("agent name outside the grammar")
     except BrokerError as e:
-        await _refused(broker, call, e, agent=agent if is_name(agent) else None)
+        await _refused(broker, call, e, agent=agent if is_name(agent) else None, caller=who)
         raise
     # Replica clocks may disagree by up to clock_skew: reach that far ahead, so a token
     # stamped by a replica whose clock runs fast is still caught. Mints are refused until
@@ -166,13 +179,15 @@ async def reinstate_agent(
     broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
     """Lift the kill switch's suspension (admin, audited). Tokens revoked stay revoked."""
+    who: Allowance | None = None
     try:
         require_admin(broker, call)
+        who = ADMIN
         await read_body()
         if not is_name(agent):
             raise InvalidRequest("agent name outside the grammar")
     except BrokerError as e:
-        await _refused(broker, call, e, agent=agent if is_name(agent) else None)
+        await _refused(broker, call, e, agent=agent if is_name(agent) else None, caller=who)
         raise
     was = await broker.state.reinstate_agent(agent)
     await broker.audit.record(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker.errors import excerpt
+
 
 class StrictJsonError(ValueError):
     pass
@@ -20,7 +22,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise StrictJsonError(f"duplicate key {key!r}")
+                raise StrictJsonError(f"duplicate key {excerpt(key)}")
             seen.add(key)
     return out
 

@@ -572,7 +572,7 @@ def test_scopes_shows_the_loaded_policy_with_its_digest_to_admins(client: AnyCli
     }
     assert view["agents"]["reviewer"]["scopes"] == REVIEWER_ALL
     assert view["agents"]["reviewer"]["rate"] == "120/min"
-    assert view["services"]["git-gateway"] == {"audiences": ["git-gateway"]}
+    assert view["services"]["git-gateway"] == {"audiences": ["git-gateway"], "rate": "60/min"}
     # The policy's key hashes are not handed out.
     assert_no_secrets(r.text, *key_hashes(h))
 
