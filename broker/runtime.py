@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
@@ -15,6 +16,9 @@ from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
+
+if TYPE_CHECKING:
+    from broker.backends.audit_archiver import AuditArchiver
 
 log = logging.getLogger("broker")
 
@@ -89,6 +93,23 @@ def revocation_feed(settings: Settings) -> RevocationCheck | None:
     return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
 
 
+def audit_archiver(settings: Settings) -> AuditArchiver | None:
+    """The process's audit archiver (one of the replicas' archivers holds the lease at a time)."""
+    if settings.state != "redis" or not settings.audit_archive_dir:
+        return None
+    from broker.backends.audit_archive import ArchiveDir
+    from broker.backends.audit_archiver import AuditArchiver
+
+    return AuditArchiver.connect(
+        settings.redis_url,
+        ArchiveDir(Path(settings.audit_archive_dir)),
+        timeout=settings.backend_timeout,
+        stream=settings.audit_stream,
+        tail_events=settings.audit_tail_events,
+        segment_events=settings.audit_segment_events,
+    )
+
+
 def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Broker:
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
@@ -113,10 +134,12 @@ READY_WAIT = 10.0
 
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
+    archiver = audit_archiver(settings)
     return create_app(
         build_broker(settings),
         max_body_bytes=settings.max_body_bytes,
         handle_sighup=handle_sighup,
         ready_wait=READY_WAIT,
         freeze_heap=True,
+        background=(archiver.run,) if archiver is not None else (),
     )

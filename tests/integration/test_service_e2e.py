@@ -82,7 +82,9 @@ def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> It
     shutil.copytree(policy_b.path, root / "policy-a")
     policy_a = PolicyDir(root / "policy-a", policy_b.keys)
     procs = [
-        BrokerProcess(root / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY)
+        BrokerProcess(
+            root / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY, archive_dir=root / "archive"
+        )
         for name, policy in (("a", policy_a), ("b", policy_b))
     ]
     try:
