@@ -83,10 +83,10 @@ def encode_header(header: SegmentHeader) -> bytes:
     return json.dumps({MAGIC: VERSION, **asdict(header)}, separators=(",", ":")).encode() + b"\n"
 
 
-def encode_line(entry_id: str, stored: bytes) -> bytes:
-    """One event line: ``stored`` (the stream's bytes for the event) spliced in unchanged."""
-    stream_id(entry_id)
-    return b'{"id":"' + entry_id.encode() + b'","event":' + stored + b"}\n"
+def encode_line(entry_id: bytes, stored: bytes) -> bytes:
+    """One event line: ``stored`` (the stream's bytes for the event) spliced in unchanged.
+    ``entry_id`` is a stream id as Redis gave it (digits, ``-``, digits)."""
+    return b'{"id":"' + entry_id + b'","event":' + stored + b"}\n"
 
 
 def parse_header(line: bytes, where: str) -> SegmentHeader:

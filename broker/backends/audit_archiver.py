@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable
@@ -50,6 +51,7 @@ log = logging.getLogger("broker.audit")
 T = TypeVar("T")
 
 _PAGE = 1000  # events per XRANGE
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MAX_SEGMENTS_PER_PASS = 8  # then yield to the event loop (and renew) before more
 
 # KEYS: lease. ARGV: token, lease (ms). 1 when the caller holds it now, else 0.
@@ -68,6 +70,12 @@ return 1
 _TRIM = """#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
+"""
+
+# KEYS: stream. ARGV: exclusive start ("(<id>" or "-"), count. The entries as Redis keeps them
+# ({id, {field, value}}): read through a script so the client does not rebuild each as a dict.
+_RANGE = """#!lua flags=no-writes,allow-oom
+return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 """
 
 # KEYS: lease. ARGV: token.
@@ -108,10 +116,13 @@ class AuditArchiver:
         self._hold = redis.register_script(_HOLD)
         self._trim = redis.register_script(_TRIM)
         self._release = redis.register_script(_RELEASE)
+        self._range = redis.register_script(_RANGE)
 
     @classmethod
     def connect(cls, url: str, archive: ArchiveDir, *, timeout: float = 1.0, **options: Any) -> AuditArchiver:
-        return cls(Redis.from_url(url, **fail_fast(timeout)), archive, timeout=timeout, **options)
+        # bytes, not text: the events go to the file exactly as Redis holds them
+        client = Redis.from_url(url, **(fail_fast(timeout) | {"decode_responses": False}))
+        return cls(client, archive, timeout=timeout, **options)
 
     @property
     def holds_lease(self) -> bool:
@@ -136,6 +147,10 @@ class AuditArchiver:
                 if why != failing:
                     log.error("audit archiver: not archiving: %s", why)  # noqa: TRY400 -- the reason, no traceback
                 failing, behind = why, False
+            except Exception:  # a bug must not end archiving for the life of the process
+                self._forget()
+                log.exception("audit archiver: unexpected error")
+                failing, behind = "unexpected error", False
             else:
                 if failing is not None:
                     log.info("audit archiver: archiving again")
@@ -167,19 +182,19 @@ class AuditArchiver:
     async def _archive_one(self) -> None:
         last = self._last
         after = "-" if last is None else f"({last.last_id}"
-        entries: list[tuple[str, str]] = []
+        entries: list[tuple[bytes, bytes]] = []
         while len(entries) < self._segment:
             count = min(_PAGE, self._segment - len(entries))
-            page = await self._call(self._redis.xrange(self._stream, min=after, max="+", count=count)) or []
-            entries.extend((str(entry_id), str((fields or {}).get("e", ""))) for entry_id, fields in page)
-            if len(page) < count:
+            page = await self._call(self._range(keys=[self._stream], args=[after, count]))
+            entries.extend(_entry(item) for item in page or [])
+            if len(page or []) < count:
                 break
-            after = f"({entries[-1][0]}"
+            after = f"({entries[-1][0].decode()}"
         if len(entries) < self._segment:
             self._forget()  # trimmed meanwhile by another holder: the next pass re-reads the archive
             return
         header = self._header(entries)
-        lines = [encode_line(entry_id, raw.encode()) for entry_id, raw in entries]
+        lines = (encode_line(entry_id, raw) for entry_id, raw in entries)  # encoded in the writer's thread
         try:
             await asyncio.to_thread(self._archive.write, header, lines, still_mine=lambda: self.holds_lease)
         except SegmentExists:
@@ -191,7 +206,7 @@ class AuditArchiver:
         self._last = header
         await self._trim_archived()
 
-    def _header(self, entries: list[tuple[str, str]]) -> SegmentHeader:
+    def _header(self, entries: list[tuple[bytes, bytes]]) -> SegmentHeader:
         """The next segment's header; ``ArchiveDamaged`` if the stream does not continue the
         archive (the archive is not the one the chain was archived to, or Redis lost events)."""
         last = self._last
@@ -205,9 +220,12 @@ class AuditArchiver:
             )
         last_hash = final.get("hash")
         if not isinstance(last_hash, str):
-            raise ArchiveDamaged(entries[-1][0], "the stream's event has no hash")
+            raise ArchiveDamaged(entries[-1][0].decode(), "the stream's event has no hash")
         seq = 0 if last is None else last.seq + 1
-        return SegmentHeader(seq, expected, entries[0][0], entries[-1][0], len(entries), last_hash)
+        first_id, last_id = entries[0][0].decode(), entries[-1][0].decode()
+        if not (_STREAM_ID.fullmatch(first_id) and _STREAM_ID.fullmatch(last_id)):
+            raise BackendUnavailable("redis: unexpected reply")
+        return SegmentHeader(seq, expected, first_id, last_id, len(entries), last_hash)
 
     async def _trim_archived(self) -> None:
         if self._last is None:
@@ -247,11 +265,21 @@ class AuditArchiver:
             await self._redis.aclose()
 
 
-def _event(entry: tuple[str, str]) -> dict[str, Any]:
+def _entry(item: Any) -> tuple[bytes, bytes]:
+    """``(id, the "e" field)`` of one raw stream entry; an entry that is not one field ``e``
+    holding one line of JSON (not written by the broker) is archived as an empty object,
+    which ``verify_chain`` then reports."""
+    entry_id, fields = item
+    if len(fields) == 2 and fields[0] == b"e" and fields[1][:1] == b"{" and b"\n" not in fields[1]:
+        return entry_id, fields[1]
+    return entry_id, b"{}"
+
+
+def _event(entry: tuple[bytes, bytes]) -> dict[str, Any]:
     try:
         event = json.loads(entry[1])
     except ValueError:
-        raise ArchiveDamaged(entry[0], "the stream's event is not JSON") from None
+        raise ArchiveDamaged(entry[0].decode(), "the stream's event is not JSON") from None
     if not isinstance(event, dict):
-        raise ArchiveDamaged(entry[0], "the stream's event is not JSON")
+        raise ArchiveDamaged(entry[0].decode(), "the stream's event is not JSON")
     return event

@@ -30,7 +30,7 @@ def write(archive: ArchiveDir, seq: int, part: list[tuple[str, dict[str, object]
     header = SegmentHeader(
         seq, str(part[0][1]["prev"]), part[0][0], part[-1][0], len(part), str(part[-1][1]["hash"])
     )
-    archive.write(header, [encode_line(i, raw) for i, _, raw in part], still_mine=lambda: True)
+    archive.write(header, [encode_line(i.encode(), raw) for i, _, raw in part], still_mine=lambda: True)
     return header
 
 
@@ -164,7 +164,7 @@ def test_a_writer_that_lost_its_lease_once_the_data_is_on_disk_publishes_nothing
 ) -> None:
     header = SegmentHeader(0, GENESIS, events[0][0], events[9][0], 10, str(events[9][1]["hash"]))
 
-    archive.write(header, [encode_line(i, raw) for i, _, raw in events[:10]], still_mine=lambda: False)
+    archive.write(header, [encode_line(i.encode(), raw) for i, _, raw in events[:10]], still_mine=lambda: False)
 
     assert list(archive.path.iterdir()) == []
 
