@@ -102,7 +102,7 @@ class ArchiveDir:
                 raise SegmentExists(header.name) from None
             self._fsync_dir()
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # best effort: the segment is already linked
                 temp.unlink()
 
     def remove_temporary(self) -> None:
@@ -110,7 +110,7 @@ class ArchiveDir:
         writer that lost its lease meanwhile then fails to link, as it should)."""
         for entry in os.scandir(self.path):
             if entry.name.startswith(".segment-") and entry.name.endswith(_TEMP_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
     def _fsync_dir(self) -> None:
