@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         print("broker workers RSS after the run: " + ", ".join(f"{rss_mb(p):.0f} MB" for p in workers))
         if args.soak > 0:
             soak(broker, workers, base, args.soak, redis_url=redis.url, ttl=args.soak_ttl)
+            print(audit_verify(broker))
         if any(r.errors for name, r in results if name in (MINT, INTROSPECT)):
             errors = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "rror" in line]
             print("broker log, last error lines:", *errors[-5:], sep="\n  ")
@@ -389,6 +390,16 @@ def soak(
         slowest = min(rates)
         print(f"mints/s per window: median {median:,.0f}, slowest {slowest:,.0f}"
               f" ({slowest / median:.0%} of the median)")  # fmt: skip
+
+
+def audit_verify(broker: BrokerProcess) -> str:
+    """``broker audit verify`` over the archive and the Redis tail, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "VAULT_", "BAO_"))}
+    argv = [sys.executable, "-m", "broker", "audit", "verify", "--config", str(broker.config_path())]
+    started = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False, env=env)  # noqa: S603
+    took = time.monotonic() - started
+    return f"broker audit verify (archive + tail, {took:.0f} s): {(out.stdout + out.stderr).strip()}"
 
 
 def archive_size(broker: BrokerProcess) -> str:

@@ -54,7 +54,8 @@ _PAGE = 1000  # events per XRANGE
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MAX_SEGMENTS_PER_PASS = 8  # then yield to the event loop (and renew) before more
 
-# KEYS: lease. ARGV: token, lease (ms). 1 when the caller holds it now, else 0.
+# KEYS: lease. ARGV: token, lease (ms). 1: renewed; 2: acquired (someone else may have
+# archived since this caller last held it); 0: another process holds it.
 _HOLD = """#!lua flags=allow-oom
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
@@ -63,7 +64,7 @@ if holder == ARGV[1] then
 end
 if holder then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return 2
 """
 
 # KEYS: lease, stream. ARGV: token, the first id to keep. Entries trimmed, or -1 (not held).
@@ -237,9 +238,14 @@ class AuditArchiver:
             self._forget()
 
     async def _renew(self) -> bool:
+        """Hold the lease. Newly acquired, the archive is read afresh before anything else
+        (another holder may have written segments meanwhile)."""
         started = time.monotonic()
         held = await self._call(self._hold(keys=[self._lease_key], args=[self._token, int(self._lease * 1000)]))
-        mine: bool = held == 1
+        if held == 2 and self._resumed:
+            self._forget()
+            return False  # the next pass resumes from the archive as it is now
+        mine: bool = held in (1, 2)
         self._held_at = started if mine else None
         return mine
 

@@ -134,6 +134,39 @@ def test_an_archiver_that_lost_its_lease_writes_and_trims_nothing(
     asyncio.run(scenario())
 
 
+def test_an_archiver_whose_lease_lapsed_resumes_from_the_archive_as_the_next_holder_left_it(
+    redis_server: RedisServer, client: redis.Redis, tmp_path: Path
+) -> None:
+    stream = stream_name()
+
+    async def scenario() -> None:
+        a = archiver(redis_server.url, tmp_path, stream, segment_events=50, tail_events=0)
+        b = archiver(redis_server.url, tmp_path, stream, segment_events=50, tail_events=0)
+        try:
+            await append(redis_server.url, stream, 100)
+            assert await a.step() is False  # segments 0 and 1
+            client.delete(audit_archiver_lease(stream))  # a stalled past its lease
+            await append(redis_server.url, stream, 50)
+            assert await b.step() is False  # b took over: segment 2
+            await b.aclose()
+            await append(redis_server.url, stream, 50)
+
+            assert await a.step() is False  # a holds the lease anew: it must not carry on from segment 1
+            assert await a.step() is False
+
+            assert sorted(p.name for p in tmp_path.iterdir()) == [segment_name(i) for i in range(4)]
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(scenario())
+    assert [e.event["n"] for e in whole_chain(redis_server.url, tmp_path, stream)] == [
+        *range(100),
+        *range(50),
+        *range(50),
+    ]
+
+
 def settings_file(tmp_path: Path, url: str, stream: str, archive: Path) -> Path:
     path = tmp_path / "broker.yaml"
     path.write_text(
