@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = children_of(broker.proc.pid) if broker.proc is not None else []
         print("broker workers RSS after the run: " + ", ".join(f"{rss_mb(p):.0f} MB" for p in workers))
         if args.soak > 0:
-            soak(broker, workers, base, args.soak, redis_url=redis.url, ttl=args.soak_ttl)
+            soak(broker, workers, base, args.soak, redis=redis, ttl=args.soak_ttl)
             print(audit_verify(broker))
         if any(r.errors for name, r in results if name in (MINT, INTROSPECT)):
             errors = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "rror" in line]
@@ -341,11 +341,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def soak(
-    broker: BrokerProcess, workers: list[int], base: LoadSpec, seconds: float, *, redis_url: str, ttl: str | None
+    broker: BrokerProcess,
+    workers: list[int],
+    base: LoadSpec,
+    seconds: float,
+    *,
+    redis: RedisServer,
+    ttl: str | None,
 ) -> None:
     """Mint for ``seconds`` more, in 10 s windows, printing after each: the mint rate, each
     worker's RSS, Redis ``used_memory`` (and the audit stream's length), and the archive's
-    size; then whether memory stayed flat and the slowest window against the median."""
+    size, the CPU the broker and Redis used and the load average (other work on the machine);
+    then whether memory stayed flat and the slowest window against the median."""
     run = uuid.uuid4().hex[:8]
     spec = replace(
         base,
@@ -356,35 +363,37 @@ def soak(
         seconds=10.0,
         warmup=0.0,
     )
-    client = Redis.from_url(redis_url, socket_timeout=10)
+    client = Redis.from_url(redis.url, socket_timeout=10)
     print(f"\nsoak: minting for {seconds:.0f} s (token ttl {ttl or 'default, 5m'}); after each 10 s window: RSS"
           " of each worker, Redis used_memory (the audit stream: events, its memory; keys), the archive")  # fmt: skip
     started = time.monotonic()
     window = 0
     rates: list[float] = []
-    memory: list[tuple[float, int]] = []
+    memory: list[tuple[float, int, int]] = []
     try:
         while time.monotonic() - started < seconds:
             window += 1
-            result, _ = measure(replace(spec, body=spec.body.replace("{w}", str(window))), {})
+            servers = {"broker": broker.proc, "redis": redis.proc}
+            result, cpu = measure(replace(spec, body=spec.body.replace("{w}", str(window))), servers)
             at = time.monotonic() - started
             used = int(client.info("memory")["used_memory"])
             length, keys = client.xlen("capbroker:audit"), client.dbsize()
             stream = int(client.memory_usage("capbroker:audit") or 0)
             rates.append(result.rps)
-            memory.append((at, used))
+            memory.append((at, used, stream))
             rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)
             print(f"  {at:5.0f} s  {result.rps:7,.0f} mints/s  errors {result.errors}  RSS {rss}"
                   f"  redis {used / 2**20:6.1f} MB (stream {length:,} events {stream / 2**20:.1f} MB, keys {keys:,})"
-                  f"  archive {archive_size(broker)}",
+                  f"  archive {archive_size(broker)}  CPU {cpu}  load {os.getloadavg()[0]:.1f}",
                   flush=True)  # fmt: skip
     finally:
         client.close()
-    settled = [used for at, used in memory if at > 60]
-    if settled:
-        low, high = min(settled), max(settled)
-        print(f"redis used_memory after the first minute: {low / 2**20:.1f} to {high / 2**20:.1f} MB"
-              f" ({(high - low) / low:.0%} spread)")  # fmt: skip
+    for what, column in (("redis used_memory", 1), ("the audit stream's memory", 2)):
+        settled = [sample[column] for sample in memory if sample[0] > 60]
+        if settled:
+            low, high = min(settled), max(settled)
+            print(f"{what} after the first minute: {low / 2**20:.1f} to {high / 2**20:.1f} MB"
+                  f" (max {high / low - 1:.0%} above min)")  # fmt: skip
     if rates:
         median = statistics.median(rates)
         slowest = min(rates)
