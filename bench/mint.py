@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+
+from redis import Redis
 
 if __package__ in (None, ""):  # run as `python bench/mint.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default 64)")
     parser.add_argument("--client", choices=["auto", "wrk", "aiohttp", "httpx"], default="auto")
     parser.add_argument("--soak", type=float, default=0.0, help="then mint this many more seconds, sampling RSS")
+    parser.add_argument("--soak-ttl", help="the soak's token ttl (default 5m); task records live ttl + 120 s")
     parser.add_argument("--profile", type=Path, help="py-spy the workers on the broker paths; folded stacks here")
     parser.add_argument("--only", choices=["all", "broker"], default="all", help="broker: skip the OpenBao rows")
     args = parser.parse_args(argv)
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         workers = children_of(broker.proc.pid) if broker.proc is not None else []
         print("broker workers RSS after the run: " + ", ".join(f"{rss_mb(p):.0f} MB" for p in workers))
         if args.soak > 0:
-            soak(broker, workers, base, args.soak)
+            soak(broker, workers, base, args.soak, redis=redis, ttl=args.soak_ttl)
+            print(audit_verify(broker))
         if any(r.errors for name, r in results if name in (MINT, INTROSPECT)):
             errors = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "rror" in line]
             print("broker log, last error lines:", *errors[-5:], sep="\n  ")
@@ -335,27 +340,82 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def soak(broker: BrokerProcess, workers: list[int], base: LoadSpec, seconds: float) -> None:
-    """Mint for ``seconds`` more, in 10 s windows, printing each worker's RSS after each."""
+def soak(
+    broker: BrokerProcess,
+    workers: list[int],
+    base: LoadSpec,
+    seconds: float,
+    *,
+    redis: RedisServer,
+    ttl: str | None,
+) -> None:
+    """Mint for ``seconds`` more, in 10 s windows, printing after each: the mint rate, each
+    worker's RSS, Redis ``used_memory`` (and the audit stream's length), and the archive's
+    size, the CPU the broker and Redis used and the load average (other work on the machine);
+    then whether memory stayed flat and the slowest window against the median."""
     run = uuid.uuid4().hex[:8]
     spec = replace(
         base,
         url=f"{broker.url}/v1/tokens",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {broker.policy.keys[AGENT]}"},
         expect=201,
-        body=json.dumps({"task": f"soak-{run}-{{w}}-{{n}}", "scopes": [SCOPE]}),
+        body=json.dumps({"task": f"soak-{run}-{{w}}-{{n}}", "scopes": [SCOPE], **({"ttl": ttl} if ttl else {})}),
         seconds=10.0,
         warmup=0.0,
     )
-    print(f"\nsoak: minting for {seconds:.0f} s; RSS of each worker after each 10 s window")
+    client = Redis.from_url(redis.url, socket_timeout=10)
+    print(f"\nsoak: minting for {seconds:.0f} s (token ttl {ttl or 'default, 5m'}); after each 10 s window: RSS"
+          " of each worker, Redis used_memory (the audit stream: events, its memory; keys), the archive")  # fmt: skip
     started = time.monotonic()
     window = 0
-    while time.monotonic() - started < seconds:
-        window += 1
-        result, _ = measure(replace(spec, body=spec.body.replace("{w}", str(window))), {})
-        rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)
-        print(f"  {time.monotonic() - started:5.0f} s  {result.rps:7,.0f} mints/s  errors {result.errors}  RSS {rss}",
-              flush=True)  # fmt: skip
+    rates: list[float] = []
+    memory: list[tuple[float, int, int]] = []
+    try:
+        while time.monotonic() - started < seconds:
+            window += 1
+            servers = {"broker": broker.proc, "redis": redis.proc}
+            result, cpu = measure(replace(spec, body=spec.body.replace("{w}", str(window))), servers)
+            at = time.monotonic() - started
+            used = int(client.info("memory")["used_memory"])
+            length, keys = client.xlen("capbroker:audit"), client.dbsize()
+            stream = int(client.memory_usage("capbroker:audit") or 0)
+            rates.append(result.rps)
+            memory.append((at, used, stream))
+            rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)
+            print(f"  {at:5.0f} s  {result.rps:7,.0f} mints/s  errors {result.errors}  RSS {rss}"
+                  f"  redis {used / 2**20:6.1f} MB (stream {length:,} events {stream / 2**20:.1f} MB, keys {keys:,})"
+                  f"  archive {archive_size(broker)}  CPU {cpu}  load {os.getloadavg()[0]:.1f}",
+                  flush=True)  # fmt: skip
+    finally:
+        client.close()
+    for what, column in (("redis used_memory", 1), ("the audit stream's memory", 2)):
+        settled = [sample[column] for sample in memory if sample[0] > 60]
+        if settled:
+            low, high = min(settled), max(settled)
+            print(f"{what} after the first minute: {low / 2**20:.1f} to {high / 2**20:.1f} MB"
+                  f" (max {high / low - 1:.0%} above min)")  # fmt: skip
+    if rates:
+        median = statistics.median(rates)
+        slowest = min(rates)
+        print(f"mints/s per window: median {median:,.0f}, slowest {slowest:,.0f}"
+              f" ({slowest / median:.0%} of the median)")  # fmt: skip
+
+
+def audit_verify(broker: BrokerProcess) -> str:
+    """``broker audit verify`` over the archive and the Redis tail, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "VAULT_", "BAO_"))}
+    argv = [sys.executable, "-m", "broker", "audit", "verify", "--config", str(broker.config_path())]
+    started = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False, env=env)  # noqa: S603
+    took = time.monotonic() - started
+    return f"broker audit verify (archive + tail, {took:.0f} s): {(out.stdout + out.stderr).strip()}"
+
+
+def archive_size(broker: BrokerProcess) -> str:
+    if broker.archive_dir is None:
+        return "none"
+    files = [p for p in broker.archive_dir.iterdir() if p.name.startswith("segment-")]
+    return f"{len(files)} segments, {sum(p.stat().st_size for p in files) / 2**20:,.0f} MB"
 
 
 if __name__ == "__main__":

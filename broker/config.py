@@ -52,6 +52,11 @@ class Settings:
     # this many seconds after the oldest of them (broker.audit.checkpoint)
     audit_checkpoint_events: int = DEFAULT_EVERY_EVENTS
     audit_checkpoint_interval: float = DEFAULT_INTERVAL
+    # retention (SPEC 5): Redis keeps about tail + segment events; older ones move to
+    # segment files in this directory, which every replica must share (broker.backends.audit_archiver)
+    audit_archive_dir: str = ""
+    audit_tail_events: int = 10_000
+    audit_segment_events: int = 10_000
     backend_timeout: float = 1.0
     key_refresh: float = 10.0
     clock_skew: float = 5.0  # how far replica clocks may disagree (seconds)
@@ -83,6 +88,9 @@ _FIELDS: dict[str, type] = {
     "audit_stream": str,
     "audit_checkpoint_events": int,
     "audit_checkpoint_interval": float,
+    "audit_archive_dir": str,
+    "audit_tail_events": int,
+    "audit_segment_events": int,
     "backend_timeout": float,
     "key_refresh": float,
     "clock_skew": float,
@@ -187,6 +195,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
     if s.state == "redis" and not s.redis_url:
         raise SettingsError("state redis needs redis_url")
+    if not 0 <= s.audit_tail_events <= 10_000_000 or not 1 <= s.audit_segment_events <= 1_000_000:
+        raise SettingsError("audit_tail_events is 0 to 10,000,000; audit_segment_events 1 to 1,000,000")
     if not 0 <= s.clock_skew <= 60:
         raise SettingsError("clock_skew is 0 to 60 seconds (the largest verifier leeway)")
     if not 0.05 <= s.backend_timeout <= 10:

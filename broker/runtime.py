@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from broker.audit.checkpointer import Checkpointer
@@ -19,6 +20,7 @@ from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultT
 from broker.verify.revocation import RevocationCheck
 
 if TYPE_CHECKING:
+    from broker.backends.audit_archiver import AuditArchiver
     from broker.backends.redis_durability import Verdict
 
 log = logging.getLogger("broker")
@@ -94,6 +96,23 @@ def revocation_feed(settings: Settings) -> RevocationCheck | None:
     return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
 
 
+def audit_archiver(settings: Settings) -> AuditArchiver | None:
+    """The process's audit archiver (one of the replicas' archivers holds the lease at a time)."""
+    if settings.state != "redis" or not settings.audit_archive_dir:
+        return None
+    from broker.backends.audit_archive import ArchiveDir
+    from broker.backends.audit_archiver import AuditArchiver
+
+    return AuditArchiver.connect(
+        settings.redis_url,
+        ArchiveDir(Path(settings.audit_archive_dir)),
+        timeout=settings.backend_timeout,
+        stream=settings.audit_stream,
+        tail_events=settings.audit_tail_events,
+        segment_events=settings.audit_segment_events,
+    )
+
+
 def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Broker:
     """A broker over the configured backends; the policy must load (fail at start)."""
     policy = load_policy(settings.scopes)
@@ -145,10 +164,12 @@ def redis_durability(settings: Settings, *, wait: float = REDIS_START_WAIT) -> V
 
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
+    archiver = audit_archiver(settings)
     return create_app(
         build_broker(settings),
         max_body_bytes=settings.max_body_bytes,
         handle_sighup=handle_sighup,
         ready_wait=READY_WAIT,
         freeze_heap=True,
+        background=(archiver.run,) if archiver is not None else (),
     )

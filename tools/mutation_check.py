@@ -136,6 +136,14 @@ MUTATIONS = [
     Mutation("a service's refusals spend no rate", "broker/service/introspect.py",
              "    if service is None or isinstance(error, BackendUnavailable):", "    if True:",
              ("tests/service/test_refusal_bounds.py",)),
+    Mutation("a cut archive segment goes unnoticed", "broker/audit/segments.py",
+             "    if last is None or count != header.count:", "    if last is None:",
+             ("tests/unit/test_audit_archive.py",)),
+    Mutation("audit archiver lease taken while held", "broker/backends/audit_archiver.py",
+             "if holder then return 0 end", "if false then return 0 end",
+             (("tests/integration/test_audit_retention.py::"
+               "test_two_archivers_only_the_lease_holder_writes_and_the_other_takes_over_where_it_stopped"),),
+             integration=True),
 ]
 
 

@@ -6,14 +6,17 @@ without awaiting, which makes it atomic on the event loop, the way a Lua script 
 in Redis. Entries expire lazily (when read, and in a sweep every few hundred writes) on
 the schedule of ``broker.service.retention``, using the injected clock.
 
-Audit events are kept in a list, all of them, for the life of the process: this is a
-development mode, and an audit log that drops events silently is no audit log.
+Audit events: the chain is sealed here as in Redis, and the newest ``audit_tail`` events
+(10,000 by default) are kept, so a dev broker left running does not grow without bound.
+The complete record of a dev broker is its stdout, where every event is also written as
+one JSON line; there is no archive (``broker serve`` archives, SPEC 5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +28,7 @@ from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
 
 _SWEEP_EVERY = 512  # writes between two sweeps of expired entries
+AUDIT_TAIL = 10_000  # audit events kept in memory (the newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,7 @@ class _Expiring:
 class MemoryState:
     """In-process state: rate limits, task records, revocations and the audit chain."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, audit_tail: int = AUDIT_TAIL) -> None:
         self._clock = clock
         self._rates: dict[str, _Expiring] = {}  # agent -> GCRA arrival time (µs)
         self._tasks: dict[str, _Expiring] = {}  # task reference -> record (value unused)
@@ -46,7 +50,7 @@ class MemoryState:
         self._suspended: dict[str, int] = {}  # agent -> when suspended; until reinstated
         self._once: dict[str, _Expiring] = {}  # replay-guard claims
         self._children: dict[str, tuple[set[str], _Expiring]] = {}  # parent jti -> child jtis
-        self._events: list[StoredEvent] = []
+        self._events: deque[StoredEvent] = deque(maxlen=audit_tail)
         self._head = GENESIS
         self._last_id = (0, 0)
         self._writes = 0

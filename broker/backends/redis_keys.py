@@ -84,6 +84,12 @@ def audit_head(stream: str) -> str:
     return f"{stream}:head"
 
 
+def audit_archiver_lease(stream: str) -> str:
+    """The archiver lease of ``stream``: the token of the one process that may move its
+    oldest events to the archive and trim them (``broker.backends.audit_archiver``)."""
+    return f"{stream}:archiver"
+
+
 def revocation_channel(prefix: str) -> str:
     """Pub/sub channel on which every revocation is announced as it is written, so
     verifiers and replicas can keep a local revocation set (``revocation_message``)."""

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from broker.audit.chain import ChainReport, ChainWalk, CheckpointKeys
+from broker.audit.segments import ArchiveDamaged
 from broker.config import Settings, SettingsError, load_settings
 from broker.errors import BackendUnavailable
+from broker.service.ports import StoredEvent
 from broker.token.endorsement import is_session_kid
 from broker.token.keys import KeyFormatError, KeySet
 
@@ -28,9 +34,13 @@ def register(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit trail")
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     verify = sub.add_parser(
-        "verify", help="check the audit hash chain, its signed checkpoints and its head; name the first bad link"
+        "verify",
+        help="check the audit hash chain (archive, then Redis), its signed checkpoints and its head;"
+        " name the first bad link",
     )
-    verify.add_argument("--config", help="settings file (the Redis holding the audit stream, the Vault key)")
+    verify.add_argument(
+        "--config", help="settings file (the Redis holding the audit stream, the archive directory, the Vault key)"
+    )
     verify.add_argument(
         "--keys",
         metavar="FILE|URL",
@@ -38,6 +48,12 @@ def register(commands: Any) -> None:
         "instead of reading the Transit key from Vault",
     )
     verify.set_defaults(run=run_audit_verify)
+    export = sub.add_parser("export", help="the audit events, archive then Redis, as JSON lines (for a SIEM)")
+    export.add_argument("--config", help="settings file (the Redis and the archive directory)")
+    export.add_argument(
+        "--since", help="an ISO 8601 time with its zone (2026-12-04T10:00:00Z) or a span back (15m, 1h, 7d)"
+    )
+    export.set_defaults(run=run_audit_export)
 
 
 async def _rotate(config: str | None) -> str:
@@ -102,32 +118,79 @@ def _jwks(source: str) -> KeySet:
     return KeySet(k for k in keys if not is_session_kid(k.kid))
 
 
-async def _verify(config: str | None, keys_source: str | None) -> ChainReport:
+async def _stored_head(settings: Settings) -> str | None:
     from broker.runtime import state_store
 
-    settings = load_settings(config)
-    keys = await _long_term_keys(settings, keys_source)
     state = state_store(settings)
     try:
-        head = await state.audit_head()  # before the walk: later events are appended since
-        walk = ChainWalk(checkpoints=CheckpointKeys(keys, settings.issuer), head=head)
-        async for stored in state.audit_events():
-            if walk.feed(stored) is not None:
-                break
-        return walk.finish(now=time.time(), interval=settings.audit_checkpoint_interval)
+        return await state.audit_head()
     finally:
         await state.aclose()
 
 
-def run_audit_verify(args: argparse.Namespace) -> int:
+def _verify(config: str | None, keys_source: str | None, counted: list[_Counted]) -> ChainReport:
+    """Walk archive + tail once, checking links, checkpoints and the stored head (read
+    before the walk: events appended meanwhile are not a break)."""
+    settings = load_settings(config)
+    keys = asyncio.run(_long_term_keys(settings, keys_source))
+    head = asyncio.run(_stored_head(settings))
+    walk = ChainWalk(checkpoints=CheckpointKeys(keys, settings.issuer), head=head)
+    with _history(config) as events:
+        counted.append(_Counted(events))
+        for stored in counted[-1]:
+            if walk.feed(stored) is not None:
+                break
+    return walk.finish(now=time.time(), interval=settings.audit_checkpoint_interval)
+
+
+@contextmanager
+def _history(config: str | None, since: str | None = None) -> Iterator[Iterator[StoredEvent]]:
+    """The chain, streamed: the archive's segments, then the Redis tail (``audit_history``).
+    The memory state keeps nothing beyond its process: no events."""
+    from broker.backends.audit_archive import ArchiveDir
+    from broker.backends.audit_history import RedisTail, audit_history
+
+    settings = load_settings(config)
+    if settings.state != "redis":
+        yield iter(())
+        return
+    archive = ArchiveDir(Path(settings.audit_archive_dir)) if settings.audit_archive_dir else None
+    tail = RedisTail.connect(settings.redis_url, settings.audit_stream, timeout=max(5.0, settings.backend_timeout))
     try:
-        report = asyncio.run(_verify(args.config, args.keys))
+        yield audit_history(archive, tail, since=since)
+    finally:
+        tail.close()
+
+
+class _Counted:
+    """Counts the events passed on (``verify_chain`` asks for the next one only once the
+    one before it verified)."""
+
+    def __init__(self, events: Iterable[StoredEvent]) -> None:
+        self._events = events
+        self.count = 0
+
+    def __iter__(self) -> Iterator[StoredEvent]:
+        for stored in self._events:
+            yield stored
+            self.count += 1
+
+
+def run_audit_verify(args: argparse.Namespace) -> int:
+    walked: list[_Counted] = []
+    try:
+        report = _verify(args.config, args.keys, walked)
     except (SettingsError, OSError, ValueError) as e:
         print(f"broker audit verify: {e}", file=sys.stderr)
         return 2
     except BackendUnavailable as e:
         print(f"broker audit verify: a backend is unavailable ({e.reason})", file=sys.stderr)
         return 2
+    except ArchiveDamaged as e:
+        good = walked[-1].count if walked else 0
+        print(f"audit chain BROKEN at event #{good} (archive {e.where}): {e.reason}")
+        print(f"{good} event(s) before it verify")
+        return 1
     if report.broken is not None:
         b = report.broken
         where = "the stored head" if b.id == "head" else f"event #{b.index} (id {b.id})"
@@ -143,4 +206,54 @@ def run_audit_verify(args: argparse.Namespace) -> int:
     print(f"audit chain OK: {summary}")
     if report.anchored < report.count:
         print(f"{report.count - report.anchored} newest event(s) await their checkpoint (within the interval)")
+    return 0
+
+
+_SPAN = re.compile(r"([1-9][0-9]{0,8})([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_stream_id(text: str, now: float) -> str:
+    """``--since``: an ISO 8601 time with its zone, or a span back from ``now`` (``90s``,
+    ``15m``, ``1h``, ``7d``), as the first stream id at that time (stream ids are the
+    milliseconds at which Redis stored the event). ``ValueError`` otherwise."""
+    span = _SPAN.fullmatch(text.strip())
+    if span is not None:
+        at = now - int(span.group(1)) * _UNIT[span.group(2)]
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"--since {text[:40]!r}: an ISO 8601 time or a span like 15m, 1h, 7d") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"--since {text[:40]!r}: give the time zone (e.g. Z or +01:00)")
+        at = parsed.timestamp()
+    return f"{max(0, int(at * 1000))}-0"
+
+
+def run_audit_export(args: argparse.Namespace) -> int:
+    """One JSON line per event, ``{"audit_id": <stream id>, ...the stored event}`` (the
+    shape of the broker's stdout lines), oldest first. It does not verify: run ``verify``."""
+    try:
+        since = since_stream_id(args.since, time.time()) if args.since else None
+    except ValueError as e:
+        print(f"broker audit export: {e}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    try:
+        with _history(args.config, since) as events:
+            for stored in events:
+                out.write(json.dumps({"audit_id": stored.id, **stored.event}, separators=(",", ":")) + "\n")
+            out.flush()
+    except BrokenPipeError:
+        return 0  # the reader stopped (| head): not an error
+    except (SettingsError, OSError) as e:
+        print(f"broker audit export: {e}", file=sys.stderr)
+        return 2
+    except BackendUnavailable as e:
+        print(f"broker audit export: the state store is unavailable ({e.reason})", file=sys.stderr)
+        return 2
+    except ArchiveDamaged as e:
+        print(f"broker audit export: the archive is damaged at {e.where}: {e.reason}", file=sys.stderr)
+        return 1
     return 0

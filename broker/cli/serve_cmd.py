@@ -81,6 +81,20 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.signer != "vault" or settings.state != "redis":
         print("broker serve: runs on Vault + Redis only; `broker dev` is the embedded default", file=sys.stderr)
         return 2
+    if not settings.audit_archive_dir:
+        print(
+            "broker serve: audit_archive_dir is required: Redis keeps only a bounded tail of the audit"
+            " chain and older events move there (a directory every replica shares; see SECURITY.md)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        from broker.backends.audit_archive import ArchiveDir
+
+        ArchiveDir(Path(settings.audit_archive_dir)).check()
+    except OSError as e:
+        print(f"broker serve: {e}", file=sys.stderr)
+        return 2
     if not args.as_worker and not _redis_fit(settings):  # workers: their parent checked it
         return 2
     if args.as_worker:

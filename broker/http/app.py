@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -81,6 +81,7 @@ def create_app(
     hot_paths: bool = True,
     ready_wait: float = 0.0,
     freeze_heap: bool = False,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> BrokerApp:
     """The ASGI app: the hot paths (``broker.http.hot_paths``) in front of the Litestar app.
     ``hot_paths=False`` routes everything through Litestar (the hot paths' parity tests).
@@ -92,6 +93,8 @@ def create_app(
 
     ``freeze_heap``: once started, move every object built so far out of the garbage
     collector's generations (``gc.freeze``), for a process that serves one app for life.
+
+    ``background``: tasks run for the app's life and cancelled at shutdown (the audit archiver).
     """
     litestar = _litestar_app(
         broker,
@@ -99,12 +102,19 @@ def create_app(
         handle_sighup=handle_sighup,
         ready_wait=ready_wait,
         freeze_heap=freeze_heap,
+        background=background,
     )
     return BrokerApp(litestar, broker, max_body_bytes=max_body_bytes, routes=HOT_ROUTES if hot_paths else {})
 
 
 def _litestar_app(
-    broker: Broker, *, max_body_bytes: int, handle_sighup: bool, ready_wait: float, freeze_heap: bool
+    broker: Broker,
+    *,
+    max_body_bytes: int,
+    handle_sighup: bool,
+    ready_wait: float,
+    freeze_heap: bool,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -120,6 +130,7 @@ def _litestar_app(
         follower = asyncio.create_task(reload_when_peers_do(broker))
         checkpoints = broker.checkpoints
         checkpointer = asyncio.create_task(checkpoints.run()) if checkpoints is not None else None
+        others = [asyncio.create_task(run()) for run in background]
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, lambda: _keep(tasks, loop.create_task(reload_on_signal(broker))))
@@ -128,11 +139,11 @@ def _litestar_app(
         finally:
             if handle_sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
-            for background in (starter, follower, checkpointer):
-                if background is not None:
-                    background.cancel()
+            for running in (starter, follower, checkpointer, *others):
+                if running is not None:
+                    running.cancel()
                     with suppress(asyncio.CancelledError):
-                        await background
+                        await running
             for task in tasks:
                 task.cancel()
             if checkpoints is not None:

@@ -177,7 +177,9 @@ class StateStore(Protocol):
         ...
 
     def audit_events(self) -> AsyncIterator[StoredEvent]:
-        """Every stored audit event, oldest first."""
+        """Every audit event the store still holds, oldest first: in Redis the tail not yet
+        archived (``broker.backends.audit_archiver``; the whole chain is
+        ``broker.backends.audit_history``), in memory the newest ``AUDIT_TAIL``."""
         ...
 
     async def audit_head(self) -> str:

@@ -85,7 +85,10 @@ def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> It
     # (two processes' checkpoints in one chain: tests/integration/test_audit_checkpoints.py)
     quiet = {"BROKER_AUDIT_CHECKPOINT_INTERVAL": "1h", "BROKER_AUDIT_CHECKPOINT_EVENTS": "1000000"}
     procs = [
-        BrokerProcess(root / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY, extra_env=quiet)
+        BrokerProcess(
+            root / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY, extra_env=quiet,
+            archive_dir=root / "archive",
+        )
         for name, policy in (("a", policy_a), ("b", policy_b))
     ]
     try:

@@ -77,6 +77,7 @@ class BrokerProcess:
     signing_alg: str = "EdDSA"
     port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    archive_dir: Path | None = None  # the audit archive (default: workdir/audit-archive); replicas share one
     proc: subprocess.Popen[bytes] | None = None
     # The test Redis servers keep nothing on disk (each test starts from empty), which
     # `broker serve` refuses unless told this is accepted; test_redis_durability checks the rest.
@@ -99,6 +100,9 @@ class BrokerProcess:
         token_file.write_text(self.vault_token)
         token_file.chmod(0o600)
         config = self.workdir / f"broker-{self.port}.yaml"
+        if self.archive_dir is None:
+            self.archive_dir = self.workdir / "audit-archive"
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(
             "\n".join([
                 f"issuer: {self.issuer}",
@@ -114,6 +118,7 @@ class BrokerProcess:
                 "state: redis",
                 f"redis_url: {self.redis_url}",
                 f"redis_durability: {self.redis_durability}",
+                f"audit_archive_dir: {self.archive_dir}",
                 "backend_timeout: 800ms",
                 "key_refresh: 500ms",
                 "clock_skew: 1s",

@@ -79,3 +79,40 @@ def test_the_checkpoint_settings_take_durations_and_are_bounded(tmp_path: Path) 
     for bad in ({"audit_checkpoint_events": "0"}, {"audit_checkpoint_interval": "0s"}):
         with pytest.raises(SettingsError, match="audit_checkpoint"):
             load_settings(settings(tmp_path, **bad), env={})
+
+
+def production(tmp_path: Path, **overrides: str) -> Path:
+    token = tmp_path / "vault-token"
+    token.write_text("not-a-real-token")
+    return settings(
+        tmp_path,
+        signer="vault",
+        state="redis",
+        vault_addr="http://127.0.0.1:1",
+        vault_token_file=str(token),
+        redis_url="redis://127.0.0.1:1/0",
+        **overrides,
+    )
+
+
+def test_serve_refuses_to_start_without_an_audit_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(production(tmp_path))]) == 2
+    assert "audit_archive_dir is required" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_archive_directory_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "not-mounted"
+    assert main(["serve", "--config", str(production(tmp_path, audit_archive_dir=str(missing)))]) == 2
+    assert f"audit archive directory {missing} does not exist" in capsys.readouterr().err
+
+
+def test_export_refuses_a_since_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "export", "--config", str(settings(tmp_path)), "--since", "last week"]) == 2
+    assert "--since 'last week'" in capsys.readouterr().err
+
+
+def test_export_of_the_memory_state_is_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "export", "--config", str(settings(tmp_path)), "--since", "1h"]) == 0
+    assert capsys.readouterr().out == ""

@@ -294,3 +294,14 @@ def test_an_event_is_sealed_once(state: MemoryState) -> None:
 def test_ping_and_aclose_succeed(state: MemoryState) -> None:
     run(state.ping())
     run(state.aclose())
+
+
+def test_the_dev_audit_tail_is_bounded_and_keeps_the_newest_events_chained(clock: Clock) -> None:
+    state = MemoryState(clock=clock, audit_tail=5)
+    for i in range(12):
+        run(state.append_audit({"type": "admin", "n": i}))
+
+    kept = events(state)
+
+    assert [e.event["n"] for e in kept] == [7, 8, 9, 10, 11]
+    assert verify_chain(kept, start=kept[0].event["prev"]).ok
