@@ -49,6 +49,7 @@ class LoadSpec:
     warmup: float = 2.0
     client: str = "auto"  # auto | wrk | aiohttp | httpx
     method: str = "POST"  # GET sends no body
+    cycle: int = 0  # > 0: a body's {c} is the request number modulo this (a bounded set of ids)
 
 
 @dataclass
@@ -137,11 +138,15 @@ async def _drive(spec: LoadSpec, send: Send, client: str, on_window: Callable[[s
     result = LoadResult(client=client)
     state = {"measuring": False, "stop": False}
     counter = iter(range(1 << 62))
-    templated = "{n}" in spec.body
+    templated = "{n}" in spec.body or "{c}" in spec.body
+
+    def body_of(n: int) -> bytes:
+        text = spec.body.replace("{n}", str(n))
+        return (text.replace("{c}", str(n % spec.cycle)) if spec.cycle > 0 else text).encode()
 
     async def worker() -> None:
         while not state["stop"]:
-            body = (spec.body.replace("{n}", str(next(counter))) if templated else spec.body).encode()
+            body = body_of(next(counter)) if templated else spec.body.encode()
             start = time.perf_counter()
             try:
                 status, raw = await send(body)
@@ -173,15 +178,17 @@ async def _drive(spec: LoadSpec, send: Send, client: str, on_window: Callable[[s
     return result
 
 
-# One wrk thread; each request gets the next number of this run in its body's {n}.
+# One wrk thread; each request gets the next number of this run in its body's {n}, and
+# that number modulo ``cycle`` in its {c}.
 _WRK_SCRIPT = """
-local method, path, body, headers, phase = %s, %s, %s, {%s}, %s
+local method, path, body, headers, phase, cycle = %s, %s, %s, {%s}, %s, %d
 local n = 0
 local templated = string.find(body, "{n}", 1, true) ~= nil
 request = function()
   n = n + 1
   local b = body
   if templated then b = string.gsub(body, "{n}", phase .. "-" .. n) end
+  if cycle > 0 then b = string.gsub(b, "{c}", tostring(n %% cycle)) end
   if method == "GET" then b = nil end
   return wrk.format(method, path, headers, b)
 end
@@ -204,7 +211,9 @@ def _wrk_once(spec: LoadSpec, seconds: float, phase: str, work: Path) -> dict[st
     parts = urlsplit(spec.url)
     headers = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in spec.headers.items())
     script = work / f"{phase}.lua"
-    script.write_text(_WRK_SCRIPT % (_lua(spec.method), _lua(parts.path), _lua(spec.body), headers, _lua(phase)))
+    script.write_text(
+        _WRK_SCRIPT % (_lua(spec.method), _lua(parts.path), _lua(spec.body), headers, _lua(phase), spec.cycle)
+    )
     argv = ["wrk", "-t1", f"-c{spec.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
             "-s", str(script), f"{parts.scheme}://{parts.netloc}"]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)  # noqa: S603

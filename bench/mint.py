@@ -232,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=["auto", "wrk", "aiohttp", "httpx"], default="auto")
     parser.add_argument("--soak", type=float, default=0.0, help="then mint this many more seconds, sampling RSS")
     parser.add_argument("--soak-ttl", help="the soak's token ttl (default 5m); task records live ttl + 120 s")
+    parser.add_argument(
+        "--soak-tasks",
+        type=int,
+        default=0,
+        help="the soak's agents work on this many tasks, minting for each again and again"
+        " (default 0: a new task per mint, so Redis holds one task record per token alive)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the workers on the broker paths; folded stacks here")
     parser.add_argument("--only", choices=["all", "broker"], default="all", help="broker: skip the OpenBao rows")
     args = parser.parse_args(argv)
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = children_of(broker.proc.pid) if broker.proc is not None else []
         print("broker workers RSS after the run: " + ", ".join(f"{rss_mb(p):.0f} MB" for p in workers))
         if args.soak > 0:
-            soak(broker, workers, base, args.soak, redis=redis, ttl=args.soak_ttl)
+            soak(broker, workers, base, args.soak, redis=redis, ttl=args.soak_ttl, tasks=args.soak_tasks)
             print(audit_verify(broker))
         if any(r.errors for name, r in results if name in (MINT, INTROSPECT)):
             errors = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "rror" in line]
@@ -348,6 +355,7 @@ def soak(
     *,
     redis: RedisServer,
     ttl: str | None,
+    tasks: int = 0,
 ) -> None:
     """Mint for ``seconds`` more, in 10 s windows, printing after each: the mint rate, each
     worker's RSS, Redis ``used_memory`` (and the audit stream's length), and the archive's
@@ -359,12 +367,18 @@ def soak(
         url=f"{broker.url}/v1/tokens",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {broker.policy.keys[AGENT]}"},
         expect=201,
-        body=json.dumps({"task": f"soak-{run}-{{w}}-{{n}}", "scopes": [SCOPE], **({"ttl": ttl} if ttl else {})}),
+        body=json.dumps(
+            {"task": f"soak-{run}-{{c}}" if tasks else f"soak-{run}-{{w}}-{{n}}", "scopes": [SCOPE]}
+            | ({"ttl": ttl} if ttl else {})
+        ),
         seconds=10.0,
         warmup=0.0,
+        cycle=tasks,
     )
     client = Redis.from_url(redis.url, socket_timeout=10)
-    print(f"\nsoak: minting for {seconds:.0f} s (token ttl {ttl or 'default, 5m'}); after each 10 s window: RSS"
+    print(f"\nsoak: minting for {seconds:.0f} s (token ttl {ttl or 'default, 5m'};"
+          f" {f'{tasks} tasks, each minted for again and again' if tasks else 'a new task per mint'});"
+          " after each 10 s window: RSS"
           " of each worker, Redis used_memory (the audit stream: events, its memory; keys), the archive")  # fmt: skip
     started = time.monotonic()
     window = 0

@@ -44,12 +44,20 @@ def stream_name() -> str:
     return f"test-retention-{secrets.token_hex(4)}:audit"
 
 
+def _now() -> str:
+    """As the recorder stamps events: a fresh event awaits its checkpoint, it is not UNANCHORED."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def append(url: str, stream: str, n: int) -> None:
     state = RedisState.from_url(url, stream=stream, timeout=5.0)
     try:
         for start in range(0, n, 500):
             await asyncio.gather(
-                *(state.append_audit({"type": "admin", "n": i}) for i in range(start, min(n, start + 500)))
+                *(
+                    state.append_audit({"ts": _now(), "type": "admin", "n": i})
+                    for i in range(start, min(n, start + 500))
+                )
             )
     finally:
         await state.aclose()
