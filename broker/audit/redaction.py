@@ -29,7 +29,7 @@ MAX_TEXT: Final = 512
 _RUN = re.compile(r"[A-Za-z0-9_.-]+")  # one character class, maximal runs: linear
 _RUN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 # Bounded repetitions only: at each position a fixed amount of work, so a search is linear.
-_SECRET = re.compile(r"cbk_[A-Za-z0-9_-]{8}")  # a client secret, whole or in part
+_SECRET = re.compile(r"(?i:cbk)_[A-Za-z0-9_-]{8}")  # a client secret, whole or in part, in any case
 _VAULT = re.compile(r"(?<![A-Za-z0-9_])(?:hvs|hvb|s|b)\.[A-Za-z0-9]{20}")  # at a word start
 _SHORTEST: Final = len("eyJ..")  # no secret shape is shorter
 
@@ -59,7 +59,7 @@ def _vault_start(run: str) -> int:
 
 def _redact_run(match: re.Match[str]) -> str:
     run = match.group()
-    if len(run) < _SHORTEST or ("." not in run and "cbk_" not in run):
+    if len(run) < _SHORTEST or ("." not in run and "cbk_" not in run.lower()):
         return run
     starts = [s for s in (_jws_start(run), _secret_start(run), _vault_start(run)) if s >= 0]
     if not starts:
@@ -70,7 +70,7 @@ def _redact_run(match: re.Match[str]) -> str:
 def redact_text(text: str) -> str:
     """``text`` with every token-, secret- or Vault-token-shaped part replaced."""
     # the common case, in linear scans only: no eyJ (or no dot), no cbk_, no Vault shape
-    if ("eyJ" not in text or "." not in text) and "cbk_" not in text and _VAULT.search(text) is None:
+    if ("eyJ" not in text or "." not in text) and "cbk_" not in text.lower() and _VAULT.search(text) is None:
         return text
     return _RUN.sub(_redact_run, text)
 

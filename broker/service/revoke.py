@@ -27,9 +27,20 @@ def _allowance(caller: Agent | None) -> Allowance:
     return ADMIN if caller is None else of_agent(caller)
 
 
-async def _refused(broker: Broker, call: Call, error: BrokerError, **fields: Any) -> None:
+async def _refused(
+    broker: Broker, call: Call, error: BrokerError, *, caller: Allowance | None = None, **fields: Any
+) -> None:
+    """A refused revocation, stored with who asked (``by``, once the caller is known)."""
+    by = None if caller is None else caller.caller
     await broker.audit.record(
-        "revoke", request_id=call.request_id, decision="deny", code=error.code, reason=error.reason, **fields
+        "revoke",
+        request_id=call.request_id,
+        decision="deny",
+        code=error.code,
+        reason=error.reason,
+        by=by,
+        caller=caller,
+        **fields,
     )
 
 

@@ -357,6 +357,13 @@ def test_an_agent_cannot_revoke_or_probe_another_agents_task(client: AnyClient, 
     assert introspect(client, h, "storage-gateway", token)["active"] is True
     # an unused id stays unrevoked: the agent can still mint for it
     minted(client, h, "reviewer", "t-nobody", ["widgets-read"])
+    # and every refusal says who asked (found by an outside test: they did not)
+    refused = [json.loads(line) for line in h.audit_out.getvalue().splitlines() if '"type":"revoke"' in line]
+    assert [(e["task"], e["decision"], e["by"]) for e in refused] == [
+        ("t-owned", "deny", "agent:reviewer"),
+        ("t-nobody", "deny", "agent:reviewer"),
+        ("t-owned", "deny", "agent:reviewer"),
+    ]
 
 
 # ================================================================ POST /v1/agents/{agent}/revoke

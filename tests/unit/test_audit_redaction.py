@@ -22,7 +22,7 @@ from broker.policy.requests import parse_mint_request
 
 OLD_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"
-    r"|cbk_[A-Za-z0-9_-]{8,}"
+    r"|(?i:cbk)_[A-Za-z0-9_-]{8,}"
     r"|\b(?:hvs|hvb|s|b)\.[A-Za-z0-9]{20,}"
 )
 RUN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -126,3 +126,10 @@ def test_excerpt_and_quoted_are_bounded() -> None:
 
 def test_every_reason_is_capped() -> None:
     assert len(InvalidRequest("x" * 100_000).reason) <= MAX_REASON + len("…[cut]")
+
+
+def test_a_client_secret_in_upper_case_is_redacted_too() -> None:
+    """Found by an outside test: ``CBK_<secret>`` as an unknown field name reached the log."""
+    secret = "JkW4kwnskv4yZJ9gV_zYZiy0kRQTXGuHmfx-XK7Lgq0"
+    for shape in (f"CBK_{secret}", f"Cbk_{secret}", f"cbk_{secret}"):
+        assert redact_text(f"unknown field(s): ['{shape}']") == "unknown field(s): ['[redacted]']"
