@@ -604,6 +604,37 @@ def redis_backend(redis_server: RedisServer) -> Backend:
     return Backend("redis", url=redis_server.url, prefix=prefix, stream=f"{prefix}audit")
 
 
+def test_no_key_grows_unread_every_key_expires_but_suspensions_and_the_chain(redis_backend: Backend) -> None:
+    """Issue 11 reproduction 7: ``task-jtis:<task>`` got one member per mint and a sliding
+    expiry, and nothing read it. After every kind of write the store makes, each key under
+    the prefix has a TTL, except the ones SECURITY.md lists as bounded otherwise: an
+    agent's suspension (until reinstated) and the audit stream with its head."""
+    p = redis_backend.prefix
+
+    async def body() -> None:
+        raw = Redis.from_url(redis_backend.url, decode_responses=True)
+        async with redis_backend.replicas(1) as (store,):
+            now = int(time.time())
+            for i in range(20):
+                await store.claim_mint("alice", (100, 60), "t-many", now, now + 300)  # one task, many mints
+                await store.claim_mint("bob", None, f"t-{i}", now, now + 300)
+            await store.revoke_token("j1", now + 300)
+            await store.revoke_task("t-many", "alice", now)
+            await store.revoke_task("t-any", None, now)
+            await store.revoke_agent("carol", now)
+            await store.claim_once("proof-1", now + 60)
+            await store.add_delegation("j1", "j2", now + 300)
+            await store.append_audit({"type": "mint"})
+            names = [name async for name in raw.scan_iter(match=f"{p}*")]
+            assert not [n for n in names if "task-jtis" in n]
+            assert len([n for n in names if n.startswith(f"{p}task:alice/")]) == 1  # one record per task
+            no_ttl = sorted([n for n in names if await raw.ttl(n) == -1])
+            assert no_ttl == sorted([f"{p}audit", f"{p}audit:head", keys.suspended(p, "carol")])
+        await raw.aclose()
+
+    run(body)
+
+
 def test_redis_keys_expire_on_the_retention_schedule(redis_backend: Backend) -> None:
     p = redis_backend.prefix
 
