@@ -159,13 +159,10 @@ def _task_owner(caller: Agent | None, body: dict[str, Any]) -> str | None:
     return caller.name
 
 
-async def revoke_agent(
+async def _admin_on_agent(
     broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
-) -> dict[str, Any]:
-    """Kill switch: every token of the agent and every token delegated from them is revoked,
-    and the agent is suspended (its mints and exchanges are 403 ``agent_revoked``) until an
-    admin reinstates it. The suspension lives in the state store: shared by every replica,
-    kept across restarts and policy reloads."""
+) -> None:
+    """An admin's request about ``agent``, with no body; refusals audited."""
     who: Allowance | None = None
     try:
         require_admin(broker, call)
@@ -176,6 +173,16 @@ async def revoke_agent(
     except BrokerError as e:
         await _refused(broker, call, e, agent=agent if is_name(agent) else None, caller=who)
         raise
+
+
+async def revoke_agent(
+    broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
+    """Kill switch: every token of the agent and every token delegated from them is revoked,
+    and the agent is suspended (its mints and exchanges are 403 ``agent_revoked``) until an
+    admin reinstates it. The suspension lives in the state store: shared by every replica,
+    kept across restarts and policy reloads."""
+    await _admin_on_agent(broker, call, agent, read_body)
     # Replica clocks may disagree by up to clock_skew: reach that far ahead, so a token
     # stamped by a replica whose clock runs fast is still caught. Mints are refused until
     # both the suspension is lifted and the cut-off has passed (never a dead token).
@@ -190,16 +197,7 @@ async def reinstate_agent(
     broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
     """Lift the kill switch's suspension (admin, audited). Tokens revoked stay revoked."""
-    who: Allowance | None = None
-    try:
-        require_admin(broker, call)
-        who = ADMIN
-        await read_body()
-        if not is_name(agent):
-            raise InvalidRequest("agent name outside the grammar")
-    except BrokerError as e:
-        await _refused(broker, call, e, agent=agent if is_name(agent) else None, caller=who)
-        raise
+    await _admin_on_agent(broker, call, agent, read_body)
     was = await broker.state.reinstate_agent(agent)
     await broker.audit.record(
         "admin", request_id=call.request_id, action="reinstate", decision="allow", agent=agent, was_suspended=was
