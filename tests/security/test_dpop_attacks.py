@@ -10,6 +10,7 @@ maybe of one proof; the thief's own key is ``THIEF``. Nothing the thief can send
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -348,13 +349,20 @@ def test_many_keys_flooding_the_replay_cache_do_not_lock_out_another_key(ring: K
     cache = MemoryReplayCache(max_entries=300, max_per_key=100)
     v = verifier(ring, proof_replay=cache)
     flood: list[tuple[str, str]] = []
+    taken = 0
     for i in range(4):
         key = DpopKey.generate("EdDSA")
         flood_token = bound(ed_signer, key, jti=f"test-token-id-0000002{i}")
         for _ in range(100):  # older proofs first: iat AT - 5, they expire first
             proof = proof_for(flood_token, key=key, iat=AT - 5)
-            accepted(v, flood_token, proof)
+            # All flood proofs expire together, so the one forgotten to make room may be
+            # the flooding key's own: its floor then refuses the rest of its burst (closed
+            # for the flooder). Which key that is depends on the keys' random thumbprints.
+            with contextlib.suppress(TokenRejected):
+                accepted(v, flood_token, proof)
+                taken += 1
             flood.append((flood_token, proof))
+    assert taken >= 300
     assert len(cache) == 300
     token = bound(ed_signer)
     for _ in range(3):
