@@ -159,9 +159,7 @@ def _task_owner(caller: Agent | None, body: dict[str, Any]) -> str | None:
     return caller.name
 
 
-async def _admin_on_agent(
-    broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]
-) -> None:
+async def _admin_on_agent(broker: Broker, call: Call, agent: str, read_body: Callable[[], Awaitable[object]]) -> None:
     """An admin's request about ``agent``, with no body; refusals audited."""
     who: Allowance | None = None
     try:
