@@ -22,8 +22,24 @@ from broker.verify.revocation import RevocationCheck
 if TYPE_CHECKING:
     from broker.backends.audit_archiver import AuditArchiver
     from broker.backends.redis_durability import Verdict
+    from broker.backends.transit import TransitSigningBackend
 
 log = logging.getLogger("broker")
+
+
+def transit_backend(settings: Settings) -> TransitSigningBackend:
+    """The settings' Transit key (signing in transit mode; the long-term keys for audit verify)."""
+    from broker.backends.transit import TransitSigningBackend
+
+    return TransitSigningBackend(
+        addr=settings.vault_addr,
+        token=settings.vault_token,
+        mount=settings.transit_mount,
+        key=settings.transit_key,
+        alg=settings.signing_alg,
+        timeout=settings.backend_timeout,
+        refresh=settings.key_refresh,
+    )
 
 
 def signing_backend(settings: Settings) -> LongTermSigning:
@@ -45,17 +61,7 @@ def signing_backend(settings: Settings) -> LongTermSigning:
             vault_silence=min(1.0, settings.key_refresh),
         )
     if settings.signer == "vault":
-        from broker.backends.transit import TransitSigningBackend
-
-        return TransitSigningBackend(
-            addr=settings.vault_addr,
-            token=settings.vault_token,
-            mount=settings.transit_mount,
-            key=settings.transit_key,
-            alg=settings.signing_alg,
-            timeout=settings.backend_timeout,
-            refresh=settings.key_refresh,
-        )
+        return transit_backend(settings)
     from broker.backends.local_signer import LocalSigningBackend
 
     return LocalSigningBackend.generate(alg=settings.signing_alg)

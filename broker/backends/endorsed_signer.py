@@ -377,7 +377,6 @@ class EndorsedSigningBackend:
         """Vault heard from within ``vault_silence``, or ``BackendUnavailable``. The check
         runs in the background about twice per ``vault_silence``; a request waits for it
         only when the last answer is too old."""
-        self._start_watch()
         tick = time.monotonic()
         if tick - self._vault_heard >= self._vault_silence / 2:
             self._start_heartbeat()
@@ -474,6 +473,7 @@ class EndorsedSigningBackend:
             return task
         if self._closed or (not force and time.monotonic() < self._view_retry_at):
             return None
+        self._start_watch()  # from the first read on: no per-call check on the signing path
         self._view_task = self._spawn(self._refresh_in_background(force), "view")
         return self._view_task
 

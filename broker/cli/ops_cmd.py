@@ -89,16 +89,9 @@ async def _long_term_keys(settings: Settings, source: str | None) -> KeySet:
         return _jwks(source)
     if settings.signer != "vault":
         return KeySet(())  # broker dev: its in-process key died with it; pass --keys
-    from broker.backends.transit import TransitSigningBackend
+    from broker.runtime import transit_backend
 
-    transit = TransitSigningBackend(
-        addr=settings.vault_addr,
-        token=settings.vault_token,
-        mount=settings.transit_mount,
-        key=settings.transit_key,
-        alg=settings.signing_alg,
-        timeout=settings.backend_timeout,
-    )
+    transit = transit_backend(settings)
     try:
         return await transit.read_keyset()
     finally:
