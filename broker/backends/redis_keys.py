@@ -8,12 +8,35 @@ characters the id holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from broker.capability.names import ANY_AGENT, task_ref
 
 DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
+LEGACY_PREFIX = "capbroker:"  # every key and channel before ``redis_prefix`` existed
+
+_READABLE_ISSUER = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
+
+
+def default_prefix(issuer: str) -> str:
+    """The ``redis_prefix`` of a deployment that sets none: derived from its issuer, so
+    two deployments (different issuers) on one Redis server never share a key or a
+    channel, whatever DB number they use (pub/sub ignores it).
+
+    ``capbroker:<issuer>:`` when the issuer is plain URL characters (readable in
+    ``redis-cli --scan``), else ``capbroker:<sha256 of the issuer, 16 hex>:``; never a
+    brace, so a Cluster hash tag in a key name is never spoiled by the prefix."""
+    if _READABLE_ISSUER.fullmatch(issuer):
+        return f"capbroker:{issuer}:"
+    return f"capbroker:{hashlib.sha256(issuer.encode()).hexdigest()[:16]}:"
+
+
+def audit_stream(prefix: str) -> str:
+    """The audit stream of the deployment with this prefix (unless ``audit_stream`` names one)."""
+    return f"{prefix}audit"
 
 
 def rate(prefix: str, agent: str) -> str:
