@@ -197,6 +197,13 @@ MUTATIONS = [
         integration=True,
     ),
     Mutation(
+        "pub/sub channels ignore the Redis DB",
+        "broker/backends/redis_keys.py",
+        '    return prefix if db == 0 else f"{prefix}db{db}:"',
+        "    return prefix",
+        ("tests/unit/test_redis_prefix.py",),
+    ),
+    Mutation(
         "a vanished session key is not withdrawn",
         "broker/backends/endorsed_signer.py",
         "        if gone:\n",

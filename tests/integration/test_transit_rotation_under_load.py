@@ -33,12 +33,12 @@ SETTLE = 1.0  # transit.KEYSET_MAX_AGE: how old the versions introspection trust
 
 
 @pytest.fixture
-def broker(bao_server: BaoServer, redis_server: RedisServer, tmp_path: Path) -> Iterator[BrokerProcess]:
+def broker(bao_server: BaoServer, own_redis: RedisServer, tmp_path: Path) -> Iterator[BrokerProcess]:
     token = setup_transit(bao_server, key=KEY)
     proc = BrokerProcess(
         tmp_path / "broker",
         PolicyDir.create(tmp_path / "policy", hammer_rate="1000000/s"),
-        redis_server.url,
+        own_redis.url,
         bao_server.addr,
         token,
         transit_key=KEY,
