@@ -73,7 +73,11 @@ def state_store(settings: Settings) -> StateStore:
         from broker.backends.redis_state import RedisState
 
         return RedisState.from_url(
-            settings.redis_url, timeout=settings.backend_timeout, stream=settings.stream, prefix=settings.key_prefix
+            settings.redis_url,
+            timeout=settings.backend_timeout,
+            stream=settings.stream,
+            prefix=settings.key_prefix,
+            wait_replicas=settings.wait_replicas,
         )
     from broker.backends.memory_state import MemoryState
 

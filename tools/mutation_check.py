@@ -197,6 +197,14 @@ MUTATIONS = [
         integration=True,
     ),
     Mutation(
+        "revocations acknowledged without WAIT",
+        "broker/backends/redis_state.py",
+        "        if needed == 0:\n",
+        "        if True:\n",
+        ("tests/integration/test_sentinel_failover.py",),
+        integration=True,
+    ),
+    Mutation(
         "pub/sub channels ignore the Redis DB",
         "broker/backends/redis_keys.py",
         '    return prefix if db == 0 else f"{prefix}db{db}:"',

@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.backends import redis_keys
-from broker.backends.redis_options import database, fail_fast
+from broker.backends.redis_options import async_redis, database
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest
 from broker.token.algorithms import Algorithm
@@ -258,7 +258,7 @@ class EndorsedSigningBackend:
             addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=timeout, refresh=key_refresh,
             verify=verify,
         )  # fmt: skip
-        redis = Redis.from_url(redis_url, **fail_fast(timeout))
+        redis = async_redis(redis_url, timeout)
         return cls(
             transit=transit, redis=redis, issuer=issuer, prefix=prefix, window=window, lead=lead,
             max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, vault_silence=vault_silence, clock=clock,

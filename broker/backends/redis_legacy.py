@@ -15,7 +15,7 @@ from typing import Final
 from redis import Redis
 
 from broker.backends.redis_keys import LEGACY_PREFIX, audit_head, audit_stream
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import sync_redis
 
 #: keys every deployment before ``redis_prefix`` wrote (its audit chain, its session keys)
 LEGACY_MARKERS: Final = (
@@ -27,7 +27,7 @@ LEGACY_MARKERS: Final = (
 
 def legacy_keys_present(url: str, *, timeout: float) -> bool:
     """True if any key of a pre-``redis_prefix`` deployment is in this Redis database."""
-    client: Redis = Redis.from_url(url, **fail_fast(timeout))
+    client: Redis = sync_redis(url, timeout)
     try:
         return int(client.exists(*LEGACY_MARKERS)) > 0
     finally:

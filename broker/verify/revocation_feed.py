@@ -56,10 +56,9 @@ from typing import Any, Final
 from redis import Redis
 
 from broker.backends import redis_keys as keys
-from broker.backends.redis_options import database, fail_fast
+from broker.backends.redis_options import URL_SCHEMES, database, sync_redis
 from broker.token.claims import MAX_TIME, Claims
 from broker.token.verify import DEFAULT_MAX_TTL
-from broker.verify.redis_revocation import URL_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ class _FeedState:
             self.last_error = error
 
     def _session(self) -> None:
-        client: Redis = Redis.from_url(self.url, **fail_fast(self.timeout))
+        client: Redis = sync_redis(self.url, self.timeout)
         conn: Any = None
         try:
             conn = client.connection_pool.get_connection()
@@ -326,7 +325,7 @@ class RevocationFeed:
             raise ValueError("timeout and purge_every must be positive")
         if not 0 < ping_interval <= max_staleness / 2:
             raise ValueError("ping_interval must be positive and at most half of max_staleness")
-        probe = Redis.from_url(url, **fail_fast(timeout))  # a malformed URL fails here, not in the thread
+        probe = sync_redis(url, timeout)  # a malformed URL fails here, not in the thread
         db = database(probe)
         probe.close()
         self._settings: dict[str, Any] = {

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from broker.backends.redis_options import URL_SCHEMES
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
@@ -39,7 +40,6 @@ from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, c
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
-from broker.verify.redis_revocation import URL_SCHEMES
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed
 from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
