@@ -52,7 +52,7 @@ from tests.service.support import (
 
 MAX_EXAMPLES = 60
 # Who calls what: the principal each operation is meant for (admin for the rest).
-CALLER = {"/v1/tokens": "reviewer", "/v1/introspect": "git-gateway"}
+CALLER = {"/v1/tokens": "reviewer", "/v1/introspect": "git-gateway", "/v1/tasks/{task}/contain": "git-gateway"}
 METRICS_TYPE = "text/plain; version=0.0.4"
 
 
@@ -280,6 +280,7 @@ def test_the_document_lists_every_route(api_schema: Any) -> None:
         "/v1/tokens",
         "/v1/revoke",
         "/v1/tasks/{task}/revoke",
+        "/v1/tasks/{task}/contain",
         "/v1/agents/{agent}/revoke",
         "/v1/introspect",
         "/.well-known/jwks.json",
