@@ -124,7 +124,9 @@ def test_malformed_reports_are_invalid_requests(client: AnyClient, h: Harness) -
         {k: v for k, v in SEEN.items() if k != "action"} | {"token": token},
     ]
     for body in bad_bodies:
-        assert_problem(post_json(client, "/v1/tasks/t-bad/contain", body, h.auth("git-gateway")), 400, "invalid_request")
+        assert_problem(
+            post_json(client, "/v1/tasks/t-bad/contain", body, h.auth("git-gateway")), 400, "invalid_request"
+        )
     assert_problem(contain(client, h, "-bad", token), 400, "invalid_request")
     assert introspect(client, h, "git-gateway", token)["active"] is True
 
