@@ -165,3 +165,25 @@ def test_a_backend_down_is_503_and_leaves_nothing_revoked() -> None:
         # nothing half-done: not even this process's own set holds the task
         assert introspect(client, h, "git-gateway", token)["active"] is True
         assert events(h)[-1]["decision"] == "deny"
+
+
+def test_a_delegated_tokens_containment_revokes_the_root_agents_task(client: AnyClient, h: Harness) -> None:
+    parent = token_for(minted(client, h, "analyst", "t-deleg", ["exports-read"]), "storage-gateway")
+    body = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": parent,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "actor": "helper",
+    }
+    r = post_json(client, "/v1/tokens/exchange", body)
+    assert r.status_code == 200, r.text
+    child = r.json()["access_token"]
+    report = {"token": child, "kind": "bucket", "resource": "s3://acme-exports/other/x", "action": "read"}
+
+    r = post_json(client, "/v1/tasks/t-deleg/contain", report, h.auth("storage-gateway"))
+
+    assert r.status_code == 200, r.text
+    assert introspect(client, h, "storage-gateway", parent) == {"active": False}, "the task is the root agent's"
+    assert introspect(client, h, "storage-gateway", child) == {"active": False}
+    (event,) = events(h)
+    assert (event["agent"], event["owner"], event["kind"]) == ("helper", "analyst", "bucket")
