@@ -168,7 +168,8 @@ def test_a_backend_down_is_503_and_leaves_nothing_revoked() -> None:
 
 
 def test_a_delegated_tokens_containment_revokes_the_root_agents_task(client: AnyClient, h: Harness) -> None:
-    parent = token_for(minted(client, h, "analyst", "t-deleg", ["exports-read"]), "storage-gateway")
+    minted_body = minted(client, h, "analyst", "t-deleg", ["exports-read"])
+    parent = token_for(minted_body, "storage-gateway")
     body = {
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
         "subject_token": parent,
@@ -185,5 +186,8 @@ def test_a_delegated_tokens_containment_revokes_the_root_agents_task(client: Any
     assert r.status_code == 200, r.text
     assert introspect(client, h, "storage-gateway", parent) == {"active": False}, "the task is the root agent's"
     assert introspect(client, h, "storage-gateway", child) == {"active": False}
+    # in the shared store (what every other replica and verifier reads), not only this process's set
+    jti = introspect_jti(minted_body, "storage-gateway")
+    assert asyncio.run(h.broker.state.revocation_state(jti, "t-deleg", "analyst")).task_revoked
     (event,) = events(h)
     assert (event["agent"], event["owner"], event["kind"]) == ("helper", "analyst", "bucket")
