@@ -101,3 +101,35 @@ def test_a_service_cannot_contain_another_audiences_task_on_the_real_broker(brok
     assert (status, body["code"]) == (403, "forbidden")
     status, _, body = broker.post("/v1/introspect", {"token": token}, who="git-gateway")
     assert body["active"] is True
+
+
+def test_redis_down_is_a_503_and_nothing_is_contained_half_way(
+    bao_server: BaoServer, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    proc = BrokerProcess(tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), own_redis.url, bao_server.addr,
+                         setup_transit(bao_server, key=KEY), transit_key=KEY)  # fmt: skip
+    try:
+        proc.start()
+        status, _, minted = proc.mint("e2e-contain-down", ["widgets-read"])
+        assert status == 201, minted
+        token = minted["tokens"][0]["token"]
+        report = {"token": token, "kind": "git", "resource": "github.com/acme/secrets", "action": "read"}
+        own_redis.stop()
+
+        status, headers, body = proc.post("/v1/tasks/e2e-contain-down/contain", report, who="git-gateway")
+
+        assert (status, body["code"]) == (503, "backend_unavailable"), body
+        assert int(headers["retry-after"]) >= 1
+        assert "revoked" not in body
+        own_redis.start()  # same port, empty (the test Redis keeps nothing on disk)
+        # the revocation feed reconnects (until then introspection is 503, fail closed)
+        proc.wait_until(
+            lambda: proc.post("/v1/introspect", {"token": token}, who="git-gateway")[0] == 200, "introspection back"
+        )
+        # nor in the broker's own revocation set: the token is active until a containment succeeds
+        status, _, body = proc.post("/v1/introspect", {"token": token}, who="git-gateway")
+        assert (status, body.get("active")) == (200, True), body
+        status, _, body = proc.post("/v1/tasks/e2e-contain-down/contain", report, who="git-gateway")
+        assert (status, body) == (200, {"task": "e2e-contain-down", "revoked": True})
+    finally:
+        proc.stop()
