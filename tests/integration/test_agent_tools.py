@@ -20,7 +20,9 @@ import pytest
 
 from broker.client import AsyncBrokerClient, BrokerCallFailed, BrokerClient
 from broker.verify import Verifier
-from tests.integration.test_example_walkthrough import call, dev_broker  # noqa: F401 -- a fixture
+from tests.integration.test_example_walkthrough import call, dev_broker, wait_for  # noqa: F401 -- a fixture
+from tests.servers.oidc_issuer import OidcIssuer
+from tests.servers.processes import free_port
 from tests.servers.recording_http import recording_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -334,3 +336,69 @@ def test_the_credential_helper_answers_only_for_its_gateway_and_ignores_store(de
     assert verifier(url).verify(fields["password"]).task == "h-2"
     assert (elsewhere.returncode, elsewhere.stdout) == (0, "")
     assert (store.returncode, store.stdout) == (0, "")
+
+
+# ---------------------------------------------------------------- an identity JWT as the credential
+
+JWT_POLICY = """
+scopes:
+  widgets-read:
+    kind: git
+    resource: github.com/acme/widgets
+    actions: [read]
+    audience: git-gateway
+    max_ttl: 15m
+  widgets-push:
+    kind: git
+    resource: github.com/acme/widgets
+    actions: [read, write]
+    audience: git-gateway
+    max_ttl: 10m
+agents:
+  reviewer:
+    identity: {{key: {{sha256: {sha}}}}}
+    scopes: [widgets-read]
+  ci-agent:
+    identity:
+      jwt:
+        issuer: {issuer}
+        audience: capbroker
+        subject: repo:acme/widgets:ref:refs/heads/main
+    scopes: [widgets-read, widgets-push]
+"""
+
+
+def test_the_client_takes_a_fresh_identity_jwt_for_each_call(tmp_path: Path) -> None:
+    with OidcIssuer() as idp:
+        scopes = tmp_path / "scopes"
+        scopes.mkdir()
+        (scopes / "p.yaml").write_text(JWT_POLICY.format(sha="ab" * 32, issuer=idp.issuer))
+        port = free_port()
+        log = tmp_path / "dev-console.out"  # prints the keys it made: not a broker-*.log
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "broker"), "dev", "--port", str(port), "--scopes", str(scopes), "--agent", "reviewer"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(f"{url}/readyz", proc, log)
+
+            def identity() -> str:
+                return idp.issue(sub="repo:acme/widgets:ref:refs/heads/main", aud="capbroker")
+
+            with BrokerClient(url, identity) as client:
+                read = client.token("j-1", "widgets-read")
+                push = client.token("j-1", "widgets-push")
+                assert client.token("j-1", "widgets-read") is read  # cached: no JWT spent
+            once = identity()
+            with BrokerClient(url, once) as client:
+                client.token("j-2", "widgets-read")
+                with pytest.raises(BrokerCallFailed) as replayed:
+                    client.token("j-2", "widgets-push")  # the same JWT again: its jti is spent
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    assert claims_of(read.token)["sub"] == claims_of(push.token)["sub"] == "agent:ci-agent"
+    assert replayed.value.code == "unauthenticated"
