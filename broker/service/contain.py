@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.capability.kinds import kind_named
+from broker.capability.kinds import KINDS
 from broker.capability.names import is_task
-from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected, quoted
+from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected, excerpt, quoted
 from broker.policy.model import Service
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
@@ -68,7 +68,9 @@ def parse_report(body: object) -> Report:
     if unknown:
         raise InvalidRequest(f"unknown field(s): {quoted(unknown)}")
     token, resource, action = (_text(body, name) for name in ("token", "resource", "action"))
-    kind = kind_named(body.get("kind")).name
+    kind = body.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise InvalidRequest(f"'kind' must be one of {', '.join(KINDS)}, not {excerpt(kind)}")
     if len(resource) > MAX_RESOURCE or not resource.isprintable():
         raise InvalidRequest(f"'resource' must be printable, at most {MAX_RESOURCE} characters")
     if _ACTION.fullmatch(action) is None:
