@@ -13,22 +13,23 @@ from urllib.parse import quote
 
 from broker.client.errors import BrokerCallFailed, BrokerUnreachable
 from broker.client.freshness import IssuedToken
-from broker.verify.jwks import check_jwks_url
 
 #: a credential, or what returns a fresh one for each call (an identity JWT is single use)
 Credential = str | Callable[[], str]
 METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 _CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The rule of broker.verify.jwks.check_jwks_url, without importing the verifier (and Redis)
+# into every `broker token get` and git credential helper run.
+_HTTPS: Final = re.compile(r"https://[^\s/]+(/\S*)?")
+_LOOPBACK_HTTP: Final = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?(/\S*)?")
 
 
 def broker_base(url: str) -> str:
     """The broker's base URL: https, or plain http on loopback only (a credential is sent)."""
     base = url.rstrip("/")
-    try:
-        check_jwks_url(base + "/")
-    except ValueError:
-        raise ValueError("the broker URL must be https (plain http only on loopback)") from None
+    if not (_HTTPS.fullmatch(base) or _LOOPBACK_HTTP.fullmatch(base)):
+        raise ValueError("the broker URL must be https (plain http only on loopback)")
     return base
 
 
