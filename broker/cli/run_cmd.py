@@ -162,12 +162,14 @@ def _run_with(client: BrokerClient, args: argparse.Namespace, command: Sequence[
         inherited = {k: v for k, v in os.environ.items() if k != KEY_ENV}
         return _run_child(command, inherited | workspace.environment(parts))
     finally:
-        if refresher is not None:
-            refresher.stop()
-            refresher.join(5)
-        workspace.remove()
-        if args.revoke_on_exit:
-            _revoke(client, args.task)
+        try:
+            if refresher is not None:
+                refresher.stop()
+                refresher.join(5)
+        finally:
+            workspace.remove()
+            if args.revoke_on_exit:
+                _revoke(client, args.task)
 
 
 def _revoke(client: BrokerClient, task: str) -> None:

@@ -217,7 +217,7 @@ def test_run_gives_http_commands_their_token_and_gateway_but_not_the_agents_key(
     url, keys = dev
     script = (
         "import json, os; e = os.environ; print(json.dumps({k: e.get(k) for k in "
-        "('CAPBROKER_TOKEN', 'CAPBROKER_GATEWAY', 'CAPBROKER_KEY')} | "
+        "('CAPBROKER_TOKEN', 'CAPBROKER_GATEWAY', 'CAPBROKER_KEY', 'CAPBROKER_TOKENS_DIR')} | "
         "{'file': open(e['CAPBROKER_TOKEN_FILE']).read().strip()}))"
     )
     result = cli("run", "--broker", url, "--task", "r-http", "--scope", "widgets-pulls-read",
@@ -229,6 +229,7 @@ def test_run_gives_http_commands_their_token_and_gateway_but_not_the_agents_key(
     assert seen["CAPBROKER_KEY"] is None
     assert seen["CAPBROKER_GATEWAY"] == "http://127.0.0.1:9"
     assert seen["file"] == seen["CAPBROKER_TOKEN"]
+    assert not Path(seen["CAPBROKER_TOKENS_DIR"]).exists(), "the token files are gone with the command"
     assert verifier(url, "github-proxy").verify(seen["CAPBROKER_TOKEN"]).task == "r-http"
 
 
