@@ -25,12 +25,22 @@ REVOCATION_DEADLINE = 1.0  # SPEC 5: a revocation is seen everywhere within one 
 
 
 @pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own Redis: the session's may hold keys a broker refuses to start beside."""
+    server = RedisServer(tmp_path_factory.mktemp("contain-redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def broker(
-    bao_server: BaoServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    bao_server: BaoServer, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrokerProcess]:
     root = tmp_path_factory.mktemp("contain")
     token = setup_transit(bao_server, key=KEY)
-    proc = BrokerProcess(root / "broker", PolicyDir.create(root / "policy"), redis_server.url, bao_server.addr, token,
+    proc = BrokerProcess(root / "broker", PolicyDir.create(root / "policy"), module_redis.url, bao_server.addr, token,
                          transit_key=KEY)  # fmt: skip
     try:
         yield proc.start()
@@ -54,7 +64,7 @@ def within(seconds: float, condition: Callable[[], bool], since: float) -> None:
 
 
 def test_a_contained_task_is_refused_by_a_verifier_with_a_revocation_feed_within_a_second(
-    broker: BrokerProcess, redis_server: RedisServer
+    broker: BrokerProcess, module_redis: RedisServer
 ) -> None:
     status, _, minted = broker.mint("e2e-contain", ["widgets-read", "widgets-pulls-read"])
     assert status == 201, minted
@@ -64,7 +74,7 @@ def test_a_contained_task_is_refused_by_a_verifier_with_a_revocation_feed_within
     bystander = other["tokens"][0]["token"]
     jwks = f"{broker.url}/.well-known/jwks.json"
     verifiers = {
-        aud: Verifier(issuer=broker.issuer, audience=aud, jwks_url=jwks, revocation=redis_server.url)
+        aud: Verifier(issuer=broker.issuer, audience=aud, jwks_url=jwks, revocation=module_redis.url)
         for aud in ("git-gateway", "github-proxy")
     }
     assert all(rejection(verifiers[aud], token) is None for aud, token in tokens.items())
