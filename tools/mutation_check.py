@@ -311,6 +311,27 @@ MUTATIONS = [
         ),
         integration=True,
     ),
+    Mutation(
+        "containment audience check deleted",
+        "broker/service/contain.py",
+        "    if claims.aud not in service.audiences:",
+        "    if False:",
+        ("tests/security/test_contain_attacks.py",),
+    ),
+    Mutation(
+        "containment path task check deleted",
+        "broker/service/contain.py",
+        "    if claims.task != task:",
+        "    if False:",
+        ("tests/security/test_contain_attacks.py",),
+    ),
+    Mutation(
+        "containment revokes the task id for every agent",
+        "broker/service/contain.py",
+        "revoke_task(claims.task, claims.root_agent,",
+        "revoke_task(claims.task, None,",
+        ("tests/security/test_contain_attacks.py",),
+    ),
 ]
 
 
