@@ -135,3 +135,20 @@ def revocation_message(kind: str, ident: str, value: int) -> str:
 def policy_channel(prefix: str) -> str:
     """Pub/sub channel on which a process that reloaded its policy tells the others."""
     return f"{prefix}policy-reloads"
+
+
+def task_vault_token(prefix: str, ref: str) -> str:
+    """The task's Vault token (SPEC 6), JSON ``{"accessor", "sealed", "expires"}``: its
+    accessor (revocation needs no secret) and the token sealed by Transit, until it expires."""
+    return f"{prefix}vault-task:{ref}"
+
+
+def agent_vault_tasks(prefix: str, agent: str) -> str:
+    """Set of the references of the agent's tasks with a task token (the kill switch revokes them all)."""
+    return f"{prefix}vault-agent:{agent}"
+
+
+def carried_credentials(prefix: str, jti: str) -> str:
+    """Set of the accessors of the Vault tokens issued with the capability token ``jti``
+    (revoking the token revokes them)."""
+    return f"{prefix}vault-carried:{jti}"

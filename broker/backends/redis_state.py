@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.backends import redis_keys as keys
+from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_options import fail_fast
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
@@ -216,6 +217,10 @@ class RedisState:
     ) -> RedisState:
         client = Redis.from_url(url, **fail_fast(timeout))
         return cls(client, timeout=timeout, stream=stream, prefix=prefix)
+
+    def downstream_records(self) -> RedisDownstreamRecords:
+        """The downstream credentials' records, under this store's prefix and client."""
+        return RedisDownstreamRecords(self._redis, self._prefix, self._call)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
