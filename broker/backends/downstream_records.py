@@ -56,7 +56,10 @@ class RedisDownstreamRecords:
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(key, _to_json(record), nx=not replace, exat=record.expires + MARGIN)
         pipe.get(key)
-        pipe.sadd(agent_key, ref)
+        # the agent's tasks, scored by expiry: past ones leave as new ones come (bounded by
+        # the tasks live at once); the key itself outlives the latest
+        pipe.zadd(agent_key, {ref: record.expires}, gt=True)
+        pipe.zremrangebyscore(agent_key, "-inf", int(time.time()) - MARGIN)
         pipe.expireat(agent_key, record.expires + MARGIN, gt=True)
         pipe.expireat(agent_key, record.expires + MARGIN, nx=True)
         _, stored, *_ = await self._call(pipe.execute())
@@ -66,7 +69,7 @@ class RedisDownstreamRecords:
         await self._call(self._redis.delete(keys.task_vault_token(self._prefix, ref)))
 
     async def agent_task_tokens(self, agent: str) -> list[str]:
-        members = await self._call(self._redis.smembers(keys.agent_vault_tasks(self._prefix, agent)))
+        members = await self._call(self._redis.zrange(keys.agent_vault_tasks(self._prefix, agent), 0, -1))
         return sorted(_text(m) for m in members)
 
     async def note_carried(self, jti: str, accessors: list[str], expires: int) -> None:

@@ -144,7 +144,8 @@ def task_vault_token(prefix: str, ref: str) -> str:
 
 
 def agent_vault_tasks(prefix: str, agent: str) -> str:
-    """Set of the references of the agent's tasks with a task token (the kill switch revokes them all)."""
+    """Sorted set of the references of the agent's tasks with a task token, scored by the
+    task token's expiry (the kill switch revokes them all; expired ones are dropped)."""
     return f"{prefix}vault-agent:{agent}"
 
 

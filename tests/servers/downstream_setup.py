@@ -59,10 +59,10 @@ def setup_database(bao: BaoServer, pg: PostgresServer, *, max_ttl: str = "24h") 
     write_db_role(bao, CREATION, max_ttl=max_ttl)
 
 
-def write_db_role(bao: BaoServer, creation: list[str], *, max_ttl: str = "24h") -> None:
+def write_db_role(bao: BaoServer, creation: list[str], *, max_ttl: str = "24h", default_ttl: str = "1h") -> None:
     client(bao).write_data(
         f"{DB_MOUNT}/roles/{DB_ROLE}",
-        data={"db_name": "warehouse", "creation_statements": creation, "default_ttl": "1h", "max_ttl": max_ttl},
+        data={"db_name": "warehouse", "creation_statements": creation, "default_ttl": default_ttl, "max_ttl": max_ttl},
     )
 
 
