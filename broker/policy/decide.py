@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from broker.capability import Capability, covers
 from broker.errors import BrokerError
-from broker.policy.model import DEFAULT_TTL, Agent, Policy, Scope
+from broker.policy.model import DEFAULT_KV_USES, DEFAULT_TTL, Agent, Policy, Scope
 from broker.policy.requests import MintRequest, ScopeRequest
 from broker.policy.vault import is_downstream, scope_policy_name
 
@@ -92,7 +92,10 @@ def _decide(agent: Agent, request: MintRequest, policy: Policy, reasons: list[st
             f"scope {scope.name!r}: granted to {agent.name!r}; {cap.kind} {cap.resource} {list(cap.actions)}"
         )
         if is_downstream(scope):
-            reasons.append(f"scope {scope.name!r}: a Vault credential with policy {scope_policy_name(scope.name)!r}")
+            uses = f", {scope.uses or DEFAULT_KV_USES} uses" if scope.kind == "vault-kv" else ""
+            reasons.append(
+                f"scope {scope.name!r}: a Vault credential with policy {scope_policy_name(scope.name)!r}{uses}"
+            )
         bucket = caps_by_audience.setdefault(scope.audience, [])
         if cap not in bucket:
             bucket.append(cap)

@@ -347,6 +347,15 @@ def test_a_later_mint_of_the_task_reuses_and_extends_its_task_token(stack: Stack
     assert not accessor_alive(stack, task_token["accessor"])
 
 
+def test_an_admin_revoking_the_task_id_for_every_agent_revokes_its_task_token(stack: Stack) -> None:
+    body = mint(stack, "admin-1", [KV, DB])
+    status, _, answer = stack.broker.post("/v1/tasks/admin-1/revoke", {}, who="admin")
+    assert status == 200, answer
+    assert answer["agent"] == "*"
+    eventually(10, lambda: not can_login(stack, credential(body, "database")))
+    assert read_secret(stack, credential(body, "vault-kv")["token"]) == 403
+
+
 def test_the_kill_switch_revokes_every_task_token_of_the_agent(stack: Stack) -> None:
     one, two = mint(stack, "ks-1", [DB]), mint(stack, "ks-2", [KV])
     status, _, _ = stack.broker.post("/v1/agents/analyst/revoke", who="admin")

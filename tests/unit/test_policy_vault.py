@@ -149,3 +149,21 @@ def test_the_whole_downstream_scope_is_allowed_and_names_its_vault_policy(policy
 def test_other_kinds_still_narrow(policy: Policy) -> None:
     decision = run(policy, "analyst", [{"scope": "reports-write", "resource": "s3://acme-reports/agents/t1/"}])
     assert isinstance(decision, Allow)
+
+
+def test_explain_names_the_uses_of_a_vault_kv_grant(policy: Policy) -> None:
+    decision = run(policy, "analyst", ["weather-api-key"])
+    assert isinstance(decision, Allow)
+    assert "policy 'capbroker-scope-weather-api-key', 10 uses" in " ".join(decision.reasons)
+
+
+def test_lint_warns_about_a_vault_kv_scope_with_many_uses(tmp_path: Path) -> None:
+    from broker.policy.lint import lint
+
+    def warnings(uses: int) -> list[str]:
+        return [w.message for w in lint(kv_policy(tmp_path, f"    uses: {uses}")) if "uses" in w.message]
+
+    assert warnings(500) == [
+        "scope 'one-secret' gives a Vault token 500 uses; a token that reads one secret needs a few (100 or less)"
+    ]
+    assert warnings(100) == []
