@@ -457,8 +457,8 @@ def soak(
             result, cpu = measure(replace(spec, body=spec.body.replace("{w}", str(window))), servers)
             at = time.monotonic() - started
             used = int(client.info("memory")["used_memory"])
-            length, keys = client.xlen("capbroker:audit"), client.dbsize()
-            stream = int(client.memory_usage("capbroker:audit") or 0)
+            length, keys = client.xlen(broker.audit_stream), client.dbsize()
+            stream = int(client.memory_usage(broker.audit_stream) or 0)
             rates.append(result.rps)
             memory.append((at, used, stream))
             rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)

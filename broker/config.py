@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
+from broker.backends import redis_keys
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 from broker.token.algorithms import Algorithm
@@ -47,7 +48,10 @@ class Settings:
     session_key_lead: float = 300.0  # seconds a successor is published before it signs
     state: Literal["redis", "memory"] = "redis"
     redis_url: str = field(default="", repr=False)  # may carry a password
-    audit_stream: str = "capbroker:audit"
+    # every key and channel of this deployment in Redis starts with it; "" = derived from
+    # the issuer (``key_prefix``), so deployments sharing a Redis server never cross
+    redis_prefix: str = ""
+    audit_stream: str = ""  # "" = <key_prefix>audit (``stream``)
     # a signed checkpoint of the audit chain per this many of a process's events, or
     # this many seconds after the oldest of them (broker.audit.checkpoint)
     audit_checkpoint_events: int = DEFAULT_EVERY_EVENTS
@@ -67,6 +71,16 @@ class Settings:
     # disk; "asserted-aof"/"asserted-rdb" stand in where CONFIG is disabled
     redis_durability: Literal["checked", "accept-volatile", "asserted-aof", "asserted-rdb"] = "checked"
 
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every Redis key and channel: ``redis_prefix``, or derived from the issuer."""
+        return self.redis_prefix or redis_keys.default_prefix(self.issuer)
+
+    @property
+    def stream(self) -> str:
+        """The audit stream: ``audit_stream``, or ``<key_prefix>audit``."""
+        return self.audit_stream or redis_keys.audit_stream(self.key_prefix)
+
 
 _FIELDS: dict[str, type] = {
     "issuer": str,
@@ -85,6 +99,7 @@ _FIELDS: dict[str, type] = {
     "session_key_lead": float,
     "state": str,
     "redis_url": str,
+    "redis_prefix": str,
     "audit_stream": str,
     "audit_checkpoint_events": int,
     "audit_checkpoint_interval": float,
@@ -209,5 +224,10 @@ def _check(s: Settings) -> None:
         raise SettingsError("workers is 1 to 64 processes")
     if s.redis_durability not in ("checked", "accept-volatile", "asserted-aof", "asserted-rdb"):
         raise SettingsError("redis_durability is checked, accept-volatile, asserted-aof or asserted-rdb")
+    if s.redis_prefix:
+        try:
+            redis_keys.check_prefix(s.redis_prefix)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
     if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError("issuer must be an https:// URL (http only on loopback)")

@@ -51,6 +51,7 @@ def signing_backend(settings: Settings) -> LongTermSigning:
             vault_token=settings.vault_token,
             redis_url=settings.redis_url,
             issuer=settings.issuer,
+            prefix=settings.key_prefix,
             mount=settings.transit_mount,
             key=settings.transit_key,
             alg=settings.signing_alg,
@@ -71,7 +72,9 @@ def state_store(settings: Settings) -> StateStore:
     if settings.state == "redis":
         from broker.backends.redis_state import RedisState
 
-        return RedisState.from_url(settings.redis_url, timeout=settings.backend_timeout, stream=settings.audit_stream)
+        return RedisState.from_url(
+            settings.redis_url, timeout=settings.backend_timeout, stream=settings.stream, prefix=settings.key_prefix
+        )
     from broker.backends.memory_state import MemoryState
 
     return MemoryState()
@@ -113,7 +116,7 @@ def revocation_feed(settings: Settings) -> RevocationCheck | None:
         return None
     from broker.verify.revocation_feed import RevocationFeed
 
-    return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
+    return RevocationFeed(settings.redis_url, prefix=settings.key_prefix, timeout=settings.backend_timeout)
 
 
 def audit_archiver(settings: Settings) -> AuditArchiver | None:
@@ -127,7 +130,7 @@ def audit_archiver(settings: Settings) -> AuditArchiver | None:
         settings.redis_url,
         ArchiveDir(Path(settings.audit_archive_dir)),
         timeout=settings.backend_timeout,
-        stream=settings.audit_stream,
+        stream=settings.stream,
         tail_events=settings.audit_tail_events,
         segment_events=settings.audit_segment_events,
     )

@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.backends import redis_keys
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import database, fail_fast
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest
 from broker.token.algorithms import Algorithm
@@ -123,7 +123,7 @@ async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> Non
     kids = sorted(until)
     if not kids:
         return
-    args: list[str | int] = [redis_keys.revocation_channel(prefix)]
+    args: list[str | int] = [redis_keys.revocation_channel(prefix, database(redis))]
     for kid in kids:
         args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
     names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]

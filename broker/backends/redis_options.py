@@ -8,6 +8,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 
+def database(client: Any) -> int:
+    """The database number a redis-py client (sync or asyncio) was built for: pub/sub
+    channels are shared by all databases, so channel names carry it."""
+    return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+
+
 def fail_fast(timeout: float) -> dict[str, Any]:
     """Options for ``Redis.from_url`` (sync or asyncio): a dead or paused Redis fails in
     about ``timeout`` seconds, with no retry ladder."""

@@ -42,7 +42,7 @@ from broker.audit.chain import GENESIS
 from broker.backends import redis_keys as keys
 from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import database, fail_fast
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
@@ -192,6 +192,7 @@ class RedisState:
         self._timeout = timeout
         self._stream = stream
         self._prefix = prefix
+        self._db = database(client)  # channel names carry it: pub/sub ignores the DB number
         # mint claims and audit appends: every one queued meanwhile, in one shared round trip
         self._rounds = SharedRounds(
             client,
@@ -281,7 +282,7 @@ class RedisState:
         ``if_exists``, only if that key exists."""
         message = keys.revocation_message(kind, ident, value)
         names = [key, if_exists] if if_exists else [key]
-        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix), message]
+        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix, self._db), message]
         return bool(await self._call(self._revoke_one(keys=names, args=args)))
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
@@ -297,7 +298,7 @@ class RedisState:
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
         names = [keys.agent_cutoff(self._prefix, agent), keys.suspended(self._prefix, agent)]
         message = keys.revocation_message("agent", agent, cutoff)
-        channel = keys.revocation_channel(self._prefix)
+        channel = keys.revocation_channel(self._prefix, self._db)
         args: list[str | int] = [cutoff, retention.agent_cutoff_expiry(cutoff), channel, message]
         await self._call(self._revoke_agent(keys=names, args=args))
 
@@ -363,12 +364,12 @@ class RedisState:
         return GENESIS if head is None else _text(head)
 
     async def announce_policy_reload(self, origin: str) -> None:
-        await self._call(self._redis.publish(keys.policy_channel(self._prefix), origin))
+        await self._call(self._redis.publish(keys.policy_channel(self._prefix, self._db), origin))
 
     async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
         """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
-        channel = keys.policy_channel(self._prefix)
+        channel = keys.policy_channel(self._prefix, self._db)
         reconnect = False  # the first subscription misses nothing: the policy was just loaded
         while True:
             pubsub = self._redis.pubsub()

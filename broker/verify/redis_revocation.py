@@ -21,12 +21,12 @@ URL_SCHEMES = ("redis://", "rediss://", "unix://")
 class RedisRevocation:
     """Reads the revocations the broker writes, for one verifying service."""
 
-    def __init__(self, url: str, *, timeout: float = 1.0, prefix: str = keys.DEFAULT_PREFIX) -> None:
+    def __init__(self, url: str, *, issuer: str | None = None, prefix: str | None = None, timeout: float = 1.0) -> None:
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"a Redis URL starts with one of {', '.join(URL_SCHEMES)}")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        self._prefix = prefix
+        self._prefix = keys.deployment_prefix(issuer, prefix)
         self._redis = Redis.from_url(url, **fail_fast(timeout))
 
     def is_revoked(self, claims: Claims) -> bool:
