@@ -26,6 +26,7 @@ import hvac
 import hvac.exceptions
 import psycopg
 import pytest
+import redis
 
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.downstream_setup import (
@@ -55,6 +56,7 @@ class Stack:
     pg: PostgresServer
     runtime_token: str
     sync_output: str
+    redis: RedisServer
 
 
 def broker_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,7 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         assert synced.returncode == 0, synced.stderr
         proc.start()
-        yield Stack(proc, bao, pg, token, synced.stdout + synced.stderr)
+        yield Stack(proc, bao, pg, token, synced.stdout + synced.stderr, redis)
     finally:
         if proc is not None:
             proc.stop()
@@ -380,6 +382,28 @@ def test_no_secret_in_the_log_or_the_audit_event(stack: Stack) -> None:
     carried = json.dumps(minted["downstream"])
     assert kv["accessor"] in carried
     assert db["lease_id"] in carried
+
+
+def test_every_downstream_record_expires_and_holds_no_token(stack: Stack) -> None:
+    body = mint(stack, "records-1", [KV, DB])
+    client_redis = redis.Redis.from_url(stack.redis.url)
+    try:
+        names = [k.decode() for k in client_redis.scan_iter(match="*vault-*")]
+        assert {n.split("vault-")[1].split(":")[0] for n in names} == {"task", "agent", "carried"}
+        for name in names:
+            assert client_redis.ttl(name) > 0, name  # nothing grows unread
+            value = (
+                json.dumps([m.decode() for m in client_redis.zrange(name, 0, -1)])
+                if client_redis.type(name) == b"zset"
+                else str(client_redis.dump(name))
+            )
+            assert credential(body, "vault-kv")["token"] not in value
+        (task,) = [n for n in names if n.endswith("vault-task:analyst/records-1")]
+        record = json.loads(client_redis.get(task))
+        assert record["sealed"].startswith("vault:v1:")  # Transit ciphertext, not a token
+        assert task_token_of(stack, "records-1")["accessor"] == record["accessor"]
+    finally:
+        client_redis.close()
 
 
 # ---------------------------------------------------------------------- failure: 503 and nothing half-issued
