@@ -16,7 +16,7 @@ from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.metrics import Metrics
-from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
+from broker.service.ports import Downstream, IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
 if TYPE_CHECKING:
@@ -93,6 +93,20 @@ def vault_tokens(settings: Settings) -> VaultTokens | None:
     return VaultTokenLookup(settings.vault_addr, settings.vault_token, timeout=settings.backend_timeout)
 
 
+def downstream(settings: Settings) -> Downstream | None:
+    """Downstream credentials (vault-kv, database) from Vault: wherever Vault is configured."""
+    if settings.signer != "vault":
+        return None
+    from broker.backends.vault_downstream import VaultDownstream
+
+    return VaultDownstream(
+        settings.vault_addr,
+        settings.vault_token,
+        timeout=settings.backend_timeout,
+        transit_mount=settings.transit_mount,
+    )
+
+
 def issuer_keys(settings: Settings) -> IssuerKeys:
     from broker.backends.oidc_keys import OidcKeys
 
@@ -154,6 +168,8 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         issuer_keys=issuer_keys(settings),
         vault_tokens=vault_tokens(settings),
         revocations=revocation_feed(settings),
+        downstream=downstream(settings),
+        downstream_records=state.downstream_records(),
     )
 
 

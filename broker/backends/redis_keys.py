@@ -175,3 +175,21 @@ def policy_channel(prefix: str, db: int = 0) -> str:
     """Pub/sub channel on which a process that reloaded its policy tells the others (the
     database number in it as in ``revocation_channel``)."""
     return f"{_on_db(prefix, db)}policy-reloads"
+
+
+def task_vault_token(prefix: str, ref: str) -> str:
+    """The task's Vault token (SPEC 6), JSON ``{"accessor", "sealed", "expires"}``: its
+    accessor (revocation needs no secret) and the token sealed by Transit, until it expires."""
+    return f"{prefix}vault-task:{ref}"
+
+
+def agent_vault_tasks(prefix: str, agent: str) -> str:
+    """Sorted set of the references of the agent's tasks with a task token, scored by the
+    task token's expiry (the kill switch revokes them all; expired ones are dropped)."""
+    return f"{prefix}vault-agent:{agent}"
+
+
+def carried_credentials(prefix: str, jti: str) -> str:
+    """Set of the accessors of the Vault tokens issued with the capability token ``jti``
+    (revoking the token revokes them)."""
+    return f"{prefix}vault-carried:{jti}"

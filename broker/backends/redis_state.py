@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.backends import redis_keys as keys
+from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_options import async_redis, database
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
@@ -241,6 +242,10 @@ class RedisState:
     ) -> RedisState:
         client = async_redis(url, timeout)
         return cls(client, timeout=timeout, stream=stream, prefix=prefix, wait_replicas=wait_replicas)
+
+    def downstream_records(self) -> RedisDownstreamRecords:
+        """The downstream credentials' records, under this store's prefix and client."""
+        return RedisDownstreamRecords(self._redis, self._prefix, self._call)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""

@@ -184,6 +184,14 @@ class BaoServer:
         self.bao("operator", "unseal", self.unseal_key)
         _wait(self._healthy, "unsealed bao")
 
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
