@@ -28,6 +28,7 @@ from broker.capability.kinds import KINDS
 from broker.capability.names import is_task
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected, excerpt, quoted
 from broker.policy.model import Service
+from broker.service import downstream
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
@@ -112,6 +113,7 @@ async def contain(broker: Broker, call: Call, task: str, read_body: Callable[[],
             raise
         raise error from None
     broker.own_revocations.note_task(claims.task_ref, broker.now())
+    vault = await downstream.revoke_task(broker, claims.root_agent, claims.task)  # its Vault credentials die too
     broker.metrics.inc("capbroker_revocations_total", kind="contained")
     await broker.audit.record(
         "contained",
@@ -124,6 +126,7 @@ async def contain(broker: Broker, call: Call, task: str, read_body: Callable[[],
         jti=claims.jti,
         **_seen(report),
         already=already,
+        vault=vault or None,
     )
     return {"task": claims.task, "revoked": True}
 

@@ -446,3 +446,17 @@ def test_vault_paused_mid_mint_is_a_fast_503_and_no_token(stack: Stack) -> None:
         stack.bao.resume()
     time.sleep(1)
     assert set(leases(stack.bao)) <= before
+
+
+def test_a_containment_by_a_gateway_revokes_the_task_token(stack: Stack) -> None:
+    """A gateway containing the task (``POST /v1/tasks/{task}/contain`` with one of the
+    task's tokens of its audience) kills the task's Vault credentials too."""
+    body = mint(stack, "contain-1", ["exports-read", DB])
+    (evidence,) = [t["token"] for t in body["tokens"] if t["audience"] == "storage-gateway"]
+    db = credential(body, "database")
+    assert can_login(stack, db)
+    report = {"token": evidence, "kind": "bucket", "resource": "s3://acme-exports/other/x", "action": "read"}
+    status, _, answer = stack.broker.post("/v1/tasks/contain-1/contain", report, who="storage-gateway")
+    assert (status, answer) == (200, {"task": "contain-1", "revoked": True})
+    eventually(10, lambda: not can_login(stack, db))
+    eventually(10, lambda: not role_exists(stack, db["username"]))
