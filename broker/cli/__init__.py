@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import keys_cmd, ops_cmd, policy_cmd, serve_cmd, token_cmd
+from broker.cli import gateway_cmd, keys_cmd, ops_cmd, policy_cmd, serve_cmd, token_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(commands)
     serve_cmd.register(commands)
     ops_cmd.register(commands)
+    gateway_cmd.register(commands)
     return parser
 
 

@@ -1,0 +1,104 @@
+"""Wiring: a ``GatewayApp`` from a ``GatewayConfig`` (the adapters it needs), and serving it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Final
+
+import httpx
+import uvicorn
+
+from broker.gateway.app import GatewayApp
+from broker.gateway.budgets import Ledger, MemoryLedger, RedisLedger
+from broker.gateway.config import GatewayConfig, load_config
+from broker.gateway.containment import Containment
+from broker.gateway.secrets import SecretStore, VaultKvReader, read_file_secret
+from broker.gateway.verification import Verifiers
+
+log = logging.getLogger(__name__)
+
+STARTUP_WAIT: Final = 5.0
+
+
+def upstream_client(config: GatewayConfig) -> httpx.AsyncClient:
+    """Never follows redirects, reads no proxy or credential from the environment, and
+    adds no header of its own."""
+    client = httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(config.upstream_timeout, connect=min(5.0, config.upstream_timeout)),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+    )
+    for name in list(client.headers.keys()):
+        del client.headers[name]
+    return client
+
+
+def build_app(config: GatewayConfig) -> GatewayApp:
+    service_key = read_file_secret(config.service_key_file) if config.service_key_file else None
+    vault = (
+        VaultKvReader(config.vault_addr, config.vault_token_file)
+        if config.vault_addr is not None and config.vault_token_file is not None
+        else None
+    )
+    secrets_store = SecretStore((r.credential for r in config.routes), vault=vault, refresh=config.secret_refresh)
+    verifiers = Verifiers(
+        issuer=config.issuer,
+        jwks_url=config.jwks_url,
+        audiences=config.audiences,
+        revocation=config.revocation,
+        redis_prefix=config.redis_prefix,
+        service_key=service_key,
+    )
+    ledger: Ledger = (
+        RedisLedger(config.redis_url, config.redis_prefix) if config.redis_url is not None else MemoryLedger()
+    )
+    client = upstream_client(config)
+    containment = Containment(config.issuer, service_key, client) if service_key else None
+    secrets_store.start()
+    secrets_store.wait_first_round(STARTUP_WAIT)
+    verifiers.wait_ready(STARTUP_WAIT)
+    return GatewayApp(
+        config,
+        verifiers=verifiers,
+        secrets_store=secrets_store,
+        ledger=ledger,
+        client=client,
+        containment=containment,
+    )
+
+
+def describe(config: GatewayConfig) -> str:
+    """The start-up summary (no secret: only where they live)."""
+    routes = ", ".join(f"{r.kind}:{r.match}->{r.upstream} ({r.audience})" for r in config.routes)
+    return (
+        f"capbroker gateway on {config.host}:{config.port}; issuer {config.issuer}; revocation "
+        f"{'introspection' if config.revocation == 'introspection' else 'redis feed'}; "
+        f"redis_prefix {config.redis_prefix!r}; budgets {'redis' if config.redis_url else 'in memory'}; "
+        f"containment {config.containment}; routes: {routes}"
+    )
+
+
+def serve(config: GatewayConfig) -> int:
+    app = build_app(config)
+    print(describe(config), file=sys.stderr, flush=True)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="httptools",
+        loop="uvloop",
+    )
+    app.secrets.close()
+    app.verifiers.close()
+    return 0
+
+
+def load(path: str | Path | None, env: dict[str, str]) -> GatewayConfig:
+    text = Path(path).read_bytes() if path is not None else None
+    return load_config(text, str(path or "environment"), env)
