@@ -5,8 +5,10 @@ holds its capability token; every refusal is decided before a byte reaches the u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +32,8 @@ def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> It
         redis.stop()
 
 
-def receive_packs(stack: GatewayStack) -> list[dict[str, object]]:
-    return [r for r in stack.git_requests() if "receive-pack" in str(r["path"]) + str(r["query"])]
+def receive_packs(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in requests if "receive-pack" in str(r["path"]) + str(r["query"])]
 
 
 def test_clone_fetch_and_push_to_the_task_branch_through_the_gateway(stack: GatewayStack, tmp_path: Path) -> None:
@@ -58,3 +60,79 @@ def test_a_direct_clone_with_the_capability_token_fails_at_the_upstream(stack: G
     clone = stack.git("clone", direct, str(tmp_path / "w"), token=token)
     assert clone.returncode != 0
     assert stack.git_requests()[-1]["authorised"] is False
+
+
+def test_wrong_repository_is_refused_and_nothing_reaches_the_upstream(stack: GatewayStack, tmp_path: Path) -> None:
+    token = stack.token("git-wrong-repo", ["gw-repo-read"])
+    before = len(stack.git_requests())
+    clone = stack.git("clone", stack.repo_url("acme", "other"), str(tmp_path / "o"), token=token)
+    assert clone.returncode != 0
+    status, _, body = stack.request(
+        "GET", "/git/github.com/acme/other.git/info/refs?service=git-upload-pack", token=token
+    )
+    assert (status, stack.refused(403, body)) == (403, "capability_denied")
+    assert stack.git_requests()[before:] == []
+
+
+def test_push_with_a_read_token_is_refused_before_any_pack_byte(stack: GatewayStack, tmp_path: Path) -> None:
+    token = stack.token("git-read-push", ["gw-repo-read"])
+    work = tmp_path / "w"
+    assert stack.git("clone", stack.repo_url(), str(work), token=token).returncode == 0
+    (work / "x.txt").write_text("x\n")
+    stack.git("add", "x.txt", cwd=work, check=True)
+    stack.git("commit", "-q", "-m", "x", cwd=work, check=True)
+    before = len(stack.git_requests())
+    push = stack.git("push", "origin", "HEAD:refs/heads/agents/git-read-push/x", token=token, cwd=work)
+    assert push.returncode != 0
+    assert "403" in push.stderr
+    status, _, body = stack.request(
+        "POST",
+        "/git/github.com/acme/widgets.git/git-receive-pack",
+        token=token,
+        body=b"0000",
+        headers={"Content-Type": "application/x-git-receive-pack-request"},
+    )
+    assert (status, stack.refused(403, body)) == (403, "capability_denied")
+    assert receive_packs(stack.git_requests()[before:]) == []  # not even the ref advertisement
+
+
+def _commit_and_push(stack: GatewayStack, work: Path, token: str, refspec: str) -> tuple[int, str]:
+    (work / "y.txt").write_text(refspec + "\n")
+    stack.git("add", "y.txt", cwd=work, check=True)
+    stack.git("commit", "-q", "-m", "y", cwd=work, check=True)
+    before = len(stack.git_requests())
+    push = stack.git("push", "origin", refspec, token=token, cwd=work)
+    posts = [
+        r for r in stack.git_requests()[before:] if r["method"] == "POST" and r["path"].endswith("git-receive-pack")
+    ]
+    return push.returncode, json.dumps(posts) if posts else ""
+
+
+def test_push_outside_the_task_prefix_is_refused_before_forwarding(stack: GatewayStack, tmp_path: Path) -> None:
+    token = stack.token("git-prefix", ["gw-repo-write"])
+    work = tmp_path / "w"
+    assert stack.git("clone", stack.repo_url(), str(work), token=token).returncode == 0
+    for refspec in ("HEAD:refs/heads/main", "HEAD:refs/heads/agents/another-task/x", ":refs/heads/main"):
+        code, forwarded = _commit_and_push(stack, work, token, refspec)
+        assert code != 0, refspec
+        assert forwarded == "", f"{refspec}: a receive-pack body reached the upstream: {forwarded}"
+    refused = [a for a in stack.audit_lines() if a["task"] == "git-prefix" and a["status"] == 403]
+    assert refused
+    assert all(a["code"] == "capability_denied" for a in refused)
+
+
+def test_dumb_http_other_services_and_methods_are_refused(stack: GatewayStack) -> None:
+    token = stack.token("git-dumb", ["gw-repo-write"])
+    before = len(stack.git_requests())
+    for method, path in (
+        ("GET", "/git/github.com/acme/widgets.git/HEAD"),
+        ("GET", "/git/github.com/acme/widgets.git/objects/info/packs"),
+        ("GET", "/git/github.com/acme/widgets.git/info/refs"),
+        ("GET", "/git/github.com/acme/widgets.git/info/refs?service=git-upload-archive"),
+        ("PUT", "/git/github.com/acme/widgets.git/git-upload-pack"),
+        ("GET", "/git/github.com/acme/widgets.git/git-upload-pack"),
+        ("DELETE", "/git/github.com/acme/widgets.git/git-receive-pack"),
+    ):
+        status, _, body = stack.request(method, path, token=token)
+        assert (status, stack.refused(403, body)) == (403, "capability_denied"), (method, path)
+    assert stack.git_requests()[before:] == []

@@ -16,6 +16,7 @@ security tests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -68,13 +69,19 @@ scopes:
     audience: billing-api
     max_ttl: 10m
     budget: {{requests: 3, bytes: 1MiB}}
+  gw-down:
+    kind: http
+    resource: https://down.test/
+    actions: [GET]
+    audience: billing-api
+    max_ttl: 10m
 agents:
   {agent}:
     description: The gateway tests' agent
     identity:
       key:
         sha256: {agent_sha}
-    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget]
+    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget, gw-down]
     max_ttl: 10m
     rate: 6000/min
 services:
@@ -147,6 +154,7 @@ class GatewayStack:
     git_port: int
     api_port: int
     repos: Path
+    down_port: int = field(default_factory=free_port)
     processes: dict[str, Process] = field(default_factory=dict)
     gateway_port: int = 0
 
@@ -210,6 +218,35 @@ class GatewayStack:
             check=check,
             timeout=60,
         )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request to the gateway, the path sent exactly as given (http.client does
+        not normalise it)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.gateway_port, timeout=10)
+        try:
+            sent = dict(headers or {})
+            if token is not None:
+                sent["Authorization"] = f"Bearer {token}"
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def refused(self, status: int, body: bytes) -> str:
+        """The problem+json code of a refusal."""
+        problem = json.loads(body)
+        assert problem["status"] == status
+        code: str = problem["code"]
+        return code
 
     def repo_url(self, owner: str = "acme", name: str = "widgets") -> str:
         return f"{self.gateway_url}/git/github.com/{owner}/{name}.git"
@@ -278,6 +315,18 @@ class GatewayStack:
                     },
                     "strip_headers": ["X-Upstream-Token"],
                     "strip_query": ["api_key"],
+                },
+                {
+                    "kind": "http",
+                    "audience": "billing-api",
+                    "origin": "https://down.test",
+                    "upstream": f"http://127.0.0.1:{self.down_port}",  # nothing listens there
+                    "credential": {
+                        "vault": "secret/data/gateway/api",
+                        "field": "api_key",
+                        "as": "query",
+                        "param": "key",
+                    },
                 },
             ],
         }
