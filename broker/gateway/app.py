@@ -82,6 +82,10 @@ _STATUS: Final = {
 }
 
 
+#: verifier codes that say a backend is down, not that the token is bad (SPEC 9: 503)
+UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
+
+
 class StreamAborted(Exception):
     """A response already started could not be finished; the connection is dropped."""
 
@@ -165,6 +169,9 @@ class GatewayApp:
             upstream_s = await self._handle(scope, receive, send, line)
         except TokenRejected as e:
             line.code, line.decision = e.code, "deny"
+            if e.code in UNAVAILABLE:  # the revocation source or the keys: 503, never a 401 that blames the token
+                await self._refuse(send, line, BackendUnavailable(e.code))
+                return
             status, headers, body = unauthorized(e.code)
             line.status = status
             await _respond(send, status, [*headers, _rid(line)], body)
