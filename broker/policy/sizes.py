@@ -35,7 +35,7 @@ def parse_size(value: object) -> int:
 
 
 def format_size(number: int) -> str:
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
+    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
         if number % _FACTOR[unit] == 0:
             return f"{number // _FACTOR[unit]}{unit}"
     return f"{number}B"
