@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.servers.gateway_stack import PREFIX, GatewayStack, start_stack
+from broker.dpop.client import DpopKey
+from tests.servers.gateway_stack import AGENT, PREFIX, GatewayStack, start_stack
 from tests.servers.processes import BaoServer, RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -215,3 +216,31 @@ def test_every_request_has_one_audit_line(stack: GatewayStack) -> None:
     assert (line["decision"], line["status"], line["bytes_in"]) == ("allow", 200, 5)
     assert line["upstream_ms"] > 0
     assert token not in Path(stack.audit_path).read_text()
+
+
+def test_a_dpop_bound_token_needs_its_proof_for_this_request(stack: GatewayStack) -> None:
+    key = DpopKey.generate()
+    now = int(time.time())
+    mint_proof = {"DPoP": key.proof("POST", f"{stack.broker.issuer}/v1/tokens", now=now)}
+    status, _, body = stack.broker.post(
+        "/v1/tokens", {"task": "http-dpop", "scopes": ["gw-api"]}, who=AGENT, headers=mint_proof
+    )
+    assert status == 201, body
+    token = body["tokens"][0]["token"]
+    path = "/http/api.test/v1/items"
+    url = f"{stack.gateway_url}{path}"
+    before = len(stack.api_requests())
+    status, _, body = stack.request("GET", path, token=token)  # a stolen bearer copy
+    assert (status, stack.refused(401, body)) == (401, "proof_required")
+    other = key.proof("GET", f"{stack.gateway_url}/http/api.test/v1/other", now=now, access_token=token)
+    status, _, body = stack.request("GET", path, headers={"Authorization": f"DPoP {token}", "DPoP": other})
+    assert (status, stack.refused(401, body)) == (401, "bad_proof")
+    assert stack.api_requests()[before:] == []
+    proof = key.proof("GET", url, now=now, access_token=token)
+    status, _, body = stack.request("GET", path, headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert status == 200, body
+    arrived = dict(stack.api_requests()[-1]["headers"])
+    assert "dpop" not in arrived
+    assert "authorization" not in arrived
+    status, _, body = stack.request("GET", path, headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert (status, stack.refused(401, body)) == (401, "bad_proof")  # a proof is used once

@@ -273,7 +273,9 @@ class GatewayStack:
         raise AssertionError(f"no audit line for {request_id}")
 
     # ------------------------------------------------------------ the gateway
-    def gateway_config(self, **overrides: Any) -> Path:
+    def gateway_config(self, *, file_credentials: bool = False, **overrides: Any) -> Path:
+        """The settings; ``file_credentials`` reads the secrets from files instead of Vault;
+        an override of ``None`` leaves the setting out."""
         settings: dict[str, Any] = {
             "issuer": self.broker.issuer,
             "jwks_url": f"{self.broker.url}/.well-known/jwks.json",
@@ -331,6 +333,18 @@ class GatewayStack:
             ],
         }
         settings.update(overrides)
+        if file_credentials:
+            files = {
+                "git": self._secret_file("git-secret-file", self.git_secret),
+                "api": self._secret_file("api-secret-file", self.api_key),
+            }
+            for route in settings["routes"]:
+                which = "git" if route["kind"] == "git" else "api"
+                route["credential"] = {k: v for k, v in route["credential"].items() if k not in ("vault", "field")}
+                route["credential"]["file"] = str(files[which])
+            for name in ("vault_addr", "vault_token_file"):
+                settings.pop(name)
+        settings = {k: v for k, v in settings.items() if v is not None}
         path = self.root / f"gateway-{self.gateway_port}.yaml"
         path.write_text(json.dumps(settings, indent=2))  # JSON is YAML: the same strict reader
         return path
@@ -341,10 +355,10 @@ class GatewayStack:
         path.chmod(0o600)
         return path
 
-    def start_gateway(self, **overrides: Any) -> Process:
+    def start_gateway(self, *, file_credentials: bool = False, **overrides: Any) -> Process:
         self.stop_gateway()
         self.gateway_port = free_port()
-        config = self.gateway_config(**overrides)
+        config = self.gateway_config(file_credentials=file_credentials, **overrides)
         broker_bin = shutil.which("broker", path=str(Path(sys.executable).parent)) or "broker"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "BROKER_", "VAULT_", "BAO_"))}
         with self.audit_path.open("ab") as out, self.gateway_log.open("ab") as err:
