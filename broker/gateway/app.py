@@ -36,12 +36,9 @@ from broker.capability.budget import tightest
 from broker.errors import (
     BackendUnavailable,
     BrokerError,
-    BudgetExhausted,
     CapabilityDenied,
     InvalidRequest,
     TokenRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from broker.gateway import audit
 from broker.gateway.audit import AuditLine
@@ -60,6 +57,7 @@ from broker.gateway.metrics import Metrics
 from broker.gateway.pktline import outside_prefix
 from broker.gateway.pushcheck import read_push_commands
 from broker.gateway.secrets import SecretStore
+from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
 from broker.verify.asgi import authenticate, check_public_url, credentials
 from broker.verify.asgi import problem as unauthorized
@@ -108,6 +106,7 @@ class GatewayApp:
         verifiers: Verifiers,
         secrets_store: SecretStore,
         ledger: Ledger,
+        upstream: UpstreamPool,
         client: httpx.AsyncClient,
         containment: Containment | None,
         out: TextIO | None = None,
@@ -116,6 +115,7 @@ class GatewayApp:
         self.verifiers = verifiers
         self.secrets = secrets_store
         self.ledger = ledger
+        self.upstream = upstream
         self.client = client
         self.containment = containment if config.containment == "revoke-task" else None
         self.metrics = Metrics()
@@ -144,6 +144,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.client.aclose()
+                await self.upstream.close()
                 await self.ledger.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -314,35 +315,29 @@ class GatewayApp:
         has_body = method not in ("GET", "HEAD") or any(
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", [])
         )
-        request = self.client.build_request(method, url, headers=headers, content=body() if has_body else None)
         began = time.monotonic()
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("upstream timed out") from None
-        except httpx.HTTPError as e:
-            raise UpstreamUnavailable(f"upstream: {type(e).__name__}") from None
+        response = await self.upstream.send(method, url, headers, body() if has_body else None)
         waited = time.monotonic() - began
         line.upstream_ms = round(waited * 1000, 2)
         try:
-            line.status, line.decision = response.status_code, "allow"
+            line.status, line.decision = response.status, "allow"
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [*response_headers(response.headers.raw), _rid(line)],
+                    "status": response.status,
+                    "headers": [*response_headers(response.headers), _rid(line)],
                 }
             )
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.body():
                     await meter.count(len(chunk), inbound=False)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (httpx.HTTPError, BudgetExhausted, BackendUnavailable) as e:
-                line.code = getattr(e, "code", "upstream_unavailable")
+            except BrokerError as e:
+                line.code = e.code
                 raise StreamAborted(type(e).__name__) from None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.close()
         return waited
 
 

@@ -15,6 +15,7 @@ from broker.gateway.budgets import Ledger, MemoryLedger, RedisLedger
 from broker.gateway.config import GatewayConfig, load_config
 from broker.gateway.containment import Containment
 from broker.gateway.secrets import SecretStore, VaultKvReader, read_file_secret
+from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,10 @@ log = logging.getLogger(__name__)
 STARTUP_WAIT: Final = 5.0
 
 
-def upstream_client(config: GatewayConfig) -> httpx.AsyncClient:
-    """Never follows redirects, reads no proxy or credential from the environment, and
-    adds no header of its own."""
-    client = httpx.AsyncClient(
-        follow_redirects=False,
-        trust_env=False,
-        timeout=httpx.Timeout(config.upstream_timeout, connect=min(5.0, config.upstream_timeout)),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-    )
-    for name in list(client.headers.keys()):
-        del client.headers[name]
-    return client
+def broker_client() -> httpx.AsyncClient:
+    """For the containment reports: never follows redirects, reads no proxy or credential
+    from the environment."""
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(2.0))
 
 
 def build_app(config: GatewayConfig) -> GatewayApp:
@@ -55,7 +48,8 @@ def build_app(config: GatewayConfig) -> GatewayApp:
     ledger: Ledger = (
         RedisLedger(config.redis_url, config.redis_prefix) if config.redis_url is not None else MemoryLedger()
     )
-    client = upstream_client(config)
+    client = broker_client()
+    upstream = UpstreamPool(timeout=config.upstream_timeout, connect_timeout=min(5.0, config.upstream_timeout))
     containment = Containment(config.issuer, service_key, client) if service_key else None
     secrets_store.start()
     secrets_store.wait_first_round(STARTUP_WAIT)
@@ -65,6 +59,7 @@ def build_app(config: GatewayConfig) -> GatewayApp:
         verifiers=verifiers,
         secrets_store=secrets_store,
         ledger=ledger,
+        upstream=upstream,
         client=client,
         containment=containment,
     )
