@@ -104,9 +104,8 @@ def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int) -> 
         ("upstream direct", wrk(direct, key, seconds, connections)),
         ("gateway, token seen before", wrk(through, bearer, seconds, connections)),
     ]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, python {platform.python_version()}"
-    )
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    print(f"machine: {machine}, python {platform.python_version()}")
     print(f"small GETs, wrk -t1 -c{connections} -d{seconds}s")
     print(f"{'row':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in rows:
