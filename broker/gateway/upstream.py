@@ -76,6 +76,7 @@ class UpstreamResponse:
     _parser: _Parser
     _http: httptools.HttpResponseParser
     _no_body: bool
+    _keep_alive: bool
     _done: bool = field(default=False)
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -109,7 +110,7 @@ class UpstreamResponse:
     def close(self) -> None:
         """Back to the pool when the answer was read whole and may be kept alive."""
         complete = self._done or (self._no_body and self._parser.headers_done)
-        self._pool.release(self._conn, reusable=complete and self._http.should_keep_alive() and not self._no_body)
+        self._pool.release(self._conn, reusable=complete and self._keep_alive and not self._no_body)
 
 
 class UpstreamPool:
@@ -249,7 +250,17 @@ class UpstreamPool:
             conn.close()
             raise UpstreamUnavailable("interim upstream answer")
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
-        return UpstreamResponse(status, state.headers, self, conn, state, parser, no_body)
+        keep_alive = keeps_alive(parser.get_http_version(), state.headers)
+        return UpstreamResponse(status, state.headers, self, conn, state, parser, no_body, keep_alive)
+
+
+def keeps_alive(version: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    """May the connection carry another request? (llhttp's own answer is lost once a
+    message is complete, which a small answer is as soon as its head is read.)"""
+    tokens = {t.strip().lower() for k, v in headers if k == b"connection" for t in v.split(b",")}
+    if b"close" in tokens:
+        return False
+    return version == "1.1" or b"keep-alive" in tokens
 
 
 class _StaleConnection(Exception):

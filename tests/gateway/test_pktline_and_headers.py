@@ -18,6 +18,7 @@ from broker.gateway.headers import (
 )
 from broker.gateway.pktline import MAX_COMMANDS_BYTES, PktLineError, outside_prefix, push_commands
 from broker.gateway.pushcheck import read_push_commands
+from broker.gateway.upstream import keeps_alive
 from tests.gateway.test_config import SPEC_EXAMPLE
 
 A, B = "a" * 40, "b" * 40
@@ -112,3 +113,10 @@ def test_credentials_are_attached_as_configured() -> None:
 def test_set_cookie_and_hop_by_hop_never_come_back() -> None:
     got = [(b"Set-Cookie", b"a=b"), (b"connection", b"x-h"), (b"x-h", b"1"), (b"location", b"/y"), (b"te", b"x")]
     assert response_headers(got) == [(b"location", b"/y")]
+
+
+def test_keep_alive_is_read_from_the_version_and_connection_header() -> None:
+    assert keeps_alive("1.1", [])
+    assert not keeps_alive("1.1", [(b"connection", b"Close")])
+    assert not keeps_alive("1.0", [])
+    assert keeps_alive("1.0", [(b"connection", b"keep-alive")])
