@@ -325,7 +325,7 @@ class GatewayApp:
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": [*response_headers(response.headers), _rid(line)],
+                    "headers": [*response_headers(response.headers, secret), _rid(line)],
                 }
             )
             try:

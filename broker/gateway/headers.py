@@ -78,11 +78,23 @@ def with_credential_query(url: str, credential: Credential, secret: str) -> str:
     return url + ("&" if "?" in url else "?") + pair
 
 
-def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
+def response_headers(headers: Iterable[tuple[bytes, bytes]], secret: str = "") -> HeaderList:
+    """The upstream's headers for the agent; a header that echoes the secret (a redirect
+    to a URL carrying a query credential, say) is dropped too."""
     given = list(headers)
     named = _connection_named(given)
+    echoes = _spellings(secret)
     return [
         (k, v)
         for k, v in given
-        if (low := k.lower()) not in HOP_BY_HOP and low not in RESPONSE_DROPPED and low not in named
+        if (low := k.lower()) not in HOP_BY_HOP
+        and low not in RESPONSE_DROPPED
+        and low not in named
+        and not any(e in v for e in echoes)
     ]
+
+
+def _spellings(secret: str) -> tuple[bytes, ...]:
+    if not secret:
+        return ()
+    return tuple({secret.encode("latin-1", "replace"), quote(secret, safe="").encode("ascii")})

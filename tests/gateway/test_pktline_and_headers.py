@@ -115,6 +115,11 @@ def test_set_cookie_and_hop_by_hop_never_come_back() -> None:
     assert response_headers(got) == [(b"location", b"/y")]
 
 
+def test_a_response_header_echoing_the_secret_is_dropped() -> None:
+    got = [(b"location", b"/next?key=s%2Fk"), (b"x-echo", b"s/k"), (b"x-ok", b"fine")]
+    assert response_headers(got, "s/k") == [(b"x-ok", b"fine")]
+
+
 def test_keep_alive_is_read_from_the_version_and_connection_header() -> None:
     assert keeps_alive("1.1", [])
     assert not keeps_alive("1.1", [(b"connection", b"Close")])

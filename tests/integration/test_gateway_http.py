@@ -244,3 +244,15 @@ def test_a_dpop_bound_token_needs_its_proof_for_this_request(stack: GatewayStack
     assert "authorization" not in arrived
     status, _, body = stack.request("GET", path, headers={"Authorization": f"DPoP {token}", "DPoP": proof})
     assert (status, stack.refused(401, body)) == (401, "bad_proof")  # a proof is used once
+
+
+def test_a_query_credential_replaces_the_agents_own(stack: GatewayStack) -> None:
+    token = stack.token("http-query", ["gw-query"])
+    status, _, body = stack.request("GET", "/http/query.test/v1/items?key=attacker&x=1&KEY=again", token=token)
+    assert status == 200, body
+    arrived = stack.api_requests()[-1]
+    assert arrived["authorised"] is True
+    assert "attacker" not in arrived["query"]
+    assert "again" not in arrived["query"]
+    assert arrived["query"].startswith("x=1&key=")
+    assert stack.api_key not in body.decode()

@@ -75,13 +75,19 @@ scopes:
     actions: [GET]
     audience: billing-api
     max_ttl: 10m
+  gw-query:
+    kind: http
+    resource: https://query.test/
+    actions: [GET]
+    audience: billing-api
+    max_ttl: 10m
 agents:
   {agent}:
     description: The gateway tests' agent
     identity:
       key:
         sha256: {agent_sha}
-    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget, gw-down]
+    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget, gw-down, gw-query]
     max_ttl: 10m
     rate: 6000/min
 services:
@@ -317,6 +323,18 @@ class GatewayStack:
                     },
                     "strip_headers": ["X-Upstream-Token"],
                     "strip_query": ["api_key"],
+                },
+                {
+                    "kind": "http",
+                    "audience": "billing-api",
+                    "origin": "https://query.test",
+                    "upstream": f"http://127.0.0.1:{self.api_port}",
+                    "credential": {
+                        "vault": "secret/data/gateway/api",
+                        "field": "api_key",
+                        "as": "query",
+                        "param": "key",
+                    },
                 },
                 {
                     "kind": "http",

@@ -1,6 +1,6 @@
 """A real upstream HTTP API: an ASGI app run as its own uvicorn process.
 
-It requires the real API key (header ``X-Api-Key``) and records every request it
+It requires the real API key (header ``X-Api-Key``, or the query parameter ``key``) and records every request it
 receives (method, path, query, every header) as one JSON line in ``UPSTREAM_LOG``, so
 tests can prove what arrived and what did not. Paths:
 
@@ -22,6 +22,7 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +45,9 @@ async def app(
         if not message.get("more_body"):
             break
     key = next((v for k, v in headers if k == "x-api-key"), "")
+    query_keys = [unquote(p[4:]) for p in scope["query_string"].decode("latin-1").split("&") if p.startswith("key=")]
+    if not key and len(query_keys) == 1:
+        key = query_keys[0]  # the key as a query parameter (a route with as: query)
     authorised = bool(_KEY) and hmac.compare_digest(key, _KEY)
     with _LOG.open("a") as f:
         f.write(
