@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from broker.backends.redis_keys import default_prefix
@@ -139,3 +142,16 @@ def test_the_service_key_is_needed_for_containment_and_introspection() -> None:
     with pytest.raises(ConfigError, match="service_key_file"):
         load_config(no_key)
     assert load_config(no_key.replace("containment: revoke-task", "containment: deny")).service_key_file is None
+
+
+def test_the_infra_example_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "infra" / "gateway.yaml"
+    config = load_config(path.read_bytes(), str(path))
+    assert [r.kind for r in config.routes] == ["git", "http"]
+    assert config.containment == "revoke-task"
+
+
+def test_the_gateways_vault_policy_is_read_only_on_its_paths() -> None:
+    policy = (Path(__file__).resolve().parents[2] / "infra" / "vault" / "gateway-policy.hcl").read_text()
+    blocks = re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', policy)
+    assert blocks == [("secret/data/gateway/*", '"read"')]

@@ -12,10 +12,12 @@ import http.client
 from collections.abc import Iterator
 from pathlib import Path
 
+import hvac
 import pytest
 
 from tests.servers.gateway_stack import GatewayStack, start_stack
 from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.vault_setup import admin_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -181,3 +183,26 @@ def test_no_upstream_secret_in_any_response_log_line_or_audit_event(stack: Gatew
     basic = base64.b64encode(f"x-access-token:{stack.git_secret}".encode()).decode()
     for secret in (*stack.secrets, basic, stack.vault_token, stack.service_key):
         assert secret not in written
+
+
+def test_the_gateways_vault_token_only_reads_its_own_secrets(stack: GatewayStack) -> None:
+    """Stolen from the gateway's disk, its Vault token reads the gateway's secrets and
+    nothing else: no other path, no write, no listing, no token creation."""
+    client = hvac.Client(url=stack.bao.addr, token=stack.vault_token, timeout=5)
+    try:
+        assert client.read("secret/data/gateway/api")["data"]["data"]["api_key"] == stack.api_key
+        admin = admin_client(stack.bao)
+        admin.secrets.kv.v2.create_or_update_secret("other/thing", {"x": "y"}, mount_point="secret")
+        admin.adapter.close()
+        for attempt in (
+            lambda: client.read("secret/data/other/thing"),
+            lambda: client.write_data("secret/data/gateway/api", data={"data": {"api_key": "mine"}}),
+            lambda: client.list("secret/metadata/gateway"),
+            lambda: client.read("secret/metadata/gateway/api"),
+            lambda: client.auth.token.create(policies=["default"]),
+            lambda: client.read("transit/keys/gateway-e2e"),
+        ):
+            with pytest.raises(hvac.exceptions.Forbidden):
+                attempt()
+    finally:
+        client.adapter.close()
