@@ -9,8 +9,8 @@ forwarded:
    ``covers`` (403 ``capability_denied``; with ``containment: revoke-task`` the task is
    reported to the broker first);
 4. for a git push under ``push_refs``: the ref-update commands at the start of the body;
-5. the token's budget (429 ``budget_exhausted``; budget store down: 503);
-6. the upstream secret (503 ``backend_unavailable`` when it is not loaded);
+5. the upstream secret (503 ``backend_unavailable`` when it is not loaded);
+6. the token's budget (429 ``budget_exhausted``; budget store down: 503);
 7. forward: the agent's credentials and hop-by-hop headers dropped, the secret attached,
    bodies streamed both ways, redirects passed back (502/504 when the upstream is down
    or slow).
@@ -226,12 +226,12 @@ class GatewayApp:
             prefix, more = await self._checked_push(
                 scope, receive, grant=grant, line=line, target=target, push_refs=route.push_refs
             )
+        secret = self.secrets.get(route.credential)  # before the budget: a 503 spends none of it
         budget = tightest(
             [c.budget for c in grant.capabilities if allows((c,), target.kind, target.resource, target.action)]
         )
         if budget is not None:
             await self.ledger.begin(grant.token_id, grant.expires_at, budget)
-        secret = self.secrets.get(route.credential)
         meter = Meter(self.ledger, grant.token_id, grant.expires_at, budget)
         try:
             return await self._forward(
