@@ -45,6 +45,7 @@ def _until(stack: GatewayStack, token: str, status: int, path: str = "/http/api.
 
 def test_vault_down_is_503_and_nothing_is_forwarded(stack: GatewayStack) -> None:
     token = stack.token("faults-vault", ["gw-api"])  # minted while Transit is up
+    budgeted = stack.token("faults-vault-budget", ["gw-api-budget"])  # 3 requests
     git_token = stack.token("faults-vault-git", ["gw-repo-read"])
     assert stack.request("GET", "/http/api.test/v1/items", token=token)[0] == 200
     stack.bao.seal()
@@ -60,12 +61,19 @@ def test_vault_down_is_503_and_nothing_is_forwarded(stack: GatewayStack) -> None
             "GET", "/git/github.com/acme/widgets.git/info/refs?service=git-upload-pack", token=git_token
         )
         assert (status, stack.refused(503, body)) == (503, "backend_unavailable")
+        for _ in range(5):
+            status, _, body = stack.request("GET", "/http/api.test/v1/items", token=budgeted)
+            assert (status, stack.refused(503, body)) == (503, "backend_unavailable")
         assert stack.api_requests()[before_api:] == []
         assert stack.git_requests()[before_git:] == []
     finally:
         stack.bao.unseal()
     _until(stack, token, 200)
     stack.wait_ready()
+    for _ in range(3):  # the whole budget: no 503 spent any of it
+        assert stack.request("GET", "/http/api.test/v1/items", token=budgeted)[0] == 200
+    status, _, body = stack.request("GET", "/http/api.test/v1/items", token=budgeted)
+    assert (status, stack.refused(429, body)) == (429, "budget_exhausted")
 
 
 def test_revocation_feed_down_is_503_and_nothing_is_forwarded(stack: GatewayStack) -> None:
