@@ -256,3 +256,20 @@ def test_a_query_credential_replaces_the_agents_own(stack: GatewayStack) -> None
     assert "again" not in arrived["query"]
     assert arrived["query"].startswith("x=1&key=")
     assert stack.api_key not in body.decode()
+
+
+def test_budgets_and_revocations_hold_across_replicas(stack: GatewayStack) -> None:
+    replica = stack.start_replica()
+    token = stack.token("http-replicas", ["gw-api-budget"])  # 3 requests
+    assert stack.request("GET", "/http/api.test/v1/items", token=token)[0] == 200
+    assert stack.request("GET", "/http/api.test/v1/items", token=token, port=replica)[0] == 200
+    assert stack.request("GET", "/http/api.test/v1/items", token=token)[0] == 200
+    status, _, body = stack.request("GET", "/http/api.test/v1/items", token=token, port=replica)
+    assert (status, stack.refused(429, body)) == (429, "budget_exhausted")
+    other = stack.token("http-replicas-revoked", ["gw-api"])
+    assert stack.request("GET", "/http/api.test/v1/items", token=other, port=replica)[0] == 200
+    stack.revoke_task("http-replicas-revoked")
+    deadline = time.monotonic() + 10
+    for port in (None, replica):
+        while stack.request("GET", "/http/api.test/v1/items", token=other, port=port)[0] != 401:
+            assert time.monotonic() < deadline, f"the revocation never reached the gateway on {port}"

@@ -233,10 +233,11 @@ class GatewayStack:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
+        port: int | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request to the gateway, the path sent exactly as given (http.client does
-        not normalise it)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.gateway_port, timeout=10)
+        """One request to the gateway (or the replica on ``port``), the path sent exactly
+        as given (http.client does not normalise it)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.gateway_port, timeout=10)
         try:
             sent = dict(headers or {})
             if token is not None:
@@ -385,6 +386,22 @@ class GatewayStack:
         self.processes["gateway"] = gateway
         _wait(lambda: http_get(self.gateway_url + "/healthz", timeout=1)[0] == 200, "gateway", proc, self.gateway_log)
         return gateway
+
+    def start_replica(self) -> int:
+        """Another ``broker gateway`` process on the same settings file (its port from
+        ``GATEWAY_PORT``, the environment twin); its port."""
+        port = free_port()
+        config = self.root / f"gateway-{self.gateway_port}.yaml"
+        broker_bin = shutil.which("broker", path=str(Path(sys.executable).parent)) or "broker"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "BROKER_", "VAULT_", "BAO_"))}
+        env["GATEWAY_PORT"] = str(port)
+        log = self.root / f"gateway-{port}.log"
+        with (self.root / f"gateway-{port}.audit.jsonl").open("ab") as out, log.open("ab") as err:
+            proc = subprocess.Popen([broker_bin, "gateway", "--config", str(config)], stdout=out, stderr=err, env=env)
+        self.processes[f"replica-{port}"] = Process(proc, log)
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: http_get(url + "/readyz", timeout=2)[0] == 200, "gateway replica", proc, log)
+        return port
 
     def wait_ready(self, ready: bool = True, timeout: float = 20.0) -> None:
         want = 200 if ready else 503
