@@ -332,6 +332,35 @@ MUTATIONS = [
         "revoke_task(claims.task, None,",
         ("tests/security/test_contain_attacks.py",),
     ),
+    Mutation(
+        "gateway forwards the agent's credentials",
+        "broker/gateway/headers.py",
+        "    names = set(HOP_BY_HOP | AGENT_CREDENTIALS | _ALSO_DROPPED)",
+        "    names = set(HOP_BY_HOP | _ALSO_DROPPED)",
+        ("tests/gateway",),
+    ),
+    Mutation(
+        "gateway lets pushes outside push_refs",
+        "broker/gateway/pktline.py",
+        '    return tuple(r for r in refs if not r.startswith(prefix) or ".." in r or r == prefix)',
+        "    return ()",
+        ("tests/gateway",),
+    ),
+    Mutation(
+        "gateway maps non-canonical paths",
+        "broker/gateway/mapping.py",
+        "        return validate_resource(kind, resource)",
+        "        return resource",
+        ("tests/gateway",),
+    ),
+    Mutation(
+        "gateway covers check deleted",
+        "broker/gateway/app.py",
+        "        if not grant.allows(target.kind, target.resource, target.action):",
+        "        if False:",
+        ("tests/integration/test_gateway_http.py",),
+        integration=True,
+    ),
 ]
 
 

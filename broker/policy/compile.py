@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TypeVar
 
-from broker.capability import Capability, Kind, kind_named, validate_resource
+from broker.capability import Budget, Capability, Kind, kind_named, validate_resource
+from broker.capability.budget import MAX_BUDGET
 from broker.capability.names import is_audience, is_name
 from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
@@ -36,6 +37,7 @@ from broker.policy.model import (
     Service,
     VaultIdentity,
 )
+from broker.policy.sizes import parse_size
 from broker.policy.yamlstrict import YMap, YNode, YScalar, YSeq
 
 T = TypeVar("T")
@@ -170,6 +172,12 @@ def _url(value: object) -> str:
     return value
 
 
+def _positive(value: object) -> int:
+    if type(value) is not int or not 0 < value <= MAX_BUDGET:
+        raise ValueError("expected a whole number from 1")
+    return value
+
+
 def _delegation_depth(value: object) -> int:
     if type(value) is not int or not 0 <= value <= MAX_DELEGATION_DEPTH:
         raise ValueError(f"expected an integer from 0 (no delegation) to {MAX_DELEGATION_DEPTH}")
@@ -232,7 +240,7 @@ class _FileCompiler:
             body,
             what,
             {"kind", "resource", "actions", "audience", "max_ttl"},
-            {"description", "require_pop", "uses"},
+            {"description", "require_pop", "uses", "budget"},
             at=line,
         )
         kind = r.field(body, "kind", lambda n: r.scalar(n, f"{what} kind", kind_named))
@@ -247,6 +255,7 @@ class _FileCompiler:
         uses = r.field(body, "uses", lambda n: r.scalar(n, f"{what} uses", _uses))
         if uses is not None and kind is not None and kind.name != "vault-kv":
             r.fail(body.key_line("uses"), f"{what}: uses is for vault-kv scopes only")
+        budget = r.field(body, "budget", lambda n: self.budget(n, f"{what} budget"))
         if len(r.issues) > before or kind is None or resource is None or actions is None:
             return
         if audience is None or max_ttl is None:
@@ -264,8 +273,20 @@ class _FileCompiler:
                 bool(require_pop),
                 r.where(line),
                 uses,
+                budget,
             )
         )
+
+    def budget(self, node: YNode, what: str) -> Budget:
+        """``budget: {requests: N, bytes: SIZE}`` (either or both)."""
+        r = self.r
+        body = r.mapping(node, what)
+        r.fields(body, what, set(), {"requests", "bytes"})
+        requests = r.field(body, "requests", lambda n: r.scalar(n, f"{what} requests", _positive))
+        size = r.field(body, "bytes", lambda n: r.scalar(n, f"{what} bytes", parse_size))
+        if requests is None and size is None:
+            raise r.fail(node.line, f"{what} sets requests, bytes or both")
+        return Budget(requests, size)
 
     def scope_resource(self, node: YNode, what: str, kind: Kind) -> str:
         resource = self.r.scalar(node, f"{what} resource", lambda v: validate_resource(kind.name, v))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.capability import Capability, covers
+from broker.capability import Budget, Capability, covers
 from broker.errors import BrokerError
 from broker.policy.model import DEFAULT_KV_USES, DEFAULT_TTL, Agent, Policy, Scope
 from broker.policy.requests import MintRequest, ScopeRequest
+from broker.policy.sizes import format_size
 from broker.policy.vault import is_downstream, scope_policy_name
 
 
@@ -41,6 +42,15 @@ class Deny:
 Decision = Allow | Deny
 
 
+def budget_text(budget: Budget) -> str:
+    parts = []
+    if budget.requests is not None:
+        parts.append(f"{budget.requests} requests")
+    if budget.bytes is not None:
+        parts.append(f"{format_size(budget.bytes)} of bodies")
+    return " and ".join(parts)
+
+
 class _Refuse(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -56,6 +66,7 @@ def _narrow(agent: Agent, scope: Scope, entry: ScopeRequest) -> Capability:
             entry.resource if entry.resource is not None else scope.resource,
             entry.actions if entry.actions is not None else scope.actions,
             scope.name,
+            scope.budget,
         )
     except BrokerError as e:
         raise _Refuse("invalid_request", f"scope {scope.name!r}: {e.reason}") from None
@@ -96,6 +107,8 @@ def _decide(agent: Agent, request: MintRequest, policy: Policy, reasons: list[st
             reasons.append(
                 f"scope {scope.name!r}: a Vault credential with policy {scope_policy_name(scope.name)!r}{uses}"
             )
+        if cap.budget is not None:
+            reasons.append(f"scope {scope.name!r}: gateway budget {budget_text(cap.budget)} per token")
         bucket = caps_by_audience.setdefault(scope.audience, [])
         if cap not in bucket:
             bucket.append(cap)

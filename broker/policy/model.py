@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from broker.capability import Capability
+from broker.capability import Budget, Capability
 
 #: The global cap on any token's lifetime (SPEC 4). A deployment may only lower it.
 GLOBAL_MAX_TTL: Final = 3600
@@ -44,11 +44,13 @@ class Scope:
     require_pop: bool
     where: Location
     uses: int | None = None  # vault-kv only: how many requests its Vault token may make
+    #: what a token of this scope may use through a gateway (SPEC 9); None: no limit
+    budget: Budget | None = None
 
     @property
     def capability(self) -> Capability:
-        """The widest capability this scope grants."""
-        return Capability(self.kind, self.resource, self.actions, self.name)
+        """The widest capability this scope grants (with the scope's budget)."""
+        return Capability(self.kind, self.resource, self.actions, self.name, self.budget)
 
 
 @dataclass(frozen=True, slots=True)
