@@ -237,7 +237,7 @@ def _check(s: Settings) -> None:
         s.redis_wait_replicas.isdigit() and 0 <= int(s.redis_wait_replicas) <= 5
     ):
         raise SettingsError("redis_wait_replicas is auto or a number of replicas, 0 to 5")
-    if s.redis_url.startswith(redis_options.SENTINEL_SCHEME):
+    if s.redis_url.startswith(redis_keys.SENTINEL_SCHEME):
         try:
             redis_options.parse_sentinel_url(s.redis_url)
         except ValueError as e:

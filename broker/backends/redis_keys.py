@@ -17,6 +17,14 @@ from broker.capability.names import ANY_AGENT, task_ref
 DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
 LEGACY_PREFIX = "capbroker:"  # every key and channel before ``redis_prefix`` existed
+SENTINEL_SCHEME = "redis+sentinel://"
+#: the Redis URLs ``broker.backends.redis_options`` connects to
+URL_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    SENTINEL_SCHEME,
+)  # every key and channel before ``redis_prefix`` existed
 
 _READABLE_ISSUER = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis import Redis as SyncRedis
@@ -12,6 +12,8 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel as SyncSentinel
+
+from broker.backends.redis_keys import SENTINEL_SCHEME
 
 
 def database(client: Any) -> int:
@@ -40,8 +42,6 @@ def fail_fast(timeout: float) -> dict[str, Any]:
 
 #: ``redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT…]/MASTER[/DB][?sentinel_password=…]``:
 #: the Sentinels to ask, the master's name, its database; the password is the master's
-SENTINEL_SCHEME: Final = "redis+sentinel://"
-URL_SCHEMES: Final = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME)
 
 
 @dataclass(frozen=True, slots=True)

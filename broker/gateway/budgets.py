@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 from redis.asyncio import Redis
 
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import async_redis
 from broker.capability import Budget
 from broker.errors import BackendUnavailable, BudgetExhausted
 
@@ -75,7 +75,7 @@ class MemoryLedger:
 
 class RedisLedger:
     def __init__(self, url: str, prefix: str, *, timeout: float = 1.0) -> None:
-        self._redis = Redis.from_url(url, **fail_fast(timeout))
+        self._redis: Redis = async_redis(url, timeout)
         self._prefix = prefix
 
     async def begin(self, jti: str, exp: int, budget: Budget) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from broker.backends.redis_keys import default_prefix
+from broker.backends.redis_keys import URL_SCHEMES, default_prefix
 from broker.capability.names import is_audience
 from broker.capability.resources import validate_resource
 from broker.errors import InvalidRequest, PolicyIssue
@@ -315,8 +315,8 @@ def load_config(
     issuer = _url(raw["issuer"], at("issuer"))
     jwks_url = _url(raw["jwks_url"], at("jwks_url"))
     revocation = _str(raw["revocation"], at("revocation"))
-    if revocation != "introspection" and not revocation.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{at('revocation')} must be a redis:// URL or introspection")
+    if revocation != "introspection" and not revocation.startswith(URL_SCHEMES):
+        raise ConfigError(f"{at('revocation')} must be a Redis URL ({', '.join(URL_SCHEMES)}) or introspection")
     service_key_file = _opt_str(raw.get("service_key_file"), at("service_key_file"))
     containment = raw.get("containment", "revoke-task")
     if containment not in CONTAINMENTS:

@@ -10,7 +10,8 @@ and the ``Verifier`` rejects the token (``revocation_unavailable``). It never sk
 from __future__ import annotations
 
 from broker.backends import redis_keys as keys
-from broker.backends.redis_options import URL_SCHEMES, sync_redis
+from broker.backends.redis_keys import URL_SCHEMES
+from broker.backends.redis_options import sync_redis
 from broker.token.claims import Claims
 
 

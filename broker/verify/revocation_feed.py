@@ -56,7 +56,8 @@ from typing import Any, Final
 from redis import Redis
 
 from broker.backends import redis_keys as keys
-from broker.backends.redis_options import URL_SCHEMES, database, sync_redis
+from broker.backends.redis_keys import URL_SCHEMES
+from broker.backends.redis_options import database, sync_redis
 from broker.token.claims import MAX_TIME, Claims
 from broker.token.verify import DEFAULT_MAX_TTL
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from broker.backends.redis_options import URL_SCHEMES
+from broker.backends.redis_keys import URL_SCHEMES
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected

@@ -43,3 +43,4 @@ def test_an_upgrade_onto_legacy_keys_is_refused_only_with_a_derived_prefix() -> 
     assert legacy_refusal("", "capbroker:https://b:", legacy_present=False) is None
     assert legacy_refusal("capbroker:new:", "capbroker:new:", legacy_present=True) is None  # chosen: a new one
     assert legacy_refusal("capbroker:", "capbroker:", legacy_present=True) is None
+
