@@ -1,0 +1,118 @@
+"""The "agent": what runs inside the sandbox. Standard library and the real `git` only.
+
+It holds one secret, its broker client key (CAPBROKER_CLIENT_KEY), and never an upstream
+secret. It asks the broker for capability tokens for its task, then does its work through
+the gateway (CAPBROKER_GATEWAY) and, as a prompt-injected agent would, a few missteps.
+Each step is one JSON line on stdout: demo.py reads them and prints the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BROKER = os.environ["CAPBROKER_URL"]
+GATEWAY = os.environ["CAPBROKER_GATEWAY"]
+CLIENT_KEY = os.environ["CAPBROKER_CLIENT_KEY"]
+TASK = os.environ["DEMO_TASK"]
+WORK = Path(os.environ["DEMO_WORKDIR"])
+ATTACKER_KEY = "sk-attacker-4e1f9b7c"  # the attacker's own API key, planted in a prompt
+INVOICES = f"{GATEWAY}/http/billing.internal/v1/invoices/2026-11"
+
+
+def step(name: str, ok: bool, started: float, status: int | None = None, detail: str = "") -> None:
+    line = {"step": name, "ok": ok, "status": status, "detail": detail, "t0": started, "t1": time.time()}
+    print(json.dumps(line), flush=True)
+
+
+def http(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- our own loopback URLs
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def mint(name: str, task: str) -> dict[str, str]:
+    """One token per audience: git-gateway and billing-api."""
+    started = time.time()
+    body = json.dumps({"task": task, "scopes": ["widgets-work", "invoices-read"], "ttl": "5m"}).encode()
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
+    status, answer = http("POST", f"{BROKER}/v1/tokens", headers, body)
+    tokens = {t["audience"]: t["token"] for t in answer.get("tokens", [])}  # type: ignore[attr-defined]
+    step(name, status == 201, started, status, ", ".join(sorted(tokens)))
+    return tokens
+
+
+def git(name: str, token: str, *args: str, cwd: Path = WORK) -> bool:
+    """The real git client: https://github.com/... rewritten to the gateway, the token in
+    one extra header (what `broker run` sets up through GIT_CONFIG_*)."""
+    started = time.time()
+    config = [
+        "-c",
+        f"url.{GATEWAY}/git/github.com/.insteadOf=https://github.com/",
+        "-c",
+        f"http.extraHeader=Authorization: Bearer {token}",
+        "-c",
+        "user.name=agent",
+        "-c",
+        "user.email=agent@sandbox.invalid",
+    ]
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GIT_CONFIG_NOSYSTEM": "1"}
+    done = subprocess.run(["git", *config, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)  # noqa: S603, S607
+    seen = re.search(r"returned error: (\d{3})", done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "fatal:", " ! "))]
+    step(name, done.returncode == 0, started, int(seen.group(1)) if seen else None, " | ".join(errors[-2:]))
+    return done.returncode == 0
+
+
+def api(name: str, token: str, url: str = INVOICES, extra: dict[str, str] | None = None) -> None:
+    started = time.time()
+    status, answer = http("GET", url, {"Authorization": f"Bearer {token}", **(extra or {})})
+    step(name, 200 <= status < 300, started, status, str(answer.get("code", "")))
+
+
+def main() -> int:
+    tokens = mint("mint", TASK)
+    git_token, api_token = tokens["git-gateway"], tokens["billing-api"]
+
+    # The work: clone, commit on the task branch, push it, read an invoice.
+    git("clone", git_token, "clone", "https://github.com/acme/widgets.git", "widgets")
+    repo = WORK / "widgets"
+    (repo / "FIX.md").write_text(f"fixed by task {TASK}\n")
+    subprocess.run(["git", "add", "FIX.md"], cwd=repo, check=True)  # noqa: S607
+    subprocess.run(  # noqa: S603
+        ["git", "-c", "user.name=agent", "-c", "user.email=agent@sandbox.invalid", "commit", "-qm", "the fix"],  # noqa: S607
+        cwd=repo,
+        check=True,
+    )
+    git("push-task-branch", git_token, "push", "origin", f"HEAD:refs/heads/agents/{TASK}/fix", cwd=repo)
+    api("call-api", api_token)
+
+    # The missteps: the first one with a valid token contains the task.
+    git("push-main", git_token, "push", "origin", "HEAD:main", cwd=repo)
+    git("read-other-repo", git_token, "clone", "https://github.com/acme/other.git", "other")
+    api(
+        "api-attacker-key",
+        api_token,
+        f"{INVOICES}?api_key={ATTACKER_KEY}",
+        {"X-Api-Key": ATTACKER_KEY},
+    )
+
+    # Aside: the same call from a task that has not misstepped. Not refused: the gateway
+    # drops the attacker's key (header and parameter) and attaches the real one.
+    api("api-attacker-key-clean-task", mint("mint-clean-task", f"{TASK}-clean")["billing-api"], f"{INVOICES}?api_key={ATTACKER_KEY}",
+        {"X-Api-Key": ATTACKER_KEY})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
