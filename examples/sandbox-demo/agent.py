@@ -25,6 +25,7 @@ TASK = os.environ["DEMO_TASK"]
 WORK = Path(os.environ["DEMO_WORKDIR"])
 ATTACKER_KEY = "sk-attacker-4e1f9b7c"  # the attacker's own API key, planted in a prompt
 INVOICES = f"{GATEWAY}/http/billing.internal/v1/invoices/2026-11"
+TURN = 1.5  # seconds between missteps, as a model's turn takes; revocation reaches the gateway within 1 s
 
 
 def step(name: str, ok: bool, started: float, status: int | None = None, detail: str = "") -> None:
@@ -33,9 +34,9 @@ def step(name: str, ok: bool, started: float, status: int | None = None, detail:
 
 
 def http(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 -- http(s) only
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- our own loopback URLs
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- the broker's, the gateway's
             return answer.status, json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
@@ -52,22 +53,27 @@ def mint(name: str, task: str) -> dict[str, str]:
     return tokens
 
 
+def local_git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GIT_CONFIG_NOSYSTEM": "1"}
+    who = ["-c", "user.name=agent", "-c", "user.email=agent@sandbox.invalid"]
+    return subprocess.run(  # noqa: S603
+        ["git", *who, *args],  # noqa: S607 -- the git on PATH, as an agent would
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def git(name: str, token: str, *args: str, cwd: Path = WORK) -> bool:
     """The real git client: https://github.com/... rewritten to the gateway, the token in
     one extra header (what `broker run` sets up through GIT_CONFIG_*)."""
     started = time.time()
-    config = [
-        "-c",
-        f"url.{GATEWAY}/git/github.com/.insteadOf=https://github.com/",
-        "-c",
-        f"http.extraHeader=Authorization: Bearer {token}",
-        "-c",
-        "user.name=agent",
-        "-c",
-        "user.email=agent@sandbox.invalid",
-    ]
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GIT_CONFIG_NOSYSTEM": "1"}
-    done = subprocess.run(["git", *config, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)  # noqa: S603, S607
+    through = ["-c", f"url.{GATEWAY}/git/github.com/.insteadOf=https://github.com/"]
+    through += ["-c", f"http.extraHeader=Authorization: Bearer {token}"]
+    done = local_git(*through, *args, cwd=cwd)
     seen = re.search(r"returned error: (\d{3})", done.stderr)
     errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "fatal:", " ! "))]
     step(name, done.returncode == 0, started, int(seen.group(1)) if seen else None, " | ".join(errors[-2:]))
@@ -88,18 +94,16 @@ def main() -> int:
     git("clone", git_token, "clone", "https://github.com/acme/widgets.git", "widgets")
     repo = WORK / "widgets"
     (repo / "FIX.md").write_text(f"fixed by task {TASK}\n")
-    subprocess.run(["git", "add", "FIX.md"], cwd=repo, check=True)  # noqa: S607
-    subprocess.run(  # noqa: S603
-        ["git", "-c", "user.name=agent", "-c", "user.email=agent@sandbox.invalid", "commit", "-qm", "the fix"],  # noqa: S607
-        cwd=repo,
-        check=True,
-    )
+    local_git("add", "FIX.md", cwd=repo)
+    local_git("commit", "-qm", "the fix", cwd=repo)
     git("push-task-branch", git_token, "push", "origin", f"HEAD:refs/heads/agents/{TASK}/fix", cwd=repo)
     api("call-api", api_token)
 
     # The missteps: the first one with a valid token contains the task.
     git("push-main", git_token, "push", "origin", "HEAD:main", cwd=repo)
+    time.sleep(TURN)
     git("read-other-repo", git_token, "clone", "https://github.com/acme/other.git", "other")
+    time.sleep(TURN)
     api(
         "api-attacker-key",
         api_token,
@@ -109,8 +113,12 @@ def main() -> int:
 
     # Aside: the same call from a task that has not misstepped. Not refused: the gateway
     # drops the attacker's key (header and parameter) and attaches the real one.
-    api("api-attacker-key-clean-task", mint("mint-clean-task", f"{TASK}-clean")["billing-api"], f"{INVOICES}?api_key={ATTACKER_KEY}",
-        {"X-Api-Key": ATTACKER_KEY})
+    api(
+        "api-attacker-key-clean-task",
+        mint("mint-clean-task", f"{TASK}-clean")["billing-api"],
+        f"{INVOICES}?api_key={ATTACKER_KEY}",
+        {"X-Api-Key": ATTACKER_KEY},
+    )
     return 0
 
 

@@ -49,7 +49,7 @@ STEPS = [
     ("read-other-repo", "misstep: git clone https://github.com/acme/other.git", "refused", "revoked"),
     ("api-attacker-key", "misstep: GET invoices with the attacker's key", "refused", "revoked"),
     ("mint-clean-task", "aside: tokens for a second, clean task", "allowed", None),
-    ("api-attacker-key-clean-task", "aside: the attacker's key from the clean task", "allowed", None),
+    ("api-attacker-key-clean-task", "aside: the clean task sends the attacker's key (dropped)", "allowed", None),
 ]
 
 
@@ -148,31 +148,27 @@ def start_everything(root: Path, procs: Processes) -> dict[str, Any]:
         (root / name).chmod(0o600)
     seeds = {name: seed_repo(root, name) for name in ("widgets", "other")}
 
-    procs.start(
-        "broker",
-        [BROKER, "dev", "--scopes", str(HERE / "policy"), "--port", str(ports["broker"])]
-        + ["--agent", AGENT, "--service", SERVICE],
-    )
+    broker = [BROKER, "dev", "--scopes", str(HERE / "policy"), "--agent", AGENT, "--service", SERVICE]
+    procs.start("broker", [*broker, "--port", str(ports["broker"])])
     keys: dict[str, str] = {}
 
-    def broker_ready() -> bool:
-        for who, key in re.findall(r"^(agent|service) \S+ key:\s+(cbk_\S+)", (root / "broker.log").read_text(), re.M):
-            keys[who] = key
+    def broker_ready() -> bool:  # it prints the keys it made, then serves
+        printed = (root / "broker.log").read_text()
+        keys.update(re.findall(r"^(agent|service) \S+ key:\s+(cbk_\S+)", printed, re.M))
         return len(keys) == 2 and status_of(broker_url + "/healthz") == 200
 
     procs.wait("broker", broker_ready)
     (root / "gateway-service-key").write_text(keys["service"])
     (root / "gateway-service-key").chmod(0o600)
 
+    git_server = [PY, "-m", "tests.servers.git_upstream", "--root", str(root / "repos"), "--port", str(ports["git"])]
     procs.start(
-        "git-server",
-        [PY, "-m", "tests.servers.git_upstream", "--port", str(ports["git"]), "--root", str(root / "repos")]
-        + ["--secret-file", str(root / "git-token"), "--log", str(root / "git-server.jsonl")],
+        "git-server", [*git_server, "--secret-file", str(root / "git-token"), "--log", str(root / "git-server.jsonl")]
     )
+    api = [PY, "-m", "uvicorn", "tests.servers.upstream_api:app", "--host", "127.0.0.1", "--log-level", "warning"]
     procs.start(
         "billing-api",
-        [PY, "-m", "uvicorn", "tests.servers.upstream_api:app", "--port", str(ports["api"])]
-        + ["--host", "127.0.0.1", "--log-level", "warning"],
+        [*api, "--port", str(ports["api"])],
         env={"UPSTREAM_KEY_FILE": str(root / "billing-api-key"), "UPSTREAM_LOG": str(root / "billing-api.jsonl")},
     )
     procs.wait("git-server", lambda: status_of(f"http://127.0.0.1:{ports['git']}/") == 401)
@@ -205,7 +201,9 @@ def run_agent(root: Path, stack: dict[str, Any], task: str) -> tuple[dict[str, s
         "DEMO_WORKDIR": str(root / "agent-work"),
     }
     agent = [PY, str(HERE / "agent.py")]
-    done = subprocess.run(agent, cwd=root / "agent-work", env=env, capture_output=True, text=True, timeout=180)  # noqa: S603
+    done = subprocess.run(  # noqa: S603
+        agent, cwd=root / "agent-work", env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     return env, done
 
 
@@ -257,7 +255,8 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     print(f"  git server: {len(gitlog)} requests, {sum(r['authorised'] for r in gitlog)} with the real credential")
     print(f"    (Basic x-access-token, attached by the gateway); acme/other: {len(other)}; pushes: {len(pushes)}")
     bare = root / "repos" / "acme" / "widgets.git"
-    refs = dict(reversed(line.split()) for line in git("for-each-ref", "--format=%(objectname) %(refname)", cwd=bare).splitlines())
+    listed = git("for-each-ref", "--format=%(refname) %(objectname)", cwd=bare).splitlines()
+    refs = dict(line.split(" ", 1) for line in listed)
     for ref, sha in sorted(refs.items()):
         note = " (unchanged)" if sha == stack["seeds"]["widgets"] else ""
         print(f"    acme/widgets {ref} = {sha[:10]}{note}")
@@ -282,7 +281,9 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     ]
 
     print("\nWhere the upstream secrets appear\n")
-    agent_files = b"".join(p.read_bytes() for d in ("agent-home", "agent-work") for p in (root / d).rglob("*") if p.is_file())
+    agent_files = b"".join(
+        p.read_bytes() for d in ("agent-home", "agent-work") for p in (root / d).rglob("*") if p.is_file()
+    )
     places = {
         "the agent's environment": json.dumps(env).encode(),
         "the agent's output": (done.stdout + done.stderr).encode(),
@@ -298,7 +299,9 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     print("\nChecks\n")
     for ok, what in checks:
         print(f"  {'ok  ' if ok else 'FAIL'}  {what}")
-    print(f"\nRESULT: {'all' if not failed else len(failed)} of {len(checks)} checks {'held' if not failed else 'FAILED'}")
+    print(
+        f"\nRESULT: {f'{len(failed)} of {len(checks)} checks FAILED' if failed else f'all {len(checks)} checks held'}"
+    )
     return not failed
 
 
@@ -314,7 +317,9 @@ def main() -> int:
             print("capbroker sandbox demo: no Redis, no OpenBao; every server on 127.0.0.1\n")
             print(f"  broker dev     :{ports['broker']}  policy examples/sandbox-demo/policy")
             print(f"  gateway        :{ports['gateway']}  revocation: introspection, containment: revoke-task")
-            print(f"  git server     :{ports['git']}  git http-backend, acme/widgets + acme/other, needs the real token")
+            print(
+                f"  git server     :{ports['git']}  git http-backend, acme/widgets + acme/other, needs the real token"
+            )
             print(f"  billing API    :{ports['api']}  needs the real API key, records every request")
             return 0 if report(root, stack, task) else 1
         except KeyboardInterrupt:
