@@ -306,6 +306,7 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started in the background
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on SIGTERM too
     task = "demo-" + secrets.token_hex(3)
     with tempfile.TemporaryDirectory(prefix="capbroker-demo-") as tmp:
@@ -322,6 +323,9 @@ def main() -> int:
             )
             print(f"  billing API    :{ports['api']}  needs the real API key, records every request")
             return 0 if report(root, stack, task) else 1
+        except RuntimeError as e:  # a server did not start: what it said
+            print(f"demo: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return 130
