@@ -93,7 +93,10 @@ def upload(port: int, path: str, headers: dict[str, str], size_mb: int) -> float
     return size_mb / (time.monotonic() - began)
 
 
-def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int) -> None:
+def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int, workers: int) -> None:
+    if workers > 1:
+        stack.start_gateway(workers=workers)
+        stack.wait_ready()
     token = stack.token("bench-gateway", ["gw-api"])
     key = {"X-Api-Key": stack.api_key}
     bearer = {"Authorization": f"Bearer {token}"}
@@ -102,7 +105,10 @@ def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int) -> 
     stack.request("GET", "/http/api.test/v1/items", token=token)  # the token is seen before
     rows = [
         ("upstream direct", wrk(direct, key, seconds, connections)),
-        ("gateway, token seen before", wrk(through, bearer, seconds, connections)),
+        (
+            f"gateway ({workers} worker{'s' if workers > 1 else ''}), token seen",
+            wrk(through, bearer, seconds, connections),
+        ),
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     print(f"machine: {machine}, python {platform.python_version()}")
@@ -112,7 +118,7 @@ def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int) -> 
         print(f"{name:32} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:7.0f}")
     print("nginx + auth_request row: not measured (nginx is not installed on this machine)")
     gw_pid = stack.processes["gateway"].proc.pid
-    before = rss_mb(gw_pid)
+    before = rss_mb(gw_pid)  # with workers, the supervisor's: see the note below
     path = f"/v1/bytes/{stream_mb << 20}"
     d_direct = download(stack.api_port, path, key)
     d_gw = download(stack.gateway_port, "/http/api.test" + path, bearer)
@@ -132,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--stream-mb", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         root = Path(tmp)
@@ -140,7 +147,7 @@ def main() -> None:
         try:
             stack = start_stack(root / "stack", bao, redis)
             try:
-                run(stack, args.seconds, args.connections, args.stream_mb)
+                run(stack, args.seconds, args.connections, args.stream_mb, args.workers)
             finally:
                 stack.stop()
         finally:

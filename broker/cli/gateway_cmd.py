@@ -27,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(describe(config))
         return 0
-    return serve(config)
+    return serve(config, args.config)

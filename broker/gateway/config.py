@@ -40,6 +40,7 @@ _TOP: Final = {
     "containment": str,
     "upstream_timeout": float,
     "secret_refresh": float,
+    "workers": int,
     "routes": list,
 }
 _TOKEN_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
@@ -104,6 +105,7 @@ class GatewayConfig:
     upstream_timeout: float
     secret_refresh: float
     routes: tuple[Route, ...]
+    workers: int = 1
 
     @property
     def audiences(self) -> tuple[str, ...]:
@@ -338,6 +340,9 @@ def load_config(
     if any(r.credential.vault for r in routes) and (vault_addr is None or vault_token_file is None):
         raise ConfigError("vault credentials need vault_addr and vault_token_file")
     redis_prefix = raw.get("redis_prefix")
+    workers = raw.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise ConfigError(f"{at('workers')} must be 1..64")
     return GatewayConfig(
         issuer=issuer,
         jwks_url=jwks_url,
@@ -354,4 +359,5 @@ def load_config(
         upstream_timeout=seconds(raw.get("upstream_timeout", 30), at("upstream_timeout")),
         secret_refresh=seconds(raw.get("secret_refresh", 30), at("secret_refresh")),
         routes=routes,
+        workers=workers,
     )

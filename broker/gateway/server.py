@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import uvicorn
@@ -72,23 +73,41 @@ def describe(config: GatewayConfig) -> str:
         f"capbroker gateway on {config.host}:{config.port}; issuer {config.issuer}; revocation "
         f"{'introspection' if config.revocation == 'introspection' else 'redis feed'}; "
         f"redis_prefix {config.redis_prefix!r}; budgets {'redis' if config.redis_url else 'in memory'}; "
-        f"containment {config.containment}; routes: {routes}"
+        f"containment {config.containment}; workers {config.workers}; routes: {routes}"
     )
 
 
-def serve(config: GatewayConfig) -> int:
-    app = build_app(config)
+#: where ``create_app`` (in each worker process) finds the settings file
+CONFIG_PATH_ENV: Final = "CAPBROKER_GATEWAY_CONFIG_PATH"
+
+
+def create_app() -> GatewayApp:
+    """The app of one worker process (``workers: N``): the settings file named by the parent,
+    and the same environment."""
+    path = os.environ.get(CONFIG_PATH_ENV) or None
+    return build_app(load(path, dict(os.environ)))
+
+
+def serve(config: GatewayConfig, path: str | None = None) -> int:
+    """Serve until stopped. With ``workers: N`` above 1, uvicorn's supervisor runs N
+    processes on one socket, each a whole gateway (its own verifier, feed and secrets);
+    budgets are shared through ``redis_url`` (without it, each worker counts alone)."""
     print(describe(config), file=sys.stderr, flush=True)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        http="httptools",
-        loop="uvloop",
-    )
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "http": "httptools",
+        "loop": "uvloop",
+    }
+    if config.workers > 1:
+        os.environ[CONFIG_PATH_ENV] = str(Path(path).resolve()) if path is not None else ""
+        uvicorn.run("broker.gateway.server:create_app", factory=True, workers=config.workers, **options)
+        return 0
+    app = build_app(config)
+    uvicorn.run(app, **options)
     app.secrets.close()
     app.verifiers.close()
     return 0

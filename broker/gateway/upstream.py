@@ -27,7 +27,7 @@ import httptools
 
 from broker.errors import UpstreamTimeout, UpstreamUnavailable
 
-READ_SIZE: Final = 65536
+READ_SIZE: Final = 256 * 1024
 MAX_IDLE_PER_ORIGIN: Final = 128
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 

@@ -273,3 +273,16 @@ def test_budgets_and_revocations_hold_across_replicas(stack: GatewayStack) -> No
     for port in (None, replica):
         while stack.request("GET", "/http/api.test/v1/items", token=other, port=port)[0] != 401:
             assert time.monotonic() < deadline, f"the revocation never reached the gateway on {port}"
+
+
+def test_several_worker_processes_serve_one_port(stack: GatewayStack) -> None:
+    stack.start_gateway(workers=2)
+    try:
+        stack.wait_ready()
+        token = stack.token("http-workers", ["gw-api-budget"])  # 3 requests, counted across the workers
+        statuses = [stack.request("GET", "/http/api.test/v1/items", token=token)[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        assert "workers 2" in stack.gateway_log.read_text()
+    finally:
+        stack.start_gateway()
+        stack.wait_ready()

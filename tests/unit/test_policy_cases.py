@@ -99,6 +99,8 @@ def _write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
+
+
 # ------------------------------------------------------------------ the case files
 
 
