@@ -31,6 +31,7 @@ TURN = 1.5  # seconds between missteps, as a model's turn takes; revocation reac
 def step(name: str, ok: bool, started: float, status: int | None = None, detail: str = "") -> None:
     line = {"step": name, "ok": ok, "status": status, "detail": detail, "t0": started, "t1": time.time()}
     print(json.dumps(line), flush=True)
+    time.sleep(0.25)  # a beat between steps, so that each gateway audit line falls in its step's time
 
 
 def http(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, dict[str, object]]:

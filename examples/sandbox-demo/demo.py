@@ -246,7 +246,7 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     checks.append((outcome == "contained", "the first misstep contained the task (later requests: 401 revoked)"))
     if outcome in ("failed:404", "failed:405"):
         print("\n  NOTE: the broker answered POST /v1/tasks/{task}/contain with", outcome[7:], "- this broker has")
-        print("  no containment endpoint yet, so the task was not revoked and later missteps are only refused.")
+        print("  no containment endpoint yet: the task was not revoked, later missteps meet only the gateway's checks.")
 
     print("\nWhat the upstreams received\n")
     gitlog = jsonl(root / "git-server.jsonl")[probes["git-server.jsonl"] :]
