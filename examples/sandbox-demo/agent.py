@@ -3,7 +3,8 @@
 It holds one secret, its broker client key (CAPBROKER_CLIENT_KEY), and never an upstream
 secret. It asks the broker for capability tokens for its task, then does its work through
 the gateway (CAPBROKER_GATEWAY) and, as a prompt-injected agent would, a few missteps.
-Each step is one JSON line on stdout: demo.py reads them and prints the report.
+DEMO_ATTACKER_KEY stands for an attacker's API key planted in its prompt. Each step is one
+JSON line on stdout: demo.py reads them and prints the report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ GATEWAY = os.environ["CAPBROKER_GATEWAY"]
 CLIENT_KEY = os.environ["CAPBROKER_CLIENT_KEY"]
 TASK = os.environ["DEMO_TASK"]
 WORK = Path(os.environ["DEMO_WORKDIR"])
-ATTACKER_KEY = "sk-attacker-4e1f9b7c"  # the attacker's own API key, planted in a prompt
+ATTACKER_KEY = os.environ["DEMO_ATTACKER_KEY"]  # the attacker's own API key, planted in the agent's prompt
 INVOICES = f"{GATEWAY}/http/billing.internal/v1/invoices/2026-11"
 TURN = 1.5  # seconds between missteps, as a model's turn takes; revocation reaches the gateway within 1 s
 

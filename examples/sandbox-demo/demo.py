@@ -38,6 +38,7 @@ REPO = HERE.parents[1]
 PY = sys.executable
 BROKER = str(Path(PY).parent / "broker")
 AGENT, SERVICE = "sandbox-agent", "sandbox-gateway"
+ATTACKER_KEY = "sk-attacker-4e1f9b7c"  # the attacker's own API key, planted in the agent's prompt
 
 # The agent's steps: (step, what it does, expected outcome, the gateway's expected code).
 STEPS = [
@@ -199,6 +200,7 @@ def run_agent(root: Path, stack: dict[str, Any], task: str) -> tuple[dict[str, s
         "CAPBROKER_CLIENT_KEY": stack["keys"]["agent"],
         "DEMO_TASK": task,
         "DEMO_WORKDIR": str(root / "agent-work"),
+        "DEMO_ATTACKER_KEY": ATTACKER_KEY,
     }
     agent = [PY, str(HERE / "agent.py")]
     done = subprocess.run(  # noqa: S603
@@ -219,14 +221,13 @@ def verdicts(steps: list[dict[str, Any]], audit: list[dict[str, Any]]) -> list[d
     return out
 
 
-def report(root: Path, stack: dict[str, Any], task: str) -> bool:
-    probes = {log: len(jsonl(root / log)) for log in ("git-server.jsonl", "billing-api.jsonl")}  # readiness
-    env, done = run_agent(root, stack, task)
-    time.sleep(0.3)  # the gateway writes a request's audit line once its answer is out
+Checks = list[tuple[bool, str]]
+
+
+def report_steps(root: Path, task: str, done: subprocess.CompletedProcess[str]) -> Checks:
     steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     audit = jsonl(root / "gateway.out")
-    checks: list[tuple[bool, str]] = []
-
+    checks: Checks = []
     print(f"\nThe agent (task {task}; it holds only its broker client key)\n")
     print(f"  {'step':<62} {'agent':<9} gateway")
     by_name = {s["step"]: (s, v) for s, v in zip(steps, verdicts(steps, audit), strict=True)}
@@ -247,7 +248,10 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     if outcome in ("failed:404", "failed:405"):
         print("\n  NOTE: the broker answered POST /v1/tasks/{task}/contain with", outcome[7:], "- this broker has")
         print("  no containment endpoint yet: the task was not revoked, later missteps meet only the gateway's checks.")
+    return checks
 
+
+def report_upstreams(root: Path, stack: dict[str, Any], task: str, probes: dict[str, int]) -> Checks:
     print("\nWhat the upstreams received\n")
     gitlog = jsonl(root / "git-server.jsonl")[probes["git-server.jsonl"] :]
     pushes = [r for r in gitlog if r["method"] == "POST" and r["path"].endswith("/git-receive-pack")]
@@ -260,7 +264,7 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     for ref, sha in sorted(refs.items()):
         note = " (unchanged)" if sha == stack["seeds"]["widgets"] else ""
         print(f"    acme/widgets {ref} = {sha[:10]}{note}")
-    checks += [
+    checks = [
         (bool(gitlog) and all(r["authorised"] for r in gitlog), "git: every request carried the real credential"),
         (not other, "git: acme/other was never reached"),
         (len(pushes) == 1, "git: one push reached the server (the task branch), not the one to main"),
@@ -270,7 +274,7 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
     api = jsonl(root / "billing-api.jsonl")[probes["billing-api.jsonl"] :]
     api_keys = [dict(r["headers"]).get("x-api-key") for r in api]
     with_auth = [r for r in api if any(k == "authorization" for k, _ in r["headers"])]
-    attacker = [r for r in api if "sk-attacker" in json.dumps(r)]
+    attacker = [r for r in api if ATTACKER_KEY in json.dumps(r)]
     print(f"  billing API: {len(api)} requests; X-Api-Key the real key: {api_keys.count(stack['api_key'])};")
     print(f"    an Authorization header: {len(with_auth)}; the attacker's key: {len(attacker)};")
     print(f"    queries received: {[r['query'] for r in api]}")
@@ -279,7 +283,12 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
         (not with_auth, "api: no agent Authorization (capability token) arrived"),
         (not attacker, "api: the attacker's key never arrived"),
     ]
+    return checks
 
+
+def report_secrets(
+    root: Path, stack: dict[str, Any], env: dict[str, str], done: subprocess.CompletedProcess[str]
+) -> Checks:
     print("\nWhere the upstream secrets appear\n")
     agent_files = b"".join(
         p.read_bytes() for d in ("agent-home", "agent-work") for p in (root / d).rglob("*") if p.is_file()
@@ -290,11 +299,20 @@ def report(root: Path, stack: dict[str, Any], task: str) -> bool:
         "the agent's files (clone, .git, home)": agent_files,
         "the gateway's audit lines and log": (root / "gateway.out").read_bytes() + (root / "gateway.log").read_bytes(),
     }
+    checks: Checks = []
     for place, data in places.items():
         leaked = [name for name in ("git_token", "api_key") if stack[name].encode() in data]
         print(f"  {place}: {'LEAKED ' + ', '.join(leaked) if leaked else 'none'}")
         checks.append((not leaked, f"no upstream secret in {place}"))
+    return checks
 
+
+def report(root: Path, stack: dict[str, Any], task: str) -> bool:
+    probes = {log: len(jsonl(root / log)) for log in ("git-server.jsonl", "billing-api.jsonl")}  # readiness
+    env, done = run_agent(root, stack, task)
+    time.sleep(0.3)  # the gateway writes a request's audit line once its answer is out
+    checks = report_steps(root, task, done) + report_upstreams(root, stack, task, probes)
+    checks += report_secrets(root, stack, env, done)
     failed = [what for ok, what in checks if not ok]
     print("\nChecks\n")
     for ok, what in checks:
