@@ -16,7 +16,7 @@ from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.metrics import Metrics
-from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
+from broker.service.ports import Downstream, IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def signing_backend(settings: Settings) -> LongTermSigning:
             vault_token=settings.vault_token,
             redis_url=settings.redis_url,
             issuer=settings.issuer,
+            prefix=settings.key_prefix,
             mount=settings.transit_mount,
             key=settings.transit_key,
             alg=settings.signing_alg,
@@ -71,7 +72,13 @@ def state_store(settings: Settings) -> StateStore:
     if settings.state == "redis":
         from broker.backends.redis_state import RedisState
 
-        return RedisState.from_url(settings.redis_url, timeout=settings.backend_timeout, stream=settings.audit_stream)
+        return RedisState.from_url(
+            settings.redis_url,
+            timeout=settings.backend_timeout,
+            stream=settings.stream,
+            prefix=settings.key_prefix,
+            wait_replicas=settings.wait_replicas,
+        )
     from broker.backends.memory_state import MemoryState
 
     return MemoryState()
@@ -84,6 +91,20 @@ def vault_tokens(settings: Settings) -> VaultTokens | None:
     from broker.backends.vault_lookup import VaultTokenLookup
 
     return VaultTokenLookup(settings.vault_addr, settings.vault_token, timeout=settings.backend_timeout)
+
+
+def downstream(settings: Settings) -> Downstream | None:
+    """Downstream credentials (vault-kv, database) from Vault: wherever Vault is configured."""
+    if settings.signer != "vault":
+        return None
+    from broker.backends.vault_downstream import VaultDownstream
+
+    return VaultDownstream(
+        settings.vault_addr,
+        settings.vault_token,
+        timeout=settings.backend_timeout,
+        transit_mount=settings.transit_mount,
+    )
 
 
 def issuer_keys(settings: Settings) -> IssuerKeys:
@@ -99,7 +120,7 @@ def revocation_feed(settings: Settings) -> RevocationCheck | None:
         return None
     from broker.verify.revocation_feed import RevocationFeed
 
-    return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
+    return RevocationFeed(settings.redis_url, prefix=settings.key_prefix, timeout=settings.backend_timeout)
 
 
 def audit_archiver(settings: Settings) -> AuditArchiver | None:
@@ -113,7 +134,7 @@ def audit_archiver(settings: Settings) -> AuditArchiver | None:
         settings.redis_url,
         ArchiveDir(Path(settings.audit_archive_dir)),
         timeout=settings.backend_timeout,
-        stream=settings.audit_stream,
+        stream=settings.stream,
         tail_events=settings.audit_tail_events,
         segment_events=settings.audit_segment_events,
     )
@@ -147,6 +168,8 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         issuer_keys=issuer_keys(settings),
         vault_tokens=vault_tokens(settings),
         revocations=revocation_feed(settings),
+        downstream=downstream(settings),
+        downstream_records=state.downstream_records(),
     )
 
 

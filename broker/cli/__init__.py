@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import gateway_cmd, keys_cmd, ops_cmd, policy_cmd, serve_cmd, token_cmd
+from broker.cli import agent_cmd, gateway_cmd, keys_cmd, ops_cmd, policy_cmd, run_cmd, serve_cmd, token_cmd, vault_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(commands)
     serve_cmd.register(commands)
     ops_cmd.register(commands)
+    run_cmd.register(commands)
+    agent_cmd.register(commands)
+    vault_cmd.register(commands)
     gateway_cmd.register(commands)
     return parser
 

@@ -25,6 +25,7 @@ from broker.policy.model import (
     DEFAULT_SERVICE_RATE,
     GLOBAL_MAX_TTL,
     MAX_DELEGATION_DEPTH,
+    MAX_KV_USES,
     Agent,
     Identity,
     JwtIdentity,
@@ -183,6 +184,12 @@ def _delegation_depth(value: object) -> int:
     return value
 
 
+def _uses(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_KV_USES:
+        raise ValueError(f"{value!r} is not a number of uses from 1 to {MAX_KV_USES}")
+    return value
+
+
 def _rate(value: object) -> Rate:
     m = _RATE.fullmatch(value) if isinstance(value, str) else None
     if not m:
@@ -233,7 +240,7 @@ class _FileCompiler:
             body,
             what,
             {"kind", "resource", "actions", "audience", "max_ttl"},
-            {"description", "require_pop", "budget"},
+            {"description", "require_pop", "uses", "budget"},
             at=line,
         )
         kind = r.field(body, "kind", lambda n: r.scalar(n, f"{what} kind", kind_named))
@@ -245,6 +252,9 @@ class _FileCompiler:
         max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
         description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
         require_pop = r.field(body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool))
+        uses = r.field(body, "uses", lambda n: r.scalar(n, f"{what} uses", _uses))
+        if uses is not None and kind is not None and kind.name != "vault-kv":
+            r.fail(body.key_line("uses"), f"{what}: uses is for vault-kv scopes only")
         budget = r.field(body, "budget", lambda n: self.budget(n, f"{what} budget"))
         if len(r.issues) > before or kind is None or resource is None or actions is None:
             return
@@ -262,6 +272,7 @@ class _FileCompiler:
                 description or "",
                 bool(require_pop),
                 r.where(line),
+                uses,
                 budget,
             )
         )

@@ -10,6 +10,10 @@ from broker.capability import Budget, Capability
 
 #: The global cap on any token's lifetime (SPEC 4). A deployment may only lower it.
 GLOBAL_MAX_TTL: Final = 3600
+#: a ``vault-kv`` token's ``num_uses`` when its scope sets no ``uses:`` (SPEC 2)
+DEFAULT_KV_USES: Final = 10
+#: the most ``uses:`` a scope may set
+MAX_KV_USES: Final = 1000
 #: ``ttl`` when a mint request gives none (SPEC 4).
 DEFAULT_TTL: Final = 300
 #: How many times a token may be exchanged down a chain of sub-agents, unless the agent
@@ -39,6 +43,7 @@ class Scope:
     description: str
     require_pop: bool
     where: Location
+    uses: int | None = None  # vault-kv only: how many requests its Vault token may make
     #: what a token of this scope may use through a gateway (SPEC 9); None: no limit
     budget: Budget | None = None
 

@@ -11,7 +11,7 @@ _HELP = {
     "capbroker_tokens_minted_total": "Capability tokens signed and handed out.",
     "capbroker_tokens_exchanged_total": "Delegated capability tokens issued by token exchange.",
     "capbroker_decisions_total": "Mint decisions by result and code.",
-    "capbroker_revocations_total": "Revocations by kind (token, task, agent).",
+    "capbroker_revocations_total": "Revocations by kind (token, task, agent, contained).",
     "capbroker_introspections_total": "Introspection answers by result.",
     "capbroker_backend_errors_total": "Requests refused with 503 because a backend failed.",
     "capbroker_policy_reloads_total": "Policy reloads by result.",

@@ -10,5 +10,7 @@ $VAULT secrets list -format=json | grep -q '"transit/"' || $VAULT secrets enable
 $VAULT write -f transit/keys/capbroker type="$KEY_TYPE" exportable=false allow_plaintext_backup=false
 $VAULT policy write capbroker capbroker-policy.hcl
 $VAULT policy write capbroker-rotate capbroker-rotate-policy.hcl
+# Downstream credentials (vault-kv, database scopes): with this admin token, also run
+#   broker vault sync --config broker.yaml   (per-scope policies, the token role, the seal key)
 # The broker's token: periodic (renewable, no max TTL), only the capbroker policy.
 $VAULT token create -policy=capbroker -no-default-policy -period=24h -orphan -field=token

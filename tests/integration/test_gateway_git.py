@@ -67,6 +67,7 @@ def test_wrong_repository_is_refused_and_nothing_reaches_the_upstream(stack: Gat
     before = len(stack.git_requests())
     clone = stack.git("clone", stack.repo_url("acme", "other"), str(tmp_path / "o"), token=token)
     assert clone.returncode != 0
+    token = stack.token(stack.fresh_task("git-wrong-repo"), ["gw-repo-read"])  # the first one is contained
     status, _, body = stack.request(
         "GET", "/git/github.com/acme/other.git/info/refs?service=git-upload-pack", token=token
     )
@@ -85,6 +86,7 @@ def test_push_with_a_read_token_is_refused_before_any_pack_byte(stack: GatewaySt
     push = stack.git("push", "origin", "HEAD:refs/heads/agents/git-read-push/x", token=token, cwd=work)
     assert push.returncode != 0
     assert "403" in push.stderr
+    token = stack.token(stack.fresh_task("git-read-push"), ["gw-repo-read"])  # the first one is contained
     status, _, body = stack.request(
         "POST",
         "/git/github.com/acme/widgets.git/git-receive-pack",
@@ -122,7 +124,6 @@ def test_push_outside_the_task_prefix_is_refused_before_forwarding(stack: Gatewa
 
 
 def test_dumb_http_other_services_and_methods_are_refused(stack: GatewayStack) -> None:
-    token = stack.token("git-dumb", ["gw-repo-write"])
     before = len(stack.git_requests())
     for method, path in (
         ("GET", "/git/github.com/acme/widgets.git/HEAD"),
@@ -133,6 +134,7 @@ def test_dumb_http_other_services_and_methods_are_refused(stack: GatewayStack) -
         ("GET", "/git/github.com/acme/widgets.git/git-upload-pack"),
         ("DELETE", "/git/github.com/acme/widgets.git/git-receive-pack"),
     ):
+        token = stack.token(stack.fresh_task("git-dumb"), ["gw-repo-write"])  # each refusal contains its task
         status, _, body = stack.request(method, path, token=token)
         assert (status, stack.refused(403, body)) == (403, "capability_denied"), (method, path)
     assert stack.git_requests()[before:] == []

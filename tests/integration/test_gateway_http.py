@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from broker.dpop.client import DpopKey
-from tests.servers.gateway_stack import AGENT, PREFIX, GatewayStack, start_stack
+from tests.servers.gateway_stack import AGENT, GatewayStack, start_stack
 from tests.servers.processes import BaoServer, RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -114,7 +114,7 @@ def test_bodies_stream_both_ways(stack: GatewayStack) -> None:
     ],
 )
 def test_path_tricks_are_refused_and_nothing_reaches_the_upstream(stack: GatewayStack, path: str) -> None:
-    token = stack.token("http-tricks", ["gw-api"])
+    token = stack.token(stack.fresh_task("http-tricks"), ["gw-api"])
     before = len(stack.api_requests())
     status, _, body = stack.request("GET", path, token=token)
     assert (status, stack.refused(403, body)) == (403, "capability_denied")
@@ -123,7 +123,7 @@ def test_path_tricks_are_refused_and_nothing_reaches_the_upstream(stack: Gateway
 
 @pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH", "TRACE", "CONNECT", "PROPFIND"])
 def test_a_method_the_token_does_not_allow_is_refused(stack: GatewayStack, method: str) -> None:
-    token = stack.token("http-method", ["gw-api"])  # GET and POST only
+    token = stack.token(stack.fresh_task("http-method"), ["gw-api"])  # GET and POST only
     before = len(stack.api_requests())
     status, _, body = stack.request(method, "/http/api.test/v1/items", token=token)
     assert (status, stack.refused(403, body)) == (403, "capability_denied")
@@ -170,9 +170,9 @@ def test_a_spent_budget_is_429_and_counted_in_redis(stack: GatewayStack) -> None
     client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     try:
         jti = [a for a in stack.audit_lines() if a["task"] == "http-budget"][-1]["jti"]
-        counted = client.hgetall(f"{PREFIX}budget:{jti}")
+        counted = client.hgetall(f"{stack.redis_prefix}budget:{jti}")
         assert int(counted["requests"]) == 4
-        assert client.ttl(f"{PREFIX}budget:{jti}") > 0
+        assert client.ttl(f"{stack.redis_prefix}budget:{jti}") > 0
     finally:
         client.close()
 

@@ -62,19 +62,21 @@ def posts_upstream(stack: GatewayStack, before: int) -> list[object]:
     "refs",
     [
         ("refs/heads/main",),
-        ("refs/heads/agents/attack-push/ok", "refs/heads/main"),  # one bad ref among good ones
-        ("refs/heads/agents/attack-push/../../main",),
-        ("refs/heads/agents/attack-push",),  # the prefix itself is not under it
-        ("refs/heads/agents/attack-push-evil/x",),
+        ("refs/heads/agents/{task}/ok", "refs/heads/main"),  # one bad ref among good ones
+        ("refs/heads/agents/{task}/../../main",),
+        ("refs/heads/agents/{task}",),  # the prefix itself is not under it
+        ("refs/heads/agents/{task}-evil/x",),
         ("refs/tags/v1",),
     ],
 )
 def test_push_commands_outside_the_task_prefix_are_refused_before_forwarding(
     stack: GatewayStack, refs: tuple[str, ...]
 ) -> None:
-    token = stack.token("attack-push", ["gw-repo-write"])
+    task = stack.fresh_task("attack-push")  # each refusal contains its task
+    token = stack.token(task, ["gw-repo-write"])
     before = len(stack.git_requests())
-    status, _, body = stack.request("POST", RECEIVE, token=token, body=commands(*refs), headers=RECEIVE_TYPE)
+    named = [ref.format(task=task) for ref in refs]
+    status, _, body = stack.request("POST", RECEIVE, token=token, body=commands(*named), headers=RECEIVE_TYPE)
     assert (status, stack.refused(403, body)) == (403, "capability_denied")
     assert posts_upstream(stack, before) == []
 
@@ -90,6 +92,7 @@ def test_gzip_encoded_push_commands_are_read_too(stack: GatewayStack) -> None:
         headers={**RECEIVE_TYPE, "Content-Encoding": "gzip"},
     )
     assert (status, stack.refused(403, body)) == (403, "capability_denied")
+    token = stack.token(stack.fresh_task("attack-gzip"), ["gw-repo-write"])  # the first one is contained
     status, _, body = stack.request(
         "POST",
         RECEIVE,

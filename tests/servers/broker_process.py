@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.backends import redis_keys
 from broker.policy.loader import load_policy
 from broker.policy.model import KeyIdentity
 from broker.service.credentials import new_client_secret, secret_sha256
@@ -82,14 +83,21 @@ class BrokerProcess:
     # The test Redis servers keep nothing on disk (each test starts from empty), which
     # `broker serve` refuses unless told this is accepted; test_redis_durability checks the rest.
     redis_durability: str = "accept-volatile"
+    issuer: str = "http://127.0.0.1:8700"  # every process of one deployment shares the issuer
+    redis_prefix: str = ""  # "" = derived from the issuer
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def issuer(self) -> str:
-        return "http://127.0.0.1:8700"  # every process of one deployment shares the issuer
+    def key_prefix(self) -> str:
+        """The deployment's Redis prefix, as the broker resolves it."""
+        return self.redis_prefix or redis_keys.default_prefix(self.issuer)
+
+    @property
+    def audit_stream(self) -> str:
+        return redis_keys.audit_stream(self.key_prefix)
 
     @property
     def log_path(self) -> Path:
@@ -104,26 +112,29 @@ class BrokerProcess:
             self.archive_dir = self.workdir / "audit-archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(
-            "\n".join([
-                f"issuer: {self.issuer}",
-                f"scopes: {self.policy.path}",
-                f"admin_key_sha256: [{secret_sha256(self.policy.keys['admin'])}]",
-                "host: 127.0.0.1",
-                f"port: {self.port}",
-                "signer: vault",
-                f"vault_addr: {self.vault_addr}",
-                f"vault_token_file: {token_file}",
-                f"transit_key: {self.transit_key}",
-                f"signing_alg: {self.signing_alg}",
-                "state: redis",
-                f"redis_url: {self.redis_url}",
-                f"redis_durability: {self.redis_durability}",
-                f"audit_archive_dir: {self.archive_dir}",
-                "backend_timeout: 800ms",
-                "key_refresh: 500ms",
-                "clock_skew: 1s",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"issuer: {self.issuer}",
+                    f"scopes: {self.policy.path}",
+                    f"admin_key_sha256: [{secret_sha256(self.policy.keys['admin'])}]",
+                    "host: 127.0.0.1",
+                    f"port: {self.port}",
+                    "signer: vault",
+                    f"vault_addr: {self.vault_addr}",
+                    f"vault_token_file: {token_file}",
+                    f"transit_key: {self.transit_key}",
+                    f"signing_alg: {self.signing_alg}",
+                    "state: redis",
+                    f"redis_url: {self.redis_url}",
+                    f"redis_durability: {self.redis_durability}",
+                    f"audit_archive_dir: {self.archive_dir}",
+                    "backend_timeout: 800ms",
+                    "key_refresh: 500ms",
+                    "clock_skew: 1s",
+                    *([f'redis_prefix: "{self.redis_prefix}"'] if self.redis_prefix else []),
+                    "",
+                ]
+            )
         )
         return config
 
@@ -158,8 +169,15 @@ class BrokerProcess:
         raise RuntimeError(f"{what} not reached within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     def request(
-        self, method: str, path: str, body: Any = None, *, who: str | None = None, form: bool = False,
-        timeout: float = 5.0, headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        who: str | None = None,
+        form: bool = False,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
         headers = dict(headers or {})
         data = None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.backends.redis_keys import default_prefix
 from broker.service.credentials import new_client_secret, secret_sha256
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.git_upstream import make_repo
@@ -40,7 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY_POLICY = REPO / "infra" / "vault" / "gateway-policy.hcl"
 AGENT = "gw-agent"
 SERVICE = "gw-gateway"
-PREFIX = "capbroker:"  # the broker's Redis prefix until it has a redis_prefix setting
 
 POLICY = """\
 scopes:
@@ -99,14 +99,6 @@ services:
 """
 
 
-class OwnIssuerBroker(BrokerProcess):
-    """A broker whose issuer is its own URL, so the gateway reaches it at ``issuer``."""
-
-    @property
-    def issuer(self) -> str:
-        return self.url
-
-
 def _wait(predicate: Any, what: str, proc: subprocess.Popen[bytes] | None, log: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,7 +144,7 @@ class GatewayStack:
     root: Path
     bao: BaoServer
     redis: RedisServer
-    broker: OwnIssuerBroker
+    broker: BrokerProcess
     git_secret: str
     api_key: str
     service_key: str
@@ -165,6 +157,11 @@ class GatewayStack:
     gateway_port: int = 0
 
     # ------------------------------------------------------------ locations
+    @property
+    def redis_prefix(self) -> str:
+        """The deployment's Redis prefix (the broker's and the gateway's default)."""
+        return default_prefix(self.broker.issuer)
+
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
@@ -191,6 +188,12 @@ class GatewayStack:
         return (self.git_secret, self.api_key)
 
     # ------------------------------------------------------------ the agent's side
+    def fresh_task(self, prefix: str) -> str:
+        """A task id not used before: a refused request contains (revokes) its task, so a
+        test that is refused several times takes a new task for each refusal."""
+        self._tasks = getattr(self, "_tasks", 0) + 1
+        return f"{prefix}-{self._tasks}"
+
     def token(self, task: str, scopes: list[Any]) -> str:
         status, _, body = self.broker.mint(task, scopes, who=AGENT)
         assert status == 201, body
@@ -289,7 +292,7 @@ class GatewayStack:
             "service_key_file": str(self._secret_file("service-key", self.service_key)),
             "revocation": self.redis.url,
             "redis_url": self.redis.url,
-            "redis_prefix": PREFIX,
+            # no redis_prefix: the gateway derives the broker's own from the issuer
             "vault_addr": self.bao.addr,
             "vault_token_file": str(self._secret_file("gateway-vault-token", self.vault_token)),
             "host": "127.0.0.1",
@@ -463,7 +466,17 @@ def start_stack(root: Path, bao: BaoServer, redis: RedisServer) -> GatewayStack:
             service_sha=secret_sha256(service_key),
         )
     )
-    broker = OwnIssuerBroker(root / "broker", policy, redis.url, bao.addr, transit_token, transit_key="gateway-e2e")
+    port = free_port()  # the broker's issuer is its own URL, so the gateway reaches it at ``issuer``
+    broker = BrokerProcess(
+        root / "broker",
+        policy,
+        redis.url,
+        bao.addr,
+        transit_token,
+        transit_key="gateway-e2e",
+        port=port,
+        issuer=f"http://127.0.0.1:{port}",
+    )
     repos = root / "repos"
     for name in ("widgets", "other"):
         make_repo(repos, "acme", name, root)

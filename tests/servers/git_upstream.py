@@ -92,6 +92,10 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
+        parts = path.split("/")
+        if len(parts) > 3 and not parts[2].endswith(".git") and (self.root / parts[1] / f"{parts[2]}.git").is_dir():
+            parts[2] += ".git"  # like GitHub: /acme/widgets/... is /acme/widgets.git/...
+            path = "/".join(parts)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": str(self.root),

@@ -34,4 +34,13 @@ def test_the_kubernetes_settings_load(tmp_path: Path) -> None:
 def test_the_broker_policy_grants_no_rotate_export_or_backup() -> None:
     policy = (INFRA / "vault" / "capbroker-policy.hcl").read_text()
     paths = [line.split('"')[1] for line in policy.splitlines() if line.startswith("path ")]
-    assert paths == ["transit/sign/capbroker", "transit/keys/capbroker", "auth/token/lookup"]
+    assert paths == [
+        "transit/sign/capbroker",
+        "transit/keys/capbroker",
+        "auth/token/lookup",
+        # downstream credentials (SPEC 6): tokens only through the role, no sys/policy path
+        "auth/token/create/capbroker-task",
+        "auth/token/revoke-accessor",
+        "transit/encrypt/capbroker-task-tokens",
+        "transit/decrypt/capbroker-task-tokens",
+    ]
