@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install servers lint typecheck contracts unit mutation fmt clean dev
+.PHONY: test install servers lint typecheck contracts unit mutation fmt clean dev demo
 
 test: lint typecheck contracts unit mutation
 
@@ -21,6 +21,11 @@ servers: $(STAMP)
 # the embedded default: no servers, local key, in-memory state, the example scopes/
 dev: $(STAMP)
 	$(VENV)/bin/broker dev
+
+# broker dev + broker gateway + a git server + an API, and an agent that works and missteps
+# (no Redis, no OpenBao; needs git): examples/sandbox-demo/README.md
+demo: $(STAMP)
+	$(PY) examples/sandbox-demo/demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check broker tests tools examples bench
