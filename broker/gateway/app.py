@@ -210,6 +210,8 @@ class GatewayApp:
         else:
             grant = authenticate(verifier, scope, self.public_url)
         line.task, line.agent, line.jti = grant.task, grant.agent, grant.token_id
+        if self.containment is not None and self.containment.contained(grant.claims.task_ref):
+            raise TokenRejected("revoked", "the task was contained by this gateway")
         try:
             target = target_of(route, rest, raw_query, method)
         except CapabilityDenied:

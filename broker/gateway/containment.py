@@ -2,8 +2,10 @@
 
 ``contain_request`` (pure) builds the broker call ``POST {issuer}/v1/tasks/{task}/contain``
 with the gateway's service key and the agent's token as evidence; ``Containment`` sends
-it once per task from this replica (later requests of the task are refused as revoked by
-the verifier anyway). Any answer but 200, or none, is logged by its status or exception
+it once per task from this replica, and from then on this replica refuses the task's
+requests itself (``contained``): the revocation reaches its verifier within a second, but
+the request right after the misstep must not get through in that second. Any answer but
+200, or none, is logged by its status or exception
 type only (never the key or the token) and the agent still gets its 403.
 """
 
@@ -56,6 +58,10 @@ class Containment:
 
     def __repr__(self) -> str:
         return f"Containment({self._issuer!r})"  # never the key
+
+    def contained(self, task_ref: str) -> bool:
+        """True once this replica contained the task (the broker answered 200)."""
+        return task_ref in self._done
 
     async def contain(
         self, *, token: str, task_ref: str, task: str, kind: str, resource: str, action: str, request_id: str

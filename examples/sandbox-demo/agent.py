@@ -26,7 +26,7 @@ TASK = os.environ["DEMO_TASK"]
 WORK = Path(os.environ["DEMO_WORKDIR"])
 ATTACKER_KEY = os.environ["DEMO_ATTACKER_KEY"]  # the attacker's own API key, planted in the agent's prompt
 INVOICES = f"{GATEWAY}/http/billing.internal/v1/invoices/2026-11"
-TURN = 1.5  # seconds between missteps, as a model's turn takes; revocation reaches the gateway within 1 s
+TURN = 0.2  # seconds between missteps (the gateway that contained a task refuses its next request at once)
 
 
 def step(name: str, ok: bool, started: float, status: int | None = None, detail: str = "") -> None:

@@ -60,3 +60,18 @@ def test_git_through_file_credentials(stack: GatewayStack, tmp_path: Path) -> No
     token = stack.token("intro-git", ["gw-repo-read"])
     clone = stack.git("clone", stack.repo_url(), str(tmp_path / "w"), token=token)
     assert clone.returncode == 0, clone.stderr
+
+
+def test_the_request_right_after_a_containment_is_refused_at_once(stack: GatewayStack) -> None:
+    """With introspection answers kept up to a second, the gateway that contained a task
+    refuses its next request itself (the demo's reproduction: the request right after the
+    misstep was served, on the real key)."""
+    token = stack.token("intro-contain", ["gw-api"])
+    assert stack.request("GET", "/http/api.test/v1/items", token=token)[0] == 200  # cached as active
+    status, headers, _ = stack.request("GET", "/http/api.test/v2/secret-admin", token=token)
+    assert status == 403
+    assert stack.audit_for(headers["x-request-id"])["containment"] == "contained"
+    served = len(stack.api_requests())
+    status, _, body = stack.request("GET", "/http/api.test/v1/items", token=token)
+    assert (status, stack.refused(401, body)) == (401, "revoked")
+    assert len(stack.api_requests()) == served  # nothing reached the upstream
