@@ -47,6 +47,7 @@ from broker.gateway.config import GatewayConfig
 from broker.gateway.containment import Containment
 from broker.gateway.headers import (
     credential_header,
+    credentials_sent,
     dropped_names,
     response_headers,
     upstream_headers,
@@ -210,6 +211,7 @@ class GatewayApp:
         else:
             grant = authenticate(verifier, scope, self.public_url)
         line.task, line.agent, line.jti = grant.task, grant.agent, grant.token_id
+        line.credentials_dropped = credentials_sent(route, scope.get("headers", []), raw_query) or None
         if self.containment is not None and self.containment.contained(grant.claims.task_ref):
             raise TokenRejected("revoked", "the task was contained by this gateway")
         try:

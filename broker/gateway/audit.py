@@ -2,7 +2,9 @@
 
 Fields: ``ts``, ``request_id``, ``task``, ``agent``, ``jti``, ``kind``, ``resource``,
 ``action``, ``decision`` (allow, deny, error), ``code``, ``status``, ``bytes_in``,
-``bytes_out``, ``upstream_ms``, and ``containment`` when it was tried. Never a token, a
+``bytes_out``, ``upstream_ms``, ``containment`` when it was tried, and
+``credentials_dropped``: the names of credentials of its own the agent sent (headers, and
+``?param`` for query parameters), which never reached the upstream. Never a token, a
 proof or a secret: only ids and what the request named.
 """
 
@@ -31,6 +33,7 @@ class AuditLine:
     bytes_out: int = 0
     upstream_ms: float | None = None
     containment: str | None = None
+    credentials_dropped: list[str] | None = None
 
     def to_json(self, now: float) -> str:
         fields = {name: getattr(self, name) for name in FIELDS}  # not asdict: it deep-copies

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from broker.gateway.config import Credential, Route
 
@@ -51,6 +51,28 @@ def dropped_names(route: Route) -> frozenset[bytes]:
     if route.credential.header is not None:
         names.add(route.credential.header.lower().encode("latin-1"))
     return frozenset(names)
+
+
+def credentials_sent(route: Route, headers: Iterable[tuple[bytes, bytes]], raw_query: str) -> list[str]:
+    """The credentials of its own the agent sent, which the gateway drops: the route's
+    credential header and ``strip_headers``, ``Cookie`` and ``Proxy-Authorization``, the
+    route's ``strip_query`` parameters and credential parameter (names only, lower case,
+    sorted). Recorded in the audit line: an agent sending a key of its own (an attacker's,
+    say, on injected instructions) is worth an operator's look even though it never
+    reaches the upstream."""
+    header_names = {h.lower().encode("latin-1") for h in route.strip_headers} | {b"cookie", b"proxy-authorization"}
+    if route.credential.header is not None:
+        header_names.add(route.credential.header.lower().encode("latin-1"))
+    params = {p.lower() for p in route.strip_query}
+    if route.credential.param is not None:
+        params.add(route.credential.param.lower())
+    found = {k.lower().decode("latin-1") for k, _ in headers if k.lower() in header_names}
+    if raw_query and params:
+        for pair in raw_query.split("&"):
+            name = unquote_plus(pair.partition("=")[0]).lower()
+            if name in params:
+                found.add(f"?{name}")
+    return sorted(found)
 
 
 def upstream_headers(headers: Iterable[tuple[bytes, bytes]], dropped: frozenset[bytes]) -> HeaderList:

@@ -6,6 +6,7 @@ before anything reaches the upstream.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,10 @@ def test_the_agents_credentials_never_arrive_and_the_upstream_key_does(stack: Ga
     assert sent["x-trace"] == "kept"
     assert arrived["query"] == "page=2&q=a%20b"
     assert token not in str(arrived)
+    # dropped, and named (never their values) in the audit line for an operator to see
+    line = stack.audit_for(headers["x-request-id"])
+    assert line["credentials_dropped"] == ["?api_key", "cookie", "proxy-authorization", "x-api-key", "x-upstream-token"]
+    assert "agents-own" not in json.dumps(line)
 
 
 def test_set_cookie_is_dropped_and_redirects_are_returned_not_followed(stack: GatewayStack) -> None:
