@@ -89,7 +89,7 @@ def gateway(tmp_path: Path, dev_broker: tuple[str, dict[str, str]]) -> Iterator[
             [
                 str(BIN / "uvicorn"),
                 "--factory",
-                "examples.git_gateway.app:create_app",
+                "examples.protected_service.app:create_app",
                 "--port",
                 str(port),
                 "--host",

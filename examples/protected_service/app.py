@@ -1,4 +1,6 @@
-"""An internal service protected by capbroker: a toy "git gateway".
+"""An internal service that checks capability tokens itself, with the verifier library
+and its Litestar guard (for upstreams that cannot, put `broker gateway` in front instead:
+examples/sandbox-demo).
 
 It serves ``GET /repos/{owner}/{repo}`` only to callers whose capability token allows
 ``git read`` on ``github.com/{owner}/{repo}``. Tokens are verified locally against the
@@ -6,7 +8,7 @@ broker's JWKS; revocation is checked by introspection, so revoking the task stop
 very next call.
 
     BROKER_URL=http://127.0.0.1:8700 GATEWAY_KEY=cbk_... \
-        .venv/bin/uvicorn --factory examples.git_gateway.app:create_app --port 8701
+        .venv/bin/uvicorn --factory examples.protected_service.app:create_app --port 8701
 """
 
 from __future__ import annotations
