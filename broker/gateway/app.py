@@ -85,6 +85,11 @@ _STATUS: Final = {
 UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
 
 
+class AgentLeft(Exception):
+    """The agent went away (or its request broke) mid-body: the upstream connection is
+    closed without ending the body, so a cut request is never taken as whole."""
+
+
 class StreamAborted(Exception):
     """A response already started could not be finished; the connection is dropped."""
 
@@ -179,6 +184,8 @@ class GatewayApp:
             await _respond(send, status, [*headers, _rid(line)], body)
         except (BrokerError, StreamAborted) as e:
             await self._refuse(send, line, e)
+        except AgentLeft:
+            line.decision, line.code = "error", "agent_left"  # nobody to answer
         finally:
             if line.upstream_ms is None and upstream_s:
                 line.upstream_ms = round(upstream_s * 1000, 2)
@@ -204,6 +211,10 @@ class GatewayApp:
         raw_path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else str(scope.get("path", ""))
         raw_query = bytes(scope.get("query_string", b"")).decode("latin-1")
         method = str(scope.get("method", ""))
+        if method in ("GET", "HEAD") and _has_body(scope.get("headers", [])):
+            # refused, never forwarded: an upstream that ignores a GET's body would read it
+            # as the next request on a connection that carries the real credential
+            raise InvalidRequest("a GET or HEAD request carries no body")
         route, rest = split_route(self.config, raw_path)
         verifier = self.verifiers.by_audience[route.audience]
         if self.verifiers.introspection:
@@ -307,8 +318,8 @@ class GatewayApp:
             going = more
             while going:
                 message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
+                if message["type"] == "http.disconnect":  # never end a cut body as if whole
+                    raise AgentLeft
                 chunk = bytes(message.get("body", b""))
                 going = bool(message.get("more_body", False))
                 if chunk:
@@ -316,9 +327,7 @@ class GatewayApp:
                     yield chunk
 
         method = str(scope["method"])
-        has_body = method not in ("GET", "HEAD") or any(
-            k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", [])
-        )
+        has_body = method not in ("GET", "HEAD")  # a GET or HEAD with a body was refused before
         began = time.monotonic()
         response = await self.upstream.send(method, url, headers, body() if has_body else None)
         waited = time.monotonic() - began
@@ -359,3 +368,12 @@ def _rid(line: AuditLine) -> tuple[bytes, bytes]:
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A body announced: any ``Transfer-Encoding``, or a ``Content-Length`` other than 0."""
+    for name, value in headers:
+        low = name.lower()
+        if low == b"transfer-encoding" or (low == b"content-length" and value.strip() != b"0"):
+            return True
+    return False

@@ -77,6 +77,7 @@ class UpstreamResponse:
     _http: httptools.HttpResponseParser
     _no_body: bool
     _keep_alive: bool
+    _sent_body: bool
     _done: bool = field(default=False)
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -108,9 +109,13 @@ class UpstreamResponse:
         self._done = True
 
     def close(self) -> None:
-        """Back to the pool when the answer was read whole and may be kept alive."""
+        """Back to the pool when the answer was read whole and may be kept alive, and the
+        request carried no body: an upstream that answered without reading the whole body
+        (an early 401, a GET handler that ignores it) would read the rest as the start of
+        the next request on this connection, which carries the real credential."""
         complete = self._done or (self._no_body and self._parser.headers_done)
-        self._pool.release(self._conn, reusable=complete and self._keep_alive and not self._no_body)
+        reusable = complete and self._keep_alive and not self._no_body and not self._sent_body
+        self._pool.release(self._conn, reusable=reusable)
 
 
 class UpstreamPool:
@@ -251,7 +256,7 @@ class UpstreamPool:
             raise UpstreamUnavailable("interim upstream answer")
         no_body = method == "HEAD" or status in _NO_BODY_STATUS
         keep_alive = keeps_alive(parser.get_http_version(), state.headers)
-        return UpstreamResponse(status, state.headers, self, conn, state, parser, no_body, keep_alive)
+        return UpstreamResponse(status, state.headers, self, conn, state, parser, no_body, keep_alive, body is not None)
 
 
 def keeps_alive(version: str, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -11,6 +11,7 @@ import gzip
 import http.client
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
@@ -209,3 +210,71 @@ def test_the_gateways_vault_token_only_reads_its_own_secrets(stack: GatewayStack
                 attempt()
     finally:
         client.adapter.close()
+
+
+def test_a_get_with_a_body_is_refused_so_no_request_is_smuggled_upstream(stack: GatewayStack) -> None:
+    """The outside tester's finding 1: a GET's body, forwarded to an upstream that ignores
+    it, was read as the next request on a connection carrying the real credential (a
+    read-only token pushed to main). A GET or HEAD with a body is now refused, unsent."""
+    token = stack.token("attack-smuggle", ["gw-repo-read"])
+    smuggled = b"POST /acme/widgets.git/git-receive-pack HTTP/1.1\r\nX-Ignore: "
+    before = len(stack.git_requests())
+    for method in ("GET", "HEAD"):
+        status, _, body = stack.request(
+            method,
+            "/git/github.com/acme/widgets.git/info/refs?service=git-upload-pack",
+            token=token,
+            body=smuggled,
+        )
+        assert status == 400
+        if method == "GET":
+            assert stack.refused(400, body) == "invalid_request"
+    assert stack.git_requests()[before:] == []  # nothing at all reached the upstream
+
+
+def test_an_upstream_connection_that_carried_a_body_is_never_reused() -> None:
+    """An upstream that answers before reading a request's body would take the rest of the
+    body as the next request on that connection: after a request with a body, the gateway
+    closes the connection instead of pooling it (a real socket, counted)."""
+    import asyncio
+
+    from broker.gateway.upstream import UpstreamPool
+
+    async def run() -> list[list[bytes]]:
+        lines_by_connection: list[list[bytes]] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            lines: list[bytes] = []
+            lines_by_connection.append(lines)
+            while line := await reader.readline():  # answers every request line at once, reading no body
+                if line.startswith((b"GET ", b"POST ")):
+                    lines.append(line.strip())
+                    while (await reader.readline()).strip():
+                        pass
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(timeout=5.0, connect_timeout=5.0)
+
+        async def smuggling_body() -> Any:
+            yield b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
+
+        try:
+            for method, path, body in (("POST", "/upload", smuggling_body()), ("GET", "/next", None)):
+                response = await pool.send(method, f"http://127.0.0.1:{port}{path}", [], body)
+                async for _ in response.body():
+                    pass
+                response.close()
+            await asyncio.sleep(0.2)
+        finally:
+            await pool.close()
+            server.close()
+            await server.wait_closed()
+        return lines_by_connection
+
+    by_connection = asyncio.run(run())
+    assert len(by_connection) == 2  # the GET went on a connection of its own
+    assert by_connection[1] == [b"GET /next HTTP/1.1"]
