@@ -33,6 +33,33 @@ HOP_BY_HOP: Final = frozenset(
 )
 AGENT_CREDENTIALS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"dpop"})
 _ALSO_DROPPED: Final = frozenset({b"host", b"expect"})
+#: headers some frameworks take as another method or path than the request's (a GET-only
+#: token would become a DELETE), or as who the client is: never forwarded
+OVERRIDES: Final = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-method",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+    }
+)
+
+
+def header_key(name: bytes) -> bytes:
+    """A header name as CGI, WSGI and many frameworks see it: ``X_Api_Key`` and
+    ``x-api-key`` are one header there, so they are one here too."""
+    return name.lower().replace(b"_", b"-")
+
+
 RESPONSE_DROPPED: Final = frozenset({b"set-cookie", b"set-cookie2"})
 
 
@@ -46,11 +73,11 @@ def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 
 def dropped_names(route: Route) -> frozenset[bytes]:
     """Every request header name the route never forwards (lower case)."""
-    names = set(HOP_BY_HOP | AGENT_CREDENTIALS | _ALSO_DROPPED)
-    names.update(h.encode("latin-1") for h in route.strip_headers)
+    names = set(HOP_BY_HOP | AGENT_CREDENTIALS | _ALSO_DROPPED | OVERRIDES)
+    names.update(header_key(h.encode("latin-1")) for h in route.strip_headers)
     if route.credential.header is not None:
-        names.add(route.credential.header.lower().encode("latin-1"))
-    return frozenset(names)
+        names.add(header_key(route.credential.header.encode("latin-1")))
+    return frozenset(header_key(n) for n in names)
 
 
 def credentials_sent(route: Route, headers: Iterable[tuple[bytes, bytes]], raw_query: str) -> list[str]:
@@ -60,25 +87,33 @@ def credentials_sent(route: Route, headers: Iterable[tuple[bytes, bytes]], raw_q
     sorted). Recorded in the audit line: an agent sending a key of its own (an attacker's,
     say, on injected instructions) is worth an operator's look even though it never
     reaches the upstream."""
-    header_names = {h.lower().encode("latin-1") for h in route.strip_headers} | {b"cookie", b"proxy-authorization"}
+    header_names = {header_key(h.encode("latin-1")) for h in route.strip_headers} | {b"cookie", b"proxy-authorization"}
     if route.credential.header is not None:
-        header_names.add(route.credential.header.lower().encode("latin-1"))
+        header_names.add(header_key(route.credential.header.encode("latin-1")))
     params = {p.lower() for p in route.strip_query}
     if route.credential.param is not None:
         params.add(route.credential.param.lower())
-    found = {k.lower().decode("latin-1") for k, _ in headers if k.lower() in header_names}
-    if raw_query and params:
-        for pair in raw_query.split("&"):
-            name = unquote_plus(pair.partition("=")[0]).lower()
-            if name in params:
-                found.add(f"?{name}")
+    found = {k.lower().decode("latin-1") for k, _ in headers if header_key(k) in header_names}
+    found.update(f"?{name}" for name in query_names(raw_query) if name in params)
     return sorted(found)
+
+
+def query_names(raw_query: str) -> list[str]:
+    """The parameter names of a query as lenient servers read them: decoded, lower case,
+    cut at ``[`` (``api_key[]``) and at a NUL or space, split on ``&`` and ``;``."""
+    names = []
+    for pair in raw_query.replace(";", "&").split("&"):
+        name = unquote_plus(pair.partition("=")[0]).lower()
+        for stop in ("[", "\x00", " "):
+            name = name.partition(stop)[0]
+        names.append(name.strip())
+    return names
 
 
 def upstream_headers(headers: Iterable[tuple[bytes, bytes]], dropped: frozenset[bytes]) -> HeaderList:
     given = list(headers)
-    named = _connection_named(given)
-    return [(k, v) for k, v in given if (low := k.lower()) not in dropped and low not in named]
+    named = {header_key(n) for n in _connection_named(given)}
+    return [(k, v) for k, v in given if (key := header_key(k)) not in dropped and key not in named]
 
 
 def credential_header(credential: Credential, secret: str) -> tuple[bytes, bytes] | None:

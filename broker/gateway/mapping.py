@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote_plus
 
 from broker.capability.kinds import KINDS
 from broker.capability.resources import validate_resource
 from broker.errors import CapabilityDenied, InvalidRequest
 from broker.gateway.config import GatewayConfig, Route
+from broker.gateway.headers import query_names
 
 _GIT_SERVICES: Final = {
     ("GET", "info/refs", "service=git-upload-pack"): "read",
@@ -64,12 +64,18 @@ def _checked(kind: str, resource: str) -> str:
         raise CapabilityDenied(f"non-canonical resource: {e.reason}") from None
 
 
+#: query parameters some frameworks take as another method (Rails, Laravel): never forwarded
+METHOD_OVERRIDE_PARAMS: Final = frozenset({"_method"})
+
+
 def strip_query(raw_query: str, names: frozenset[str]) -> str:
-    """The query without the parameters named in ``names`` (compared decoded and lower
-    case, so ``API%5FKEY=`` is dropped with ``api_key``); the rest kept byte for byte."""
+    """The query without the parameters named in ``names`` or a method override, compared
+    as lenient servers read names (``query_names``: ``API%5FKEY=``, ``api_key[]=``,
+    ``x=1;api_key=`` are all ``api_key``); the rest kept byte for byte."""
     if not raw_query:
         return ""
-    kept = [p for p in raw_query.split("&") if unquote_plus(p.partition("=")[0]).lower() not in names]
+    dropped = names | METHOD_OVERRIDE_PARAMS
+    kept = [p for p in raw_query.split("&") if not dropped.intersection(query_names(p))]
     return "&".join(kept)
 
 

@@ -125,3 +125,29 @@ def test_keep_alive_is_read_from_the_version_and_connection_header() -> None:
     assert not keeps_alive("1.1", [(b"connection", b"Close")])
     assert not keeps_alive("1.0", [])
     assert keeps_alive("1.0", [(b"connection", b"keep-alive")])
+
+
+def test_header_spellings_lenient_servers_merge_are_dropped_too() -> None:
+    """The outside tester's finding 7: ``X_Api_Key`` reached a WSGI upstream as a second
+    ``HTTP_X_API_KEY`` value, ahead of the real key. And finding 8: method and path
+    overrides (a GET-only token becoming a DELETE on frameworks that honour them)."""
+    http = CONFIG.routes[1]
+    sent = [
+        (b"X_Api_Key", b"attacker"),
+        (b"x-api_key", b"attacker"),
+        (b"X-HTTP-Method-Override", b"DELETE"),
+        (b"X-Original-URL", b"/admin"),
+        (b"Forwarded", b"host=evil"),
+        (b"X-Forwarded-Host", b"evil"),
+        (b"Accept", b"*/*"),
+    ]
+    assert upstream_headers(sent, dropped_names(http)) == [(b"Accept", b"*/*")]
+
+
+@pytest.mark.parametrize(
+    "query", ["api_key[]=a", "api_key%00=a", "x=1;api_key=a", "API_KEY =a", "_method=DELETE", "_METHOD=delete"]
+)
+def test_query_spellings_lenient_servers_read_as_the_credential_or_a_method_are_dropped(query: str) -> None:
+    from broker.gateway.mapping import strip_query
+
+    assert strip_query(f"page=2&{query}&q=1", frozenset({"api_key"})) == "page=2&q=1"
