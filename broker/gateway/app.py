@@ -338,7 +338,7 @@ class GatewayApp:
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": [*response_headers(response.headers, secret), _rid(line)],
+                    "headers": [*response_headers(response.headers, secret, route.credential), _rid(line)],
                 }
             )
             try:

@@ -135,12 +135,14 @@ def with_credential_query(url: str, credential: Credential, secret: str) -> str:
     return url + ("&" if "?" in url else "?") + pair
 
 
-def response_headers(headers: Iterable[tuple[bytes, bytes]], secret: str = "") -> HeaderList:
+def response_headers(
+    headers: Iterable[tuple[bytes, bytes]], secret: str = "", credential: Credential | None = None
+) -> HeaderList:
     """The upstream's headers for the agent; a header that echoes the secret (a redirect
     to a URL carrying a query credential, say) is dropped too."""
     given = list(headers)
     named = _connection_named(given)
-    echoes = _spellings(secret)
+    echoes = secret_spellings(secret, credential)
     return [
         (k, v)
         for k, v in given
@@ -151,7 +153,22 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], secret: str = "") -
     ]
 
 
-def _spellings(secret: str) -> tuple[bytes, ...]:
+def secret_spellings(secret: str, credential: Credential | None = None) -> tuple[bytes, ...]:
+    """The forms an upstream may echo the secret in: as sent (and as the Basic pair's
+    base64, which is what an echoed ``Authorization`` holds), percent-encoded with either
+    case of hex digits and with ``/`` kept or not, JSON-escaped, base64."""
     if not secret:
         return ()
-    return tuple({secret.encode("latin-1", "replace"), quote(secret, safe="").encode("ascii")})
+    raw = secret.encode("latin-1", "replace")
+    forms = {raw, base64.b64encode(raw), secret.replace("/", "\\/").encode("latin-1", "replace")}
+    for safe in ("", "/"):
+        encoded = quote(secret, safe=safe)
+        forms.update({encoded.encode("ascii"), _lower_hex(encoded).encode("ascii")})
+    if credential is not None and credential.present == "basic":
+        forms.add(base64.b64encode(f"{credential.username}:{secret}".encode()))
+    return tuple(forms)
+
+
+def _lower_hex(encoded: str) -> str:
+    parts = encoded.split("%")
+    return parts[0] + "".join("%" + p[:2].lower() + p[2:] for p in parts[1:])

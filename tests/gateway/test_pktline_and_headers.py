@@ -151,3 +151,25 @@ def test_query_spellings_lenient_servers_read_as_the_credential_or_a_method_are_
     from broker.gateway.mapping import strip_query
 
     assert strip_query(f"page=2&{query}&q=1", frozenset({"api_key"})) == "page=2&q=1"
+
+
+def test_a_response_header_echoing_the_secret_in_any_usual_form_is_dropped() -> None:
+    """The outside tester's finding 6: an echoed ``Authorization`` (the Basic pair's base64)
+    and a query secret percent-encoded with ``/`` kept or lower-case hex passed through."""
+    import base64
+    import re
+    from urllib.parse import quote
+
+    from broker.gateway.headers import response_headers
+
+    git, _http = CONFIG.routes  # as: basic, username x-access-token
+    secret = "Qs3cr/t+k=y&z"
+    echoes = [
+        b"Basic " + base64.b64encode(f"x-access-token:{secret}".encode()),
+        quote(secret, safe="/").encode(),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(secret, safe="")).encode(),
+        secret.replace("/", "\\/").encode(),
+        base64.b64encode(secret.encode()),
+    ]
+    given = [(b"x-echo-%d" % i, b"seen: " + e) for i, e in enumerate(echoes)] + [(b"content-type", b"text/plain")]
+    assert response_headers(given, secret, git.credential) == [(b"content-type", b"text/plain")]
