@@ -56,7 +56,7 @@ from broker.gateway.headers import (
 from broker.gateway.mapping import RECEIVE_PACK, Target, split_route, target_of
 from broker.gateway.metrics import Metrics
 from broker.gateway.pktline import outside_prefix
-from broker.gateway.pushcheck import read_push_commands
+from broker.gateway.pushcheck import push_prefix, read_push_commands
 from broker.gateway.secrets import SecretStore
 from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
@@ -284,7 +284,7 @@ class GatewayApp:
 
         encoding = _header(scope, b"content-encoding").lower()
         read = await read_push_commands(next_chunk, encoding)
-        allowed_prefix = push_refs.replace("{task}", grant.task)
+        allowed_prefix = push_prefix(push_refs, grant.task, grant.claims.root_agent)
         outside = outside_prefix(read.refs, allowed_prefix)
         if outside:
             await self._contain(scope, grant, line, kind=target.kind, resource=target.resource, action=target.action)

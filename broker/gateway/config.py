@@ -46,6 +46,7 @@ _TOP: Final = {
 _TOKEN_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _PARAM = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _PUSH_REFS = re.compile(r"refs/[A-Za-z0-9._/{}-]*/")
+_PLACEHOLDERS = re.compile(r"\{(task|agent)\}")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
 _UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -83,7 +84,7 @@ class Route:
     origin: str | None  # http: https://HOST[:PORT], the capability resources' prefix
     upstream: str  # base URL, without a trailing slash
     credential: Credential
-    push_refs: str | None = None  # git: writes only under this prefix ({task} substituted)
+    push_refs: str | None = None  # git: writes only under this prefix ({agent} and {task} substituted)
     strip_headers: tuple[str, ...] = ()  # lower case
     strip_query: tuple[str, ...] = ()
 
@@ -246,8 +247,16 @@ def _route(value: object, name: str) -> Route:
         except InvalidRequest:
             raise ConfigError(f"{name}.host must be a lower-case DNS name") from None
         push_refs = _opt_str(value.get("push_refs"), f"{name}.push_refs")
-        if push_refs is not None and (not _PUSH_REFS.fullmatch(push_refs) or ".." in push_refs):
-            raise ConfigError(f"{name}.push_refs must be a ref prefix such as refs/heads/agents/{{task}}/")
+        if push_refs is not None and (
+            not _PUSH_REFS.fullmatch(push_refs)
+            or ".." in push_refs
+            or re.sub(r"\{(task|agent)\}", "", push_refs).count("{")
+            + re.sub(r"\{(task|agent)\}", "", push_refs).count("}")
+        ):
+            raise ConfigError(
+                f"{name}.push_refs must be a ref prefix such as refs/heads/agents/{{agent}}/{{task}}/ "
+                "(placeholders {agent} and {task} only)"
+            )
         return Route("git", str(audience), host, None, upstream, credential, push_refs=push_refs)
     _only(value, {"kind", "audience", "origin", "upstream", "credential", "strip_headers", "strip_query"}, name)
     origin = _str(value.get("origin"), f"{name}.origin").rstrip("/")

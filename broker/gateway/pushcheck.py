@@ -50,3 +50,17 @@ async def read_push_commands(next_chunk: NextChunk, encoding: str) -> ReadComman
                 plain += inflate.decompress(chunk, MAX_COMMANDS_BYTES + 1 - len(plain))
             except zlib.error:
                 raise InvalidRequest("receive-pack body is not valid gzip") from None
+
+
+def push_prefix(push_refs: str, task: str, owner: str) -> str:
+    """The refs a push may update: ``push_refs`` with ``{task}`` (the task id) and
+    ``{agent}`` (the task's owner: the root agent, so a delegate pushes where its delegator
+    does) substituted. Without ``{agent}``, two agents using the same task id share the
+    prefix (see ``shared_task_prefix``)."""
+    return push_refs.replace("{task}", task).replace("{agent}", owner)
+
+
+def shared_task_prefix(push_refs: str) -> bool:
+    """True when agents with the same task id would share the prefix: ``{task}`` without
+    ``{agent}``. The gateway warns at start."""
+    return "{task}" in push_refs and "{agent}" not in push_refs

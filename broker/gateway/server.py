@@ -15,6 +15,7 @@ from broker.gateway.app import GatewayApp
 from broker.gateway.budgets import Ledger, MemoryLedger, RedisLedger
 from broker.gateway.config import GatewayConfig, load_config
 from broker.gateway.containment import Containment
+from broker.gateway.pushcheck import shared_task_prefix
 from broker.gateway.secrets import SecretStore, VaultKvReader, read_file_secret
 from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
@@ -74,6 +75,12 @@ def describe(config: GatewayConfig) -> str:
         f"{'introspection' if config.revocation == 'introspection' else 'redis feed'}; "
         f"redis_prefix {config.redis_prefix!r}; budgets {'redis' if config.redis_url else 'in memory'}; "
         f"containment {config.containment}; workers {config.workers}; routes: {routes}"
+        + "".join(
+            f"\nWARNING: push_refs {r.push_refs!r} ({r.match}) names {{task}} without {{agent}}: two agents "
+            "using the same task id may push to each other's refs; use refs/heads/agents/{agent}/{task}/"
+            for r in config.routes
+            if r.push_refs is not None and shared_task_prefix(r.push_refs)
+        )
     )
 
 

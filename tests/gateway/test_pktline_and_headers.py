@@ -173,3 +173,24 @@ def test_a_response_header_echoing_the_secret_in_any_usual_form_is_dropped() -> 
     ]
     given = [(b"x-echo-%d" % i, b"seen: " + e) for i, e in enumerate(echoes)] + [(b"content-type", b"text/plain")]
     assert response_headers(given, secret, git.credential) == [(b"content-type", b"text/plain")]
+
+
+def test_the_push_prefix_names_the_tasks_owner_when_asked() -> None:
+    """The outside tester's finding 3: with ``{task}`` alone, another agent using the same
+    task id force-pushed over and deleted the first one's branch. ``{agent}`` (the task's
+    owner, so a delegate pushes where its delegator does) keeps them apart; ``{task}`` alone
+    is warned about at start, and other placeholders are refused."""
+    from broker.gateway.config import ConfigError
+    from broker.gateway.pushcheck import push_prefix, shared_task_prefix
+    from broker.gateway.server import describe
+
+    template = "refs/heads/agents/{agent}/{task}/"
+    assert push_prefix(template, "fix-7", "reviewer") == "refs/heads/agents/reviewer/fix-7/"
+    assert push_prefix(template, "fix-7", "other") != push_prefix(template, "fix-7", "reviewer")
+    assert shared_task_prefix("refs/heads/agents/{task}/")
+    assert not shared_task_prefix(template)
+    assert "WARNING: push_refs" in describe(CONFIG)  # the SPEC example uses {task} alone
+    with pytest.raises(ConfigError, match="placeholders"):
+        load_config(SPEC_EXAMPLE.replace("refs/heads/agents/{task}/", "refs/heads/agents/{user}/"))
+    fixed = load_config(SPEC_EXAMPLE.replace("refs/heads/agents/{task}/", template))
+    assert "WARNING" not in describe(fixed)
