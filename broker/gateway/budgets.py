@@ -20,6 +20,19 @@ from broker.capability import Budget
 from broker.errors import BackendUnavailable, BudgetExhausted
 
 FLUSH_BYTES: Final = 8 << 20
+#: a byte budget is counted at least every eighth of it (at most every 16 KiB), so one
+#: request overshoots it by at most that much past the point it was spent
+FLUSH_FRACTION: Final = 8
+MIN_FLUSH_BYTES: Final = 16 << 10
+
+
+def flush_every(budget: Budget | None) -> int:
+    """How many bytes a request counts locally before adding them to the shared ledger."""
+    if budget is None or budget.bytes is None:
+        return FLUSH_BYTES
+    return max(MIN_FLUSH_BYTES, min(FLUSH_BYTES, budget.bytes // FLUSH_FRACTION))
+
+
 #: the counters outlive the token by this much (a request that started just before exp)
 KEEP_AFTER_EXPIRY: Final = 120
 
@@ -107,10 +120,12 @@ class RedisLedger:
 
 
 class Meter:
-    """One request's byte count: flushed to the ledger every ``FLUSH_BYTES`` and at the end."""
+    """One request's byte count: flushed to the ledger every ``flush_every(budget)`` bytes
+    and at the end; a request whose own bytes pass the budget stops at once."""
 
     def __init__(self, ledger: Ledger, jti: str, exp: int, budget: Budget | None) -> None:
         self._ledger, self._jti, self._exp, self._budget = ledger, jti, exp, budget
+        self._flush_every = flush_every(budget)
         self.bytes_in = 0
         self.bytes_out = 0
         self._pending = 0
@@ -123,7 +138,11 @@ class Meter:
         if self._budget is None:
             return
         self._pending += size
-        if self._pending >= FLUSH_BYTES:
+        limit = self._budget.bytes
+        if limit is not None and self.bytes_in + self.bytes_out > limit:
+            await self.flush()  # counted, then refused: this request alone spent the budget
+            raise BudgetExhausted("byte budget spent mid-stream")
+        if self._pending >= self._flush_every:
             await self.flush()
 
     async def flush(self) -> None:

@@ -94,3 +94,39 @@ def test_introspection_answers_are_kept_at_most_one_second() -> None:
     assert len(calls) == 2
     with pytest.raises(ValueError, match="at most one second"):
         CachedIntrospection("https://broker.internal/v1/introspect", "k", ttl=2.0)
+
+
+def test_a_byte_budget_overshoots_by_at_most_an_eighth_of_it() -> None:
+    """The outside tester's finding 4: with ``bytes: 10KB``, four parallel 5 MB uploads all
+    passed (counted only every 8 MiB). Now a request stops as soon as its own bytes pass
+    the budget, and requests in parallel add to the shared count every eighth of it."""
+    from broker.capability import Budget
+    from broker.errors import BudgetExhausted
+    from broker.gateway.budgets import MIN_FLUSH_BYTES, flush_every
+
+    budget = Budget(bytes=10_000)
+    assert flush_every(budget) == MIN_FLUSH_BYTES
+    assert flush_every(Budget(bytes=80 << 20)) == 8 << 20
+    assert flush_every(Budget(bytes=1 << 20)) == 128 << 10
+
+    async def until_refused(meters: list[Meter]) -> int:
+        """Bytes counted, 1,000 per meter in turn, until one is refused."""
+        counted = 0
+        while counted < 100 << 20:  # bounded: never refused means the budget is not enforced
+            for meter in meters:
+                try:
+                    await meter.count(1000, inbound=True)
+                except BudgetExhausted:
+                    return counted
+                counted += 1000
+        return counted
+
+    async def run() -> tuple[int, int]:
+        ledger = MemoryLedger()
+        sent = await until_refused([Meter(ledger, "one", 10**10, budget)])
+        passed = await until_refused([Meter(ledger, "four", 10**10, Budget(bytes=200_000)) for _ in range(4)])
+        return sent, passed
+
+    sent, passed = asyncio.run(run())
+    assert sent == 10_000  # the chunk that passed the budget was refused
+    assert passed <= 200_000 + 4 * flush_every(Budget(bytes=200_000))
