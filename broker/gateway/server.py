@@ -15,6 +15,7 @@ from broker.gateway.app import GatewayApp
 from broker.gateway.budgets import Ledger, MemoryLedger, RedisLedger
 from broker.gateway.config import GatewayConfig, load_config
 from broker.gateway.containment import Containment
+from broker.gateway.protocol import BoundedHeadProtocol
 from broker.gateway.pushcheck import shared_task_prefix
 from broker.gateway.secrets import SecretStore, VaultKvReader, read_file_secret
 from broker.gateway.upstream import UpstreamPool
@@ -106,7 +107,7 @@ def serve(config: GatewayConfig, path: str | None = None) -> int:
         "log_level": "warning",
         "access_log": False,
         "lifespan": "on",
-        "http": "httptools",
+        "http": BoundedHeadProtocol,  # httptools, with a bounded request head
         "loop": "uvloop",
     }
     if config.workers > 1:

@@ -278,3 +278,43 @@ def test_an_upstream_connection_that_carried_a_body_is_never_reused() -> None:
     by_connection = asyncio.run(run())
     assert len(by_connection) == 2  # the GET went on a connection of its own
     assert by_connection[1] == [b"GET /next HTTP/1.1"]
+
+
+def _raw(stack: GatewayStack, chunks: list[bytes], pause: float = 0.0) -> tuple[bytes, float]:
+    """Send ``chunks`` on one raw connection (``pause`` seconds apart); what came back
+    until the gateway closed it, and how long that took."""
+    import socket
+    import time
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=30) as conn:
+        try:
+            for chunk in chunks:
+                conn.sendall(chunk)
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us: what it answered is read below
+        answer = b""
+        try:
+            while data := conn.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    return answer, time.monotonic() - started
+
+
+def test_an_oversized_request_head_is_answered_431_and_closed(stack: GatewayStack) -> None:
+    """The outside tester's finding 5: one connection sending a 200 MB header grew the
+    gateway by 360 MB; the head is now bounded (64 KiB), whatever the token."""
+    head = b"GET /http/api.test/v1/items HTTP/1.1\r\nhost: gw\r\nx-filler: "
+    answer, _ = _raw(stack, [head, *[b"a" * 65536] * 8])
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b'"code": "invalid_request"' in answer
+
+
+def test_a_request_head_that_never_ends_is_dropped(stack: GatewayStack) -> None:
+    """Slowloris: a head dribbled a byte at a time is closed 10 s after its first byte."""
+    head = [b"GET /http/api.test/v1/items HTTP/1.1\r\n", *[b"x-slow: 1\r\n"] * 40]
+    answer, took = _raw(stack, head, pause=0.5)
+    assert answer == b""
+    assert took < 15  # closed at about 10 s, before the 20 s the whole head would take
