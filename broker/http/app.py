@@ -6,8 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
@@ -107,6 +107,23 @@ def create_app(
     return BrokerApp(litestar, broker, max_body_bytes=max_body_bytes, routes=HOT_ROUTES if hot_paths else {})
 
 
+#: how long each step of shutting down may take: a process asked to stop stops, and says
+#: which step did not finish (a backend that never answers must not hold it forever)
+SHUTDOWN_STEP_WAIT = 10.0
+
+
+async def _bounded(step: Awaitable[Any], what: str) -> None:
+    """Wait for ``step`` (a task already cancelled, or a coroutine) at most
+    ``SHUTDOWN_STEP_WAIT`` seconds; its errors are the step's own (logged where it runs)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_STEP_WAIT)  # never waits past it, unlike wait_for
+    if not done:
+        log.error("shutdown: %s did not finish within %gs; going on", what, SHUTDOWN_STEP_WAIT)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shutdown: %s failed (%s)", what, type(task.exception()).__name__)
+
+
 def _litestar_app(
     broker: Broker,
     *,
@@ -119,7 +136,7 @@ def _litestar_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: set[asyncio.Task[Any]] = set()
-        starter = asyncio.create_task(_self_test_until_ready(broker))
+        starter = asyncio.create_task(_self_test_until_ready(broker), name="the signing self-test")
         if ready_wait > 0:
             await asyncio.wait({starter}, timeout=ready_wait)
         if freeze_heap:
@@ -127,10 +144,14 @@ def _litestar_app(
             # reach, full collections stop rescanning it (the p99 tail under load).
             gc.collect()
             gc.freeze()
-        follower = asyncio.create_task(reload_when_peers_do(broker))
+        follower = asyncio.create_task(reload_when_peers_do(broker), name="the peer-reload follower")
         checkpoints = broker.checkpoints
-        checkpointer = asyncio.create_task(checkpoints.run()) if checkpoints is not None else None
-        others = [asyncio.create_task(run()) for run in background]
+        checkpointer = (
+            asyncio.create_task(checkpoints.run(), name="the checkpointer") if checkpoints is not None else None
+        )
+        others = [
+            asyncio.create_task(run(), name=getattr(run, "__qualname__", "a background task")) for run in background
+        ]
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, lambda: _keep(tasks, loop.create_task(reload_on_signal(broker))))
@@ -142,13 +163,12 @@ def _litestar_app(
             for running in (starter, follower, checkpointer, *others):
                 if running is not None:
                     running.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await running
+                    await _bounded(running, f"stopping {running.get_name()}")
             for task in tasks:
                 task.cancel()
             if checkpoints is not None:
-                await checkpoints.close()  # anchor what this process wrote last
-            await broker.aclose()
+                await _bounded(checkpoints.close(), "the last audit checkpoint")  # anchor what this process wrote last
+            await _bounded(broker.aclose(), "closing the backends")
 
     return Litestar(
         route_handlers=HANDLERS,

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import io
 import json
+import logging
 import time
 from typing import Any
 
@@ -199,3 +200,38 @@ def test_start_up_freezes_what_it_built_out_of_the_collectors_reach() -> None:
             assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def test_shutdown_is_bounded_when_a_background_task_never_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI run hung for ten minutes in an app's shutdown, waiting on something that never
+    finished. Each shutdown step now has a bound, and the one that did not finish is named."""
+    import broker.http.app as app_module
+
+    monkeypatch.setattr(app_module, "SHUTDOWN_STEP_WAIT", 0.2)
+    seen: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Seen(logging.ERROR)
+    app_module.log.addHandler(handler)
+    monkeypatch.setattr(app_module.log, "disabled", False)
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)  # slow to stop: only a second cancellation ends it
+            raise
+
+    h = make_harness()
+    h.app = create_app(h.broker, background=(stubborn,))
+    started = time.monotonic()
+    with TestClient(h.app) as client:
+        assert client.get("/healthz").status_code == 200
+    app_module.log.removeHandler(handler)
+    assert time.monotonic() - started < 10  # not the 30 s the task takes to stop
+    assert any("shutdown: stopping" in m and "stubborn did not finish" in m for m in seen), seen
