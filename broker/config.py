@@ -37,6 +37,9 @@ class Settings:
     signer: Literal["vault", "local"] = "vault"
     vault_addr: str = ""
     vault_token: str = field(default="", repr=False)
+    # the file the token was read from, followed for a new token (broker.backends.vault_token);
+    # empty when the token came from BROKER_VAULT_TOKEN
+    vault_token_file: str = ""
     transit_mount: str = "transit"
     transit_key: str = "capbroker"
     signing_alg: Algorithm = "EdDSA"
@@ -167,9 +170,11 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     raw = _from_file(Path(path)) if path is not None else {}
     raw.update(_from_env(env))
     values = {name: _typed(name, value) for name, value in raw.items()}
-    token_file = values.pop("vault_token_file", None)
+    token_file = values.get("vault_token_file")
     if token_file and not values.get("vault_token"):
         values["vault_token"] = Path(token_file).read_text().strip()
+    elif token_file:
+        values["vault_token_file"] = ""  # BROKER_VAULT_TOKEN wins; the file is not followed
     for required in ("issuer", "scopes"):
         if not values.get(required):
             raise SettingsError(f"{required} is required (setting {required!r} or BROKER_{required.upper()})")

@@ -62,6 +62,7 @@ from redis.exceptions import RedisError
 from broker.backends import redis_keys
 from broker.backends.redis_options import fail_fast
 from broker.backends.transit import TransitSigningBackend
+from broker.backends.vault_clients import TokenSource
 from broker.errors import BackendUnavailable, InvalidRequest
 from broker.token.algorithms import Algorithm
 from broker.token.claims import Claims
@@ -232,7 +233,7 @@ class EndorsedSigningBackend:
         cls,
         *,
         vault_addr: str,
-        vault_token: str,
+        vault_token: str | TokenSource,
         redis_url: str,
         issuer: str,
         mount: str = "transit",

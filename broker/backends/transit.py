@@ -34,7 +34,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.backends.vault_clients import VaultClients, fail_fast_session
+from broker.backends.vault_clients import TokenSource, VaultClients, fail_fast_session, token_source
 from broker.errors import BackendUnavailable
 from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
@@ -107,7 +107,7 @@ class TransitSigningBackend:
         self,
         *,
         addr: str,
-        token: str,
+        token: str | TokenSource,
         mount: str = "transit",
         key: str = "capbroker",
         alg: Algorithm = "EdDSA",
@@ -118,7 +118,8 @@ class TransitSigningBackend:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_target(addr, mount, key, alg)
-        if not token:
+        token = token_source(token)
+        if not token.value:
             raise ValueError("a Vault token is required")
         if not 0 < timeout <= 60 or not 0 <= refresh <= 3600 or not 1 <= workers <= 64:
             raise ValueError("timeout in (0, 60], refresh in [0, 3600], workers in [1, 64]")

@@ -21,3 +21,12 @@ path "transit/keys/capbroker" {
 path "auth/token/lookup" {
   capabilities = ["update"]
 }
+
+# Its own token: how long it has left, and renewal half way through (a periodic token from
+# setup.sh lives only as long as it is renewed; broker/backends/vault_token.py).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -61,7 +61,9 @@ def dev_broker(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(BIN / "broker"), "dev", "--port", str(port), "--scopes", str(REPO / "scopes")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -84,9 +86,19 @@ def gateway(tmp_path: Path, dev_broker: tuple[str, dict[str, str]]) -> Iterator[
     env = {**os.environ, "BROKER_URL": broker_url, "GATEWAY_KEY": keys["service git-gateway"]}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "uvicorn"), "--factory", "examples.git_gateway.app:create_app", "--port", str(port),
-             "--host", "127.0.0.1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+            [
+                str(BIN / "uvicorn"),
+                "--factory",
+                "examples.git_gateway.app:create_app",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
         )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -100,8 +112,9 @@ def gateway(tmp_path: Path, dev_broker: tuple[str, dict[str, str]]) -> Iterator[
 def test_the_readme_walkthrough(dev_broker: tuple[str, dict[str, str]], gateway: str) -> None:
     broker_url, keys = dev_broker
     agent = keys["agent reviewer"]
-    status, minted = call("POST", f"{broker_url}/v1/tokens", agent,
-                          {"task": "fix-123", "scopes": ["widgets-read"], "ttl": "5m"})
+    status, minted = call(
+        "POST", f"{broker_url}/v1/tokens", agent, {"task": "fix-123", "scopes": ["widgets-read"], "ttl": "5m"}
+    )
     assert status == 201, minted
     token = minted["tokens"][0]["token"]
     assert minted["tokens"][0]["audience"] == "git-gateway"

@@ -86,7 +86,13 @@ def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> It
     quiet = {"BROKER_AUDIT_CHECKPOINT_INTERVAL": "1h", "BROKER_AUDIT_CHECKPOINT_EVENTS": "1000000"}
     procs = [
         BrokerProcess(
-            root / name, policy, own_redis.url, bao_server.addr, token, transit_key=KEY, extra_env=quiet,
+            root / name,
+            policy,
+            own_redis.url,
+            bao_server.addr,
+            token,
+            transit_key=KEY,
+            extra_env=quiet,
             archive_dir=root / "archive",
         )
         for name, policy in (("a", policy_a), ("b", policy_b))

@@ -104,26 +104,28 @@ class BrokerProcess:
             self.archive_dir = self.workdir / "audit-archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(
-            "\n".join([
-                f"issuer: {self.issuer}",
-                f"scopes: {self.policy.path}",
-                f"admin_key_sha256: [{secret_sha256(self.policy.keys['admin'])}]",
-                "host: 127.0.0.1",
-                f"port: {self.port}",
-                "signer: vault",
-                f"vault_addr: {self.vault_addr}",
-                f"vault_token_file: {token_file}",
-                f"transit_key: {self.transit_key}",
-                f"signing_alg: {self.signing_alg}",
-                "state: redis",
-                f"redis_url: {self.redis_url}",
-                f"redis_durability: {self.redis_durability}",
-                f"audit_archive_dir: {self.archive_dir}",
-                "backend_timeout: 800ms",
-                "key_refresh: 500ms",
-                "clock_skew: 1s",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"issuer: {self.issuer}",
+                    f"scopes: {self.policy.path}",
+                    f"admin_key_sha256: [{secret_sha256(self.policy.keys['admin'])}]",
+                    "host: 127.0.0.1",
+                    f"port: {self.port}",
+                    "signer: vault",
+                    f"vault_addr: {self.vault_addr}",
+                    f"vault_token_file: {token_file}",
+                    f"transit_key: {self.transit_key}",
+                    f"signing_alg: {self.signing_alg}",
+                    "state: redis",
+                    f"redis_url: {self.redis_url}",
+                    f"redis_durability: {self.redis_durability}",
+                    f"audit_archive_dir: {self.archive_dir}",
+                    "backend_timeout: 800ms",
+                    "key_refresh: 500ms",
+                    "clock_skew: 1s",
+                    "",
+                ]
+            )
         )
         return config
 
@@ -158,8 +160,15 @@ class BrokerProcess:
         raise RuntimeError(f"{what} not reached within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     def request(
-        self, method: str, path: str, body: Any = None, *, who: str | None = None, form: bool = False,
-        timeout: float = 5.0, headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        who: str | None = None,
+        form: bool = False,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
         headers = dict(headers or {})
         data = None

@@ -27,9 +27,7 @@ def chain(n: int, *, start_ms: int = 1_000, prev: str = GENESIS) -> list[tuple[s
 
 
 def write(archive: ArchiveDir, seq: int, part: list[tuple[str, dict[str, object], bytes]]) -> SegmentHeader:
-    header = SegmentHeader(
-        seq, str(part[0][1]["prev"]), part[0][0], part[-1][0], len(part), str(part[-1][1]["hash"])
-    )
+    header = SegmentHeader(seq, str(part[0][1]["prev"]), part[0][0], part[-1][0], len(part), str(part[-1][1]["hash"]))
     archive.write(header, [encode_line(i.encode(), raw) for i, _, raw in part], still_mine=lambda: True)
     return header
 

@@ -34,7 +34,8 @@ def test_invalid_capabilities_cannot_be_built(kind: str, resource: str, actions:
 
 
 @pytest.mark.parametrize(
-    "actions", ["list", {"list": 1}, [1], ["list", "list"], None],
+    "actions",
+    ["list", {"list": 1}, [1], ["list", "list"], None],
 )
 def test_build_refuses_bad_action_lists(actions: object) -> None:
     with pytest.raises(InvalidRequest):

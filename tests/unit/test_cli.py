@@ -29,8 +29,13 @@ def broker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 
 
 def test_console_script_runs_as_a_module() -> None:
-    r = subprocess.run([sys.executable, "-m", "broker", "policy", "check", SCOPES], capture_output=True, text=True,
-                       timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "broker", "policy", "check", SCOPES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("policy ok: 10 scopes, 3 agents, 2 services")
 
@@ -42,8 +47,19 @@ def test_unknown_command_exits_2() -> None:
 
 
 def test_explain_allow_lists_reasons_and_capabilities() -> None:
-    r = broker("policy", "explain", SCOPES, "--agent", "analyst", "--scope", "reports-write",
-               "--resource", "s3://acme-reports/agents/t1/", "--action", "write")
+    r = broker(
+        "policy",
+        "explain",
+        SCOPES,
+        "--agent",
+        "analyst",
+        "--scope",
+        "reports-write",
+        "--resource",
+        "s3://acme-reports/agents/t1/",
+        "--action",
+        "write",
+    )
     assert r.returncode == 0, r.stderr
     assert "decision: allow" in r.stdout
     assert "token for storage-gateway: bucket s3://acme-reports/agents/t1/ write" in r.stdout
@@ -81,8 +97,12 @@ def test_token_inspect_marks_unverified(ed_signer: LocalSigner) -> None:
 def test_token_inspect_with_jwks_verifies_and_rejects(tmp_path: Path, ring: KeyRing) -> None:
     signer = LocalSigner.generate("EdDSA", "fresh-1")
 
-    token = mint(issue_claims(issuer="https://b", agent="a", audience="gw", task="t", capabilities=[CAP],
-                              now=int(time.time()), ttl=300), signer)
+    token = mint(
+        issue_claims(
+            issuer="https://b", agent="a", audience="gw", task="t", capabilities=[CAP], now=int(time.time()), ttl=300
+        ),
+        signer,
+    )
     good = tmp_path / "good.json"
     good.write_text(json.dumps(KeyRing([signer]).keyset.to_jwks()))
     other = tmp_path / "other.json"

@@ -47,7 +47,9 @@ def test_env_only(tmp_path: Path) -> None:
         "BROKER_ISSUER": "https://b.internal",
         "BROKER_SCOPES": str(tmp_path),
         "BROKER_ADMIN_KEY_SHA256": f"{ADMIN},{'b' * 64}",
-        "BROKER_VAULT_ADDR": "http://127.0.0.1:8200", "BROKER_VAULT_TOKEN": "t", "BROKER_REDIS_URL": "redis://127.0.0.1/0",
+        "BROKER_VAULT_ADDR": "http://127.0.0.1:8200",
+        "BROKER_VAULT_TOKEN": "t",
+        "BROKER_REDIS_URL": "redis://127.0.0.1/0",
     }
     s = load_settings(None, env)
     assert s.admin_key_sha256 == (ADMIN, "b" * 64)

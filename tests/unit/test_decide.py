@@ -41,8 +41,11 @@ def test_plain_scope_grants_the_whole_scope(policy: Policy) -> None:
 
 
 def test_narrowing_to_a_deeper_resource_and_fewer_actions(policy: Policy) -> None:
-    d = run(policy, "analyst", {"task": "t1", "scopes": [
-        narrowed("reports-write", "s3://acme-reports/agents/t1/", ["write"])]})
+    d = run(
+        policy,
+        "analyst",
+        {"task": "t1", "scopes": [narrowed("reports-write", "s3://acme-reports/agents/t1/", ["write"])]},
+    )
     assert isinstance(d, Allow)
     cap = d.tokens[0].capabilities[0]
     assert (cap.resource, cap.actions) == ("s3://acme-reports/agents/t1/", ("write",))
@@ -88,12 +91,12 @@ def test_default_ttl_shrinks_to_a_smaller_cap(policy: Policy) -> None:
 
 
 def test_one_token_per_audience(policy: Policy) -> None:
-    d = run(policy, "reviewer", {"task": "t1", "scopes": ["widgets-read", "widgets-pulls-read",
-                                                          "widgets-review-comment"]})
+    d = run(
+        policy, "reviewer", {"task": "t1", "scopes": ["widgets-read", "widgets-pulls-read", "widgets-review-comment"]}
+    )
     assert isinstance(d, Allow)
     by_aud = {p.audience: [c.scope for c in p.capabilities] for p in d.tokens}
-    assert by_aud == {"git-gateway": ["widgets-read"],
-                      "github-proxy": ["widgets-pulls-read", "widgets-review-comment"]}
+    assert by_aud == {"git-gateway": ["widgets-read"], "github-proxy": ["widgets-pulls-read", "widgets-review-comment"]}
 
 
 def test_require_pop_scope_needs_a_bound_token(tmp_path: Path) -> None:

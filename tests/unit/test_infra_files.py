@@ -34,4 +34,10 @@ def test_the_kubernetes_settings_load(tmp_path: Path) -> None:
 def test_the_broker_policy_grants_no_rotate_export_or_backup() -> None:
     policy = (INFRA / "vault" / "capbroker-policy.hcl").read_text()
     paths = [line.split('"')[1] for line in policy.splitlines() if line.startswith("path ")]
-    assert paths == ["transit/sign/capbroker", "transit/keys/capbroker", "auth/token/lookup"]
+    assert paths == [
+        "transit/sign/capbroker",
+        "transit/keys/capbroker",
+        "auth/token/lookup",
+        "auth/token/lookup-self",  # its own token's TTL, and renewal (issue 13)
+        "auth/token/renew-self",
+    ]

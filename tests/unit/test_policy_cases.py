@@ -99,8 +99,6 @@ def _write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-
-
 # ------------------------------------------------------------------ the case files
 
 

@@ -234,8 +234,6 @@ def test_agent_without_rate_warns(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the CLI
 
 
-
-
 def test_strict_check_fails_on_a_warning_plain_check_passes(tmp_path: Path) -> None:
     text = document([WIDGETS_READ], [agent("reviewer", KEY_A, ["widgets-read"], rate=None)])
     directory = tmp_path / "policy"

@@ -205,8 +205,9 @@ def test_jwks_skips_key_types_it_never_uses(ring: KeyRing) -> None:
 
 def test_verifier_with_remote_jwks_verifies(ring: KeyRing, ed_signer: LocalSigner) -> None:
     server = JwksServer(ring.keyset)
-    v = Verifier(issuer=ISSUER, audience=AUDIENCE, jwks_url="https://broker.test/jwks", fetch=server,
-                 clock=lambda: NOW + 5.0)
+    v = Verifier(
+        issuer=ISSUER, audience=AUDIENCE, jwks_url="https://broker.test/jwks", fetch=server, clock=lambda: NOW + 5.0
+    )
     assert v.verify(good_token(ed_signer)).token_id == "test-token-id-00000001"
 
 

@@ -57,8 +57,10 @@ def test_middleware_refuses_without_a_valid_token(ring: KeyRing, headers: list[t
 
 def test_middleware_refuses_two_authorization_headers(ring: KeyRing, ed_signer: LocalSigner) -> None:
     token = good_token(ed_signer).encode()
-    status, _ = run(CapabilityMiddleware(echo_app, verifier(ring)),
-                    [(b"authorization", b"Bearer " + token), (b"authorization", b"Bearer " + token)])
+    status, _ = run(
+        CapabilityMiddleware(echo_app, verifier(ring)),
+        [(b"authorization", b"Bearer " + token), (b"authorization", b"Bearer " + token)],
+    )
     assert status == 401
 
 
