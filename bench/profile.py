@@ -24,8 +24,21 @@ def start(pids: list[int], seconds: float, out: Path, name: str) -> list[subproc
     out.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(  # noqa: S603
-            [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250",
-             "--format", "raw", "--nonblocking", "--output", str(out / f"{name}-{pid}.txt")],
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(out / f"{name}-{pid}.txt"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

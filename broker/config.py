@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
 from broker.errors import PolicyIssue
@@ -40,6 +41,12 @@ class Settings:
     # the file the token was read from, followed for a new token (broker.backends.vault_token);
     # empty when the token came from BROKER_VAULT_TOKEN
     vault_token_file: str = ""
+    # a PEM bundle of the CAs that sign Vault's certificate (a private CA); empty: the
+    # system's trust store. Never read from the environment's REQUESTS_CA_BUNDLE.
+    vault_ca_file: str = ""
+    # the same for Redis over TLS (a ``rediss://`` redis_url); the URL then carries it to
+    # every Redis client (``ssl_ca_certs``)
+    redis_ca_file: str = ""
     transit_mount: str = "transit"
     transit_key: str = "capbroker"
     signing_alg: Algorithm = "EdDSA"
@@ -80,6 +87,8 @@ _FIELDS: dict[str, type] = {
     "signer": str,
     "vault_addr": str,
     "vault_token_file": str,
+    "vault_ca_file": str,
+    "redis_ca_file": str,
     "transit_mount": str,
     "transit_key": str,
     "signing_alg": str,
@@ -184,7 +193,27 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         raise SettingsError("admin_key_sha256: one or more lower-case hex SHA-256 hashes of admin keys")
     settings = Settings(admin_key_sha256=admins, **values)
     _check(settings)
+    _check_tls(settings)
+    if settings.redis_ca_file:
+        settings = replace(settings, redis_url=_with_ca(settings.redis_url, settings.redis_ca_file))
     return settings
+
+
+def _check_tls(s: Settings) -> None:
+    for name, path in (("vault_ca_file", s.vault_ca_file), ("redis_ca_file", s.redis_ca_file)):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file {path!r} (a PEM bundle of CA certificates)")
+    if s.vault_ca_file and not s.vault_addr.startswith("https://"):
+        raise SettingsError("vault_ca_file is for an https:// vault_addr")
+    if s.redis_ca_file and not s.redis_url.startswith("rediss://"):
+        raise SettingsError("redis_ca_file is for a rediss:// redis_url (Redis over TLS)")
+
+
+def _with_ca(url: str, ca_file: str) -> str:
+    """``url`` with ``ssl_ca_certs``: redis-py hands URL parameters to every connection."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "ssl_ca_certs"] + [("ssl_ca_certs", ca_file)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _check(s: Settings) -> None:

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker")
 
 
+def vault_verify(settings: Settings) -> bool | str:
+    """How Vault's certificate is checked: against ``vault_ca_file``, or the system's CAs."""
+    return settings.vault_ca_file or True
+
+
 def vault_token(settings: Settings) -> VaultToken:
     """The broker's own Vault token, renewed and followed by ``keep()`` (a background task
     of ``build_app``); one-shot commands use it as it is."""
@@ -39,6 +44,7 @@ def vault_token(settings: Settings) -> VaultToken:
         addr=settings.vault_addr,
         file=Path(settings.vault_token_file) if settings.vault_token_file else None,
         timeout=settings.backend_timeout,
+        verify=vault_verify(settings),
     )
 
 
@@ -54,6 +60,7 @@ def transit_backend(settings: Settings, token: TokenSource | None = None) -> Tra
         alg=settings.signing_alg,
         timeout=settings.backend_timeout,
         refresh=settings.key_refresh,
+        verify=vault_verify(settings),
     )
 
 
@@ -74,6 +81,7 @@ def signing_backend(settings: Settings, token: TokenSource | None = None) -> Lon
             timeout=settings.backend_timeout,
             key_refresh=settings.key_refresh,
             vault_silence=min(1.0, settings.key_refresh),
+            verify=vault_verify(settings),
         )
     if settings.signer == "vault":
         return transit_backend(settings, token)
@@ -99,7 +107,7 @@ def vault_tokens(settings: Settings, token: TokenSource | None = None) -> VaultT
     from broker.backends.vault_lookup import VaultTokenLookup
 
     own = token if token is not None else settings.vault_token
-    return VaultTokenLookup(settings.vault_addr, own, timeout=settings.backend_timeout)
+    return VaultTokenLookup(settings.vault_addr, own, timeout=settings.backend_timeout, verify=vault_verify(settings))
 
 
 def issuer_keys(settings: Settings) -> IssuerKeys:

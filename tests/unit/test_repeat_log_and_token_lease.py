@@ -34,8 +34,8 @@ def test_a_periodic_token_is_renewed_half_way() -> None:
 
 
 def test_a_token_without_ttl_or_renewal_is_never_renewed() -> None:
-    assert not TokenLease(0.0, True, 0.0).renew_due(1e9)
-    assert TokenLease(0.0, True, 0.0).expires_at is None
+    assert not TokenLease(ttl=0.0, renewable=True, seen_at=0.0).renew_due(1e9)
+    assert TokenLease(ttl=0.0, renewable=True, seen_at=0.0).expires_at is None
     assert not lease_from_renewal({"auth": {"lease_duration": 10, "renewable": False}}, now=0.0).renew_due(9.0)
 
 
