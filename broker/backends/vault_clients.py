@@ -30,6 +30,7 @@ from urllib3.util.retry import Retry
 from broker.backends.vault_failures import describe
 from broker.errors import BackendUnavailable
 from broker.repeat_log import RepeatLog
+from broker.service.metrics import observe_vault
 
 T = TypeVar("T")
 
@@ -111,12 +112,15 @@ class VaultClients:
             raise BackendUnavailable(closed_reason)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, lambda: operation(self._client()))
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(future, self._timeout + TIMEOUT_MARGIN)
         except Exception as e:
+            observe_vault(time.perf_counter() - started)
             if self._log_failures and not expected(e):
                 self._log_failure(e)
             raise
+        observe_vault(time.perf_counter() - started)
         if self._log_failures and self._failures.success():
             log.info("vault at %s answers again", self._addr)
         return result

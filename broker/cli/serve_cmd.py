@@ -95,14 +95,22 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"broker serve: {e}", file=sys.stderr)
         return 2
-    if not args.as_worker and not _redis_fit(settings):  # workers: their parent checked it
+    if not args.as_worker:  # workers: their parent checked it
+        from broker.cli.workers import port_in_use
+
+        held = port_in_use(settings.host, settings.port)
+        if held is not None:
+            print(f"broker serve: {held}", file=sys.stderr)
+            return 2
+    if not args.as_worker and not _redis_fit(settings):
         return 2
     if args.as_worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is installed
     if settings.workers > 1 and not args.as_worker:
-        from broker.cli.workers import supervise
+        from broker.cli.workers import hold_port, supervise
 
-        return supervise(args.config, settings.workers)
+        with hold_port(settings.host, settings.port):
+            return supervise(args.config, settings.workers)
     try:
         from broker.runtime import build_app
 
