@@ -71,6 +71,10 @@ class Verifier:
     in-process ``MemoryReplayCache``, with a quota per key so that one key cannot fill it
     for the others; a service with several replicas should share one);
     ``proof_max_age`` is how old a proof's ``iat`` may be, in seconds (1..300).
+
+    ``allow_insecure_jwks``: accept a plain ``http://`` ``jwks_url`` to a named host (a
+    sibling container, a cluster-internal service), logged as UNSAFE when built. Without
+    it, http is allowed on loopback only.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class Verifier:
         proof_replay: ProofReplayCache | None = None,
         proof_max_age: int = DEFAULT_MAX_AGE,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        allow_insecure_jwks: bool = False,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -132,6 +137,7 @@ class Verifier:
                 cooldown=jwks_cooldown,
                 refresh=min(300.0, jwks_max_stale),
                 max_stale=jwks_max_stale,
+                allow_insecure=allow_insecure_jwks,
             )
         elif isinstance(jwks, KeySet):
             self._keys = jwks
