@@ -8,6 +8,7 @@ Vault token comes from ``BROKER_VAULT_TOKEN`` or from a file named by
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -113,7 +114,7 @@ _FIELDS: dict[str, type] = {
 
 
 def _from_file(path: Path) -> dict[str, Any]:
-    parsed = parse_yaml(path.read_bytes(), str(path))
+    parsed = parse_yaml(path.read_bytes(), str(path), decimals=True)
     if isinstance(parsed, PolicyIssue):
         raise SettingsError(str(parsed))
     if not isinstance(parsed, YMap):
@@ -125,7 +126,9 @@ def _from_file(path: Path) -> dict[str, Any]:
                 f"{path}:{line}: no secrets in the settings file; use BROKER_VAULT_TOKEN or vault_token_file"
             )
         if key not in _FIELDS:
-            raise SettingsError(f"{path}:{line}: unknown setting {key!r}")
+            close = difflib.get_close_matches(key, _FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{path}:{line}: unknown setting {key!r}{hint}")
         if isinstance(node, YSeq):
             out[key] = [str(item.value) if isinstance(item, YScalar) else "" for item in node.items]
         elif isinstance(node, YScalar):
@@ -166,7 +169,8 @@ def _typed(name: str, value: Any) -> Any:
         if kind is float and not isinstance(value, bool):
             return _seconds(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a number") from None
+        form = "a duration: seconds or '800ms', '2s', '15m', '1h'" if kind is float else "a whole number"
+        raise SettingsError(f"{name} must be {form}, not {str(value)[:40]!r}") from None
     if kind is list:
         return value if isinstance(value, list) else [value]
     if kind in (int, float) or not isinstance(value, str):

@@ -25,6 +25,8 @@ _NULL = "tag:yaml.org,2002:null"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _DECIMAL = re.compile(r"0|-?[1-9][0-9]{0,17}")
+_FLOAT = "tag:yaml.org,2002:float"
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,9}\.[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,11 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _scalar(node: yaml.ScalarNode) -> YScalar:
+def _scalar(node: yaml.ScalarNode, decimals: bool) -> YScalar:
     line = _line(node)
     text = str(node.value)
+    if decimals and node.tag == _FLOAT and _PLAIN_DECIMAL.fullmatch(text):
+        return YScalar(text, line)  # as written: the reader of the value converts it
     if node.tag == _STR:
         return YScalar(text, line)
     if node.style is not None and node.style in "'\"":
@@ -117,13 +121,14 @@ def _scalar(node: yaml.ScalarNode) -> YScalar:
     raise YamlError(line, f"value {text!r} is not allowed; quote strings")
 
 
-def _convert(node: yaml.Node) -> YNode:
-    if node.tag not in (_STR, _INT, _BOOL, _NULL, _MAP, _SEQ):
+def _convert(node: yaml.Node, decimals: bool = False) -> YNode:
+    allowed = (_STR, _INT, _BOOL, _NULL, _MAP, _SEQ, *((_FLOAT,) if decimals else ()))
+    if node.tag not in allowed:
         raise YamlError(_line(node), f"values of type {node.tag} are not allowed; quote strings")
     if isinstance(node, yaml.ScalarNode):
-        return _scalar(node)
+        return _scalar(node, decimals)
     if isinstance(node, yaml.SequenceNode):
-        return YSeq(tuple(_convert(item) for item in node.value), _line(node))
+        return YSeq(tuple(_convert(item, decimals) for item in node.value), _line(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         entries: list[tuple[str, int, YNode]] = []
@@ -137,13 +142,14 @@ def _convert(node: yaml.Node) -> YNode:
             if key in seen:
                 raise YamlError(kline, f"duplicate key {key!r} (first at line {seen[key]})")
             seen[key] = kline
-            entries.append((key, kline, _convert(value_node)))
+            entries.append((key, kline, _convert(value_node, decimals)))
         return YMap(tuple(entries), _line(node))
     raise YamlError(_line(node), "unsupported YAML node")
 
 
-def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
-    """The file's one document, or the first problem found in it."""
+def parse_yaml(text: str | bytes, filename: str, *, decimals: bool = False) -> YNode | PolicyIssue:
+    """The file's one document, or the first problem found in it. ``decimals``: a plain
+    decimal such as ``0.5`` is kept as its text (settings' durations), not refused."""
     if len(text) > MAX_FILE_BYTES:
         return PolicyIssue(filename, 1, f"file larger than {MAX_FILE_BYTES} bytes")
     if isinstance(text, bytes):
@@ -160,7 +166,7 @@ def parse_yaml(text: str | bytes, filename: str) -> YNode | PolicyIssue:
         node = loader.get_single_node()
         if node is None:
             return PolicyIssue(filename, 1, "empty policy file")
-        return _convert(node)
+        return _convert(node, decimals)
     except YamlError as e:
         return PolicyIssue(filename, e.line, e.message)
     except yaml.reader.ReaderError as e:

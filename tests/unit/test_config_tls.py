@@ -46,3 +46,38 @@ def test_a_ca_setting_that_cannot_work_is_named(tmp_path: Path, extra: dict[str,
     env |= {k: str(ca) if v == "CA" else v for k, v in extra.items()}
     with pytest.raises(SettingsError, match=message):
         load_settings(None, env)
+
+
+# ---------------------------------------------------------------- issue 13 item 8: settings errors
+
+
+def _file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "broker.yaml"
+    path.write_text(f"issuer: https://broker.internal\nscopes: scopes\nadmin_key_sha256: ['{'0' * 63}1']\n{body}")
+    return path
+
+
+@pytest.mark.parametrize(("written", "seconds"), [("0.5", 0.5), ("1.25", 1.25), ("800ms", 0.8), ("2", 2.0)])
+def test_a_decimal_duration_is_accepted(tmp_path: Path, written: str, seconds: float) -> None:
+    env = BASE | {"BROKER_SIGNER": "local", "BROKER_STATE": "memory"}
+    settings = load_settings(_file(tmp_path, f"backend_timeout: {written}\n"), env)
+    assert settings.backend_timeout == seconds
+
+
+def test_an_unknown_setting_gets_a_did_you_mean_and_its_line(tmp_path: Path) -> None:
+    with pytest.raises(
+        SettingsError, match=r"broker.yaml:4: unknown setting 'vault_adr' \(did you mean 'vault_addr'\?\)"
+    ):
+        load_settings(_file(tmp_path, "vault_adr: https://vault:8200\n"), BASE)
+
+
+def test_a_bad_duration_says_the_accepted_forms(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"backend_timeout must be a duration: seconds or '800ms'.*not '5 parsecs'"):
+        load_settings(_file(tmp_path, "backend_timeout: 5 parsecs\n"), BASE)
+
+
+def test_policy_files_still_refuse_floats(tmp_path: Path) -> None:
+    from broker.errors import PolicyIssue
+    from broker.policy.yamlstrict import parse_yaml
+
+    assert isinstance(parse_yaml("max_ttl: 0.5\n", "p.yaml"), PolicyIssue)
