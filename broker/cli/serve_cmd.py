@@ -12,7 +12,7 @@ from typing import Any
 from broker.config import Settings, SettingsError, load_settings
 from broker.errors import PolicyInvalid
 from broker.policy.model import Policy
-from broker.policy.rekey import with_client_key
+from broker.policy.rekey import with_added_client_key
 from broker.service.credentials import new_client_secret, secret_sha256
 
 DEV_BANNER = """\
@@ -145,7 +145,7 @@ def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:
 def _dev_overlay(policy: Policy, keys: dict[str, str]) -> Policy:
     for name, digest in keys.items():
         if name in policy.agents or name in policy.services:
-            policy = with_client_key(policy, name, digest)
+            policy = with_added_client_key(policy, name, digest)  # beside its own keys (issue 13 item 9)
     return policy
 
 
