@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.errors import BrokerError, PolicyInvalid
@@ -175,7 +175,7 @@ def _litestar_app(
             version="0.1.0",
             description="Capability-scoped credentials for AI agents (SPEC 4).",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],  # /schema/openapi.json, /schema/swagger
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
             ),

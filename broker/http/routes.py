@@ -75,7 +75,7 @@ async def exchange_token(request: AnyRequest) -> Response[Any]:
 
 @post(
     "/v1/revoke",
-    operation_class=with_body(REVOKE),
+    operation_class=with_body(REVOKE, JSON, FORM),
     status_code=200,
     security=BEARER,
     summary="Revoke one token",
@@ -83,7 +83,7 @@ async def exchange_token(request: AnyRequest) -> Response[Any]:
     responses=ACTION_ERRORS,
 )
 async def revoke_token(request: AnyRequest) -> Response[Any]:
-    return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_body(request)))
+    return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_or_form_body(request)))
 
 
 @post(
@@ -158,12 +158,14 @@ async def metadata(request: AnyRequest) -> Response[Any]:
         {
             "issuer": broker.issuer,
             "jwks_uri": f"{base}/.well-known/jwks.json",
-            "token_endpoint": f"{base}/v1/tokens",
+            # the token-exchange grant (RFC 8693) is served here; minting (/v1/tokens) is
+            # not an OAuth grant. Registered method names only (a Bearer key works too)
+            "token_endpoint": f"{base}/v1/tokens/exchange",
             "revocation_endpoint": f"{base}/v1/revoke",
             "introspection_endpoint": f"{base}/v1/introspect",
-            "introspection_endpoint_auth_methods_supported": ["client_secret_bearer"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_bearer"],
-            "token_endpoint_auth_methods_supported": ["client_secret_bearer"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "token_endpoint_auth_methods_supported": ["none"],  # the subject token is the proof
             "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
             "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
             "response_types_supported": [],

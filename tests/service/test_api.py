@@ -707,13 +707,15 @@ def test_authorization_server_metadata_follows_rfc_8414(client: AnyClient) -> No
     meta = r.json()
     assert meta["issuer"] == ISSUER
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert meta["token_endpoint"] == f"{ISSUER}/v1/tokens"
+    assert meta["token_endpoint"] == f"{ISSUER}/v1/tokens/exchange"  # the token-exchange grant's endpoint
     assert meta["revocation_endpoint"] == f"{ISSUER}/v1/revoke"
     assert meta["introspection_endpoint"] == f"{ISSUER}/v1/introspect"
     assert isinstance(meta["response_types_supported"], list)  # REQUIRED by RFC 8414
     assert meta["access_token_signing_alg_values_supported"] == ["EdDSA"]
-    for field in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
-        assert meta[f"{field}_auth_methods_supported"] == ["client_secret_bearer"]
+    # registered names only (RFC 8414 / IANA): client_secret_bearer is not one
+    assert meta["token_endpoint_auth_methods_supported"] == ["none"]  # the subject token is the proof
+    for field in ("revocation_endpoint", "introspection_endpoint"):
+        assert meta[f"{field}_auth_methods_supported"] == ["client_secret_basic"]
     # The advertised JWKS is the one served.
     path = meta["jwks_uri"].removeprefix(ISSUER)
     assert client.get(path).json() == jwks_of(client)

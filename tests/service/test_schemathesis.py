@@ -239,7 +239,7 @@ def test_documented_success_statuses_hold(
 @pytest.mark.parametrize(
     ("path", "fields"),
     [
-        pytest.param("/v1/revoke", {"body": {"jti": "A" * 22}}, id="revoke"),
+        pytest.param("/v1/revoke", {"body": {"jti": "A" * 22}, "media_type": JSON}, id="revoke"),
         pytest.param("/v1/introspect", {"body": {"token": "x"}, "media_type": JSON}, id="introspect"),
         pytest.param(
             "/v1/explain", {"body": {"agent": "reviewer", "task": "t", "scopes": ["widgets-read"]}}, id="explain"
