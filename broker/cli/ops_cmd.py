@@ -76,7 +76,7 @@ def run_rotate(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker keys rotate: Vault refused or is unavailable ({e.reason})", file=sys.stderr)
-        return 1
+        return 3
     print("brokers sign with it once they refresh their key metadata (key_refresh, default 10 s);")
     print("older versions stay in the JWKS until you raise min_decryption_version in Transit.")
     return 0
@@ -178,7 +178,7 @@ def run_audit_verify(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker audit verify: a backend is unavailable ({e.reason})", file=sys.stderr)
-        return 2
+        return 3
     except ArchiveDamaged as e:
         good = walked[-1].count if walked else 0
         print(f"audit chain BROKEN at event #{good} (archive {e.where}): {e.reason}")
@@ -245,7 +245,7 @@ def run_audit_export(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker audit export: the state store is unavailable ({e.reason})", file=sys.stderr)
-        return 2
+        return 3
     except ArchiveDamaged as e:
         print(f"broker audit export: the archive is damaged at {e.where}: {e.reason}", file=sys.stderr)
         return 1
