@@ -42,6 +42,13 @@ class Settings:
     # the file the token was read from, followed for a new token (broker.backends.vault_token);
     # empty when the token came from BROKER_VAULT_TOKEN
     vault_token_file: str = ""
+    # how the broker gets its Vault token: "token" (BROKER_VAULT_TOKEN or vault_token_file),
+    # or "approle": it logs in itself with vault_role_id and the secret id in
+    # vault_secret_id_file (read at each login), on vault_auth_mount (broker.backends.vault_login)
+    vault_auth: Literal["token", "approle"] = "token"
+    vault_auth_mount: str = "approle"
+    vault_role_id: str = ""
+    vault_secret_id_file: str = ""
     # a PEM bundle of the CAs that sign Vault's certificate (a private CA); empty: the
     # system's trust store. Never read from the environment's REQUESTS_CA_BUNDLE.
     vault_ca_file: str = ""
@@ -89,6 +96,10 @@ _FIELDS: dict[str, type] = {
     "vault_addr": str,
     "vault_token_file": str,
     "vault_ca_file": str,
+    "vault_auth": str,
+    "vault_auth_mount": str,
+    "vault_role_id": str,
+    "vault_secret_id_file": str,
     "redis_ca_file": str,
     "transit_mount": str,
     "transit_key": str,
@@ -198,9 +209,22 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     settings = Settings(admin_key_sha256=admins, **values)
     _check(settings)
     _check_tls(settings)
+    _check_vault_auth(settings)
     if settings.redis_ca_file:
         settings = replace(settings, redis_url=_with_ca(settings.redis_url, settings.redis_ca_file))
     return settings
+
+
+def _check_vault_auth(s: Settings) -> None:
+    if s.vault_auth not in ("token", "approle"):
+        raise SettingsError("vault_auth is token (BROKER_VAULT_TOKEN or vault_token_file) or approle")
+    if s.vault_auth == "approle":
+        if s.vault_token:
+            raise SettingsError("vault_auth approle logs in by itself: drop vault_token_file and BROKER_VAULT_TOKEN")
+        if not s.vault_role_id or not s.vault_secret_id_file:
+            raise SettingsError("vault_auth approle needs vault_role_id and vault_secret_id_file")
+        if not Path(s.vault_secret_id_file).is_file():
+            raise SettingsError(f"vault_secret_id_file: no such file {s.vault_secret_id_file!r}")
 
 
 def _check_tls(s: Settings) -> None:
@@ -229,7 +253,7 @@ def _check(s: Settings) -> None:
         raise SettingsError("signing is session (keys endorsed by Transit) or transit (every token in Transit)")
     if not 60 <= s.session_key_window <= 86400 or not 0 <= s.session_key_lead <= s.session_key_window:
         raise SettingsError("session_key_window is 60s to 86400s; session_key_lead 0 to the window")
-    if s.signer == "vault" and not (s.vault_addr and s.vault_token):
+    if s.signer == "vault" and not (s.vault_addr and (s.vault_token or s.vault_auth == "approle")):
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
     if s.state == "redis" and not s.redis_url:
         raise SettingsError("state redis needs redis_url")

@@ -39,6 +39,20 @@ def vault_token(settings: Settings) -> VaultToken:
     of ``build_app``); one-shot commands use it as it is."""
     from broker.backends.vault_token import VaultToken
 
+    if settings.vault_auth == "approle":
+        from broker.backends.vault_login import AppRoleLogin
+
+        login = AppRoleLogin(
+            settings.vault_addr,
+            settings.vault_role_id,
+            Path(settings.vault_secret_id_file),
+            mount=settings.vault_auth_mount,
+            timeout=settings.backend_timeout,
+            verify=vault_verify(settings),
+        )
+        return VaultToken.logged_in(
+            login, addr=settings.vault_addr, timeout=settings.backend_timeout, verify=vault_verify(settings)
+        )
     return VaultToken(
         settings.vault_token,
         addr=settings.vault_addr,

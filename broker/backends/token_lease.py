@@ -26,6 +26,10 @@ class TokenLease:
     def renew_due(self, now: float) -> bool:
         return self.renewable and self.ttl > 0 and now >= self.seen_at + self.ttl / 2
 
+    def login_due(self, now: float) -> bool:
+        """For a broker that logs in by itself: a token it cannot renew is replaced half way."""
+        return not self.renewable and self.ttl > 0 and now >= self.seen_at + self.ttl / 2
+
 
 def lease_from_lookup(response: object, now: float) -> TokenLease:
     """From ``auth/token/lookup-self``'s answer (``data.ttl``, ``data.renewable``)."""

@@ -14,6 +14,8 @@ from typing import Final
 import hvac.exceptions
 import requests
 
+from broker.errors import BackendUnavailable
+
 _TLS_CAUSE: Final = re.compile(r"(certificate verify failed[^'\"()]*|wrong version number|hostname mismatch[^'\"()]*)")
 _STATUS: Final = {
     hvac.exceptions.InvalidRequest: 400,
@@ -30,6 +32,8 @@ _STATUS: Final = {
 
 def describe(error: BaseException, *, timeout: float) -> str:
     """One line for a log: what kind of failure ``error`` is, and its status or cause."""
+    if isinstance(error, BackendUnavailable):  # already said in these words (a login, ...)
+        return error.reason
     if isinstance(error, requests.exceptions.SSLError):
         match = _TLS_CAUSE.search(str(error))
         cause = match.group(1).strip() if match else "handshake failed"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import Settings, SettingsError, load_settings
-from broker.errors import PolicyInvalid
+from broker.errors import BackendUnavailable, PolicyInvalid
 from broker.policy.model import Policy
 from broker.policy.rekey import with_added_client_key
 from broker.service.credentials import new_client_secret, secret_sha256
@@ -118,6 +118,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except PolicyInvalid as e:
         print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
         return 1
+    except BackendUnavailable as e:  # the Vault login at start (vault_auth: approle)
+        print(f"broker serve: not starting: {e.reason}", file=sys.stderr)
+        return 3
     return 0
 
 

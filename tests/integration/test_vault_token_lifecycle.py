@@ -17,7 +17,7 @@ import pytest
 
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
-from tests.servers.vault_setup import admin_client, setup_transit
+from tests.servers.vault_setup import admin_client, setup_approle, setup_transit
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -108,5 +108,39 @@ def test_a_token_that_cannot_be_renewed_is_named_in_the_log(
         wait_for(lambda: f"{bao_server.addr}" in proc.log_path.read_text(), "the address in the log")
         log = proc.log_path.read_text()
         assert "403" in log, log[-2000:]
+    finally:
+        proc.stop()
+
+
+def test_the_broker_logs_in_with_approle_and_again_past_the_tokens_max_ttl(
+    tmp_path: Path, bao_server: BaoServer, redis_server: RedisServer
+) -> None:
+    """``vault_auth: approle``: no token handed over; the broker logs in, renews, and logs
+    in again when the token's max TTL (6 s) is near, minting all along."""
+    setup_transit(bao_server, key="lifecycle")  # the key and its policy, capbroker-lifecycle
+    role_id, secret_id = setup_approle(
+        bao_server, role="capbroker-broker", token_policies=["capbroker-lifecycle"], token_ttl="6s"
+    )
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(secret_id)
+    proc = BrokerProcess(
+        tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, bao_server.addr, "",
+        transit_key="lifecycle",
+        extra_env={
+            "BROKER_VAULT_AUTH": "approle", "BROKER_VAULT_ROLE_ID": role_id,
+            "BROKER_VAULT_SECRET_ID_FILE": str(secret_file),
+        },
+    )  # fmt: skip
+    proc.start()
+    try:
+        deadline = time.monotonic() + 15
+        minted = 0
+        while time.monotonic() < deadline:
+            assert mint_ok(proc, f"approle-{minted}"), proc.log_path.read_text()[-2000:]
+            minted += 1
+            time.sleep(0.25)
+        logins = proc.log_path.read_text().count("vault login at")
+        assert logins >= 3, proc.log_path.read_text()[-2000:]  # the first, and again past two max TTLs
+        assert secret_id not in proc.log_path.read_text()
     finally:
         proc.stop()
