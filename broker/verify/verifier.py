@@ -39,7 +39,7 @@ from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, c
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
-from broker.verify.redis_revocation import URL_SCHEMES
+from broker.verify.redis_revocation import URL_SCHEMES, RedisRevocation
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed
 from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
@@ -144,6 +144,9 @@ class Verifier:
         else:
             self._keys = KeySet.from_jwks(jwks)
         self._own_feed: RevocationFeed | None = None
+        #: some verifications wait on the network (introspection, a JWKS fetch, a Redis read):
+        #: the async middleware and guard then verify on a worker thread, off the event loop
+        self.may_block = introspection is not None or jwks_url is not None or isinstance(revocation, RedisRevocation)
         if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
             revocation = self._own_feed = RevocationFeed(revocation)
             self._own_feed.wait_ready(FEED_START_WAIT)
