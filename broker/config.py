@@ -52,6 +52,9 @@ class Settings:
     # a PEM bundle of the CAs that sign Vault's certificate (a private CA); empty: the
     # system's trust store. Never read from the environment's REQUESTS_CA_BUNDLE.
     vault_ca_file: str = ""
+    # a client certificate and its key (PEM files) for a Vault listener that requires one
+    vault_client_cert: str = ""
+    vault_client_key: str = ""
     # the same for Redis over TLS (a ``rediss://`` redis_url); the URL then carries it to
     # every Redis client (``ssl_ca_certs``)
     redis_ca_file: str = ""
@@ -96,6 +99,8 @@ _FIELDS: dict[str, type] = {
     "vault_addr": str,
     "vault_token_file": str,
     "vault_ca_file": str,
+    "vault_client_cert": str,
+    "vault_client_key": str,
     "vault_auth": str,
     "vault_auth_mount": str,
     "vault_role_id": str,
@@ -231,8 +236,13 @@ def _check_tls(s: Settings) -> None:
     for name, path in (("vault_ca_file", s.vault_ca_file), ("redis_ca_file", s.redis_ca_file)):
         if path and not Path(path).is_file():
             raise SettingsError(f"{name}: no such file {path!r} (a PEM bundle of CA certificates)")
-    if s.vault_ca_file and not s.vault_addr.startswith("https://"):
-        raise SettingsError("vault_ca_file is for an https:// vault_addr")
+    if bool(s.vault_client_cert) != bool(s.vault_client_key):
+        raise SettingsError("vault_client_cert and vault_client_key go together (a certificate and its key)")
+    for name, path in (("vault_client_cert", s.vault_client_cert), ("vault_client_key", s.vault_client_key)):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file {path!r} (PEM)")
+    if (s.vault_ca_file or s.vault_client_cert) and not s.vault_addr.startswith("https://"):
+        raise SettingsError("vault_ca_file and vault_client_cert are for an https:// vault_addr")
     if s.redis_ca_file and not s.redis_url.startswith("rediss://"):
         raise SettingsError("redis_ca_file is for a rediss:// redis_url (Redis over TLS)")
 

@@ -23,15 +23,19 @@ if TYPE_CHECKING:
     from broker.backends.audit_archiver import AuditArchiver
     from broker.backends.redis_durability import Verdict
     from broker.backends.transit import TransitSigningBackend
-    from broker.backends.vault_clients import TokenSource
+    from broker.backends.vault_clients import TokenSource, VaultTls
     from broker.backends.vault_token import VaultToken
 
 log = logging.getLogger("broker")
 
 
-def vault_verify(settings: Settings) -> bool | str:
-    """How Vault's certificate is checked: against ``vault_ca_file``, or the system's CAs."""
-    return settings.vault_ca_file or True
+def vault_verify(settings: Settings) -> VaultTls:
+    """How the TLS connection to Vault is made: Vault's certificate checked against
+    ``vault_ca_file`` (or the system's CAs); the broker's own certificate if one is set."""
+    from broker.backends.vault_clients import VaultTls
+
+    cert = (settings.vault_client_cert, settings.vault_client_key) if settings.vault_client_cert else None
+    return VaultTls(ca=settings.vault_ca_file or True, client_cert=cert)
 
 
 def vault_token(settings: Settings) -> VaultToken:

@@ -62,7 +62,7 @@ from redis.exceptions import RedisError
 from broker.backends import redis_keys
 from broker.backends.redis_options import fail_fast
 from broker.backends.transit import TransitSigningBackend
-from broker.backends.vault_clients import TokenSource
+from broker.backends.vault_clients import TokenSource, Verify
 from broker.errors import BackendUnavailable, InvalidRequest
 from broker.service.metrics import session_key_signs_until
 from broker.token.algorithms import Algorithm
@@ -249,7 +249,7 @@ class EndorsedSigningBackend:
         refresh: float = 1.0,
         key_refresh: float = 10.0,
         vault_silence: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         clock: Callable[[], float] = time.time,
     ) -> EndorsedSigningBackend:
         """The backend over a Transit key (``TransitSigningBackend`` with ``timeout`` and

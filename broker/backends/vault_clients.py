@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
 import hvac
@@ -66,10 +67,29 @@ def _never(_: BaseException) -> bool:
     return False
 
 
-def fail_fast_session(verify: bool | str) -> requests.Session:
+@dataclass(frozen=True, slots=True)
+class VaultTls:
+    """How the broker's TLS connection to Vault is made: the CAs that sign Vault's
+    certificate (``True``: the system's; a path: ``vault_ca_file``) and, for a listener
+    that requires one, the broker's client certificate and key (``vault_client_cert``/``_key``)."""
+
+    ca: bool | str = True
+    client_cert: tuple[str, str] | None = field(default=None, repr=False)
+
+
+Verify = bool | str | VaultTls
+
+
+def tls_of(verify: Verify) -> VaultTls:
+    return verify if isinstance(verify, VaultTls) else VaultTls(ca=verify)
+
+
+def fail_fast_session(verify: Verify) -> requests.Session:
+    tls = tls_of(verify)
     session = requests.Session()
     session.trust_env = False  # no proxies, CA bundles or netrc credentials from the environment
-    session.verify = verify
+    session.verify = tls.ca
+    session.cert = tls.client_cert
     # no retry of any kind: a failed call fails now, and the caller answers 503
     adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False), pool_connections=1, pool_maxsize=1)
     session.mount("http://", adapter)
@@ -84,7 +104,7 @@ class VaultClients:
         token: str | TokenSource,
         *,
         timeout: float,
-        verify: bool | str,
+        verify: Verify,
         workers: int,
         name: str,
         log_failures: bool = True,
@@ -150,7 +170,7 @@ class VaultClients:
                 url=self._addr,
                 token=self._token.value,
                 timeout=self._timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-                verify=self._verify,
+                verify=tls_of(self._verify).ca,  # hvac passes it with each request: the CA only
                 session=session,
                 allow_redirects=False,
             )

@@ -18,7 +18,7 @@ from typing import Any
 
 import hvac
 
-from broker.backends.vault_clients import fail_fast_session
+from broker.backends.vault_clients import Verify, fail_fast_session, tls_of
 from broker.backends.vault_failures import describe
 from broker.errors import BackendUnavailable
 
@@ -30,7 +30,7 @@ class AppRoleLogin:
     secret_id_file: Path
     mount: str = "approle"
     timeout: float = 1.0
-    verify: bool | str = True
+    verify: Verify = True
 
     def __call__(self) -> dict[str, Any]:
         """``auth/<mount>/login``: Vault's answer (``auth.client_token``, ``lease_duration``, ...).
@@ -44,7 +44,7 @@ class AppRoleLogin:
             client = hvac.Client(
                 url=self.addr,
                 timeout=self.timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-                verify=self.verify,
+                verify=tls_of(self.verify).ca,
                 session=session,
                 allow_redirects=False,
             )

@@ -27,7 +27,7 @@ from typing import Final, Protocol, cast
 import hvac
 import hvac.exceptions
 
-from broker.backends.vault_clients import TokenSource, VaultClients, token_source
+from broker.backends.vault_clients import TokenSource, VaultClients, Verify, token_source
 from broker.errors import BackendUnavailable
 from broker.identity.vault_identity import (
     VaultTokenInfo,
@@ -62,7 +62,7 @@ class VaultTokenLookup:
         token: str | TokenSource,
         *,
         timeout: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         workers: int = 4,
     ) -> None:
         if not addr.startswith(("http://", "https://")):

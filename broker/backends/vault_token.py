@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from broker.backends.token_lease import TokenLease, lease_from_lookup, lease_from_renewal
-from broker.backends.vault_clients import VaultClients
+from broker.backends.vault_clients import VaultClients, Verify
 from broker.backends.vault_failures import describe
 from broker.backends.vault_login import token_of
 from broker.repeat_log import RepeatLog
@@ -46,7 +46,7 @@ class VaultToken:
         addr: str,
         file: Path | None = None,
         timeout: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         clock: Callable[[], float] = time.monotonic,
         login: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -73,7 +73,7 @@ class VaultToken:
         *,
         addr: str,
         timeout: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> VaultToken:
         """Log in now (blocking, at start: ``BackendUnavailable`` naming the cause if Vault

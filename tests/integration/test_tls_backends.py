@@ -79,3 +79,43 @@ def test_without_the_vault_ca_the_log_says_tls_and_where(rig: TlsRig, tmp_path: 
         assert status == 503, body
     finally:
         proc.stop()
+
+
+def test_a_vault_listener_that_requires_a_client_certificate(tmp_path: Path, redis_server: RedisServer) -> None:
+    """``vault_client_cert`` / ``vault_client_key``: mints against a listener that refuses
+    clients without a certificate from its CA; without them, nothing is signed."""
+    files = make_tls(tmp_path / "tls")
+    port = free_port()
+    config = tmp_path / "bao-mtls.hcl"
+    config.write_text(bao_tls_listener(files, port, free_port(), client_certs=True))
+    bao = BaoServer(tmp_path / "bao", config=config).start()
+    try:
+        token = setup_transit(bao, key="mtls")
+        env = {"BROKER_VAULT_CA_FILE": str(files.ca)}
+        with_cert = env | {
+            "BROKER_VAULT_CLIENT_CERT": str(files.client_cert),
+            "BROKER_VAULT_CLIENT_KEY": str(files.client_key),
+        }
+        proc = BrokerProcess(
+            tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, f"https://127.0.0.1:{port}",
+            token, transit_key="mtls", extra_env=with_cert,
+        )  # fmt: skip
+        proc.start()
+        try:
+            status, _, body = proc.mint("mtls", ["widgets-read"])
+            assert status == 201, body
+        finally:
+            proc.stop()
+        bare = BrokerProcess(
+            tmp_path / "bare", PolicyDir.create(tmp_path / "policy2"), redis_server.url, f"https://127.0.0.1:{port}",
+            token, transit_key="mtls", extra_env=env,
+        )  # fmt: skip
+        bare.start(wait_ready=False)
+        try:
+            bare.wait_until(lambda: "vault at https://" in bare.log_path.read_text(), "the Vault failure in the log")
+            status, _, body = bare.mint("no-cert", ["widgets-read"])
+            assert status == 503, body
+        finally:
+            bare.stop()
+    finally:
+        bao.stop()

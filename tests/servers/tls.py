@@ -19,6 +19,8 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path  # a client certificate from the same CA (for listeners that require one)
+    client_key: Path
 
 
 def _name(common: str) -> x509.Name:
@@ -61,7 +63,27 @@ def make_tls(directory: Path, *, ca_name: str = "capbroker test CA") -> TlsFiles
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(_name("capbroker"))
+        .issuer_name(_name(ca_name))
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(
+        directory / "ca.pem", directory / "cert.pem", directory / "key.pem",
+        directory / "client.pem", directory / "client-key.pem",
+    )  # fmt: skip
+    files.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    files.client_key.write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
@@ -70,14 +92,19 @@ def make_tls(directory: Path, *, ca_name: str = "capbroker test CA") -> TlsFiles
     return files
 
 
-def bao_tls_listener(files: TlsFiles, port: int, cluster_port: int) -> str:
-    """An OpenBao config with one more listener: TLS on ``port`` with ``files``."""
+def bao_tls_listener(files: TlsFiles, port: int, cluster_port: int, *, client_certs: bool = False) -> str:
+    """An OpenBao config with one more listener: TLS on ``port`` with ``files``; with
+    ``client_certs``, only clients with a certificate from the CA may connect."""
+    required = (
+        f'  tls_client_ca_file = "{files.ca}"\n  tls_require_and_verify_client_cert = true\n' if client_certs else ""
+    )
     return (
         'listener "tcp" {\n'
         f'  address = "127.0.0.1:{port}"\n'
         f'  cluster_address = "127.0.0.1:{cluster_port}"\n'
         f'  tls_cert_file = "{files.cert}"\n'
         f'  tls_key_file = "{files.key}"\n'
+        f"{required}"
         "}\n"
     )
 
