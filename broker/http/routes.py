@@ -9,6 +9,21 @@ from litestar.params import PathParameter
 
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body, optional_json_body
 from broker.http.calls import call_of
+from broker.http.openapi_answers import (
+    ExchangeAnswer,
+    ExplainAnswer,
+    Health,
+    IntrospectionAnswer,
+    Jwks,
+    MintAnswer,
+    PolicyAnswer,
+    ReadinessAnswer,
+    ReinstateAnswer,
+    ReloadAnswer,
+    RevokeAnswer,
+    ServerMetadata,
+    answer,
+)
 from broker.http.openapi_bodies import (
     EXCHANGE,
     EXPLAIN,
@@ -52,7 +67,7 @@ ADMIN_ERRORS = problems(400, 401, 403, 413, 422, 503)
     security=BEARER,
     summary="Mint capability tokens for a task",
     tags=["agents"],
-    responses=AGENT_ERRORS,
+    responses={**AGENT_ERRORS, **answer(MintAnswer, 201)},
 )
 async def mint_tokens(request: AnyRequest) -> Response[Any]:
     return _json(await mint.mint(_broker(request), _call(request), lambda: json_body(request)), 201, NO_STORE)
@@ -64,7 +79,7 @@ async def mint_tokens(request: AnyRequest) -> Response[Any]:
     status_code=200,
     summary="Exchange a capability token for a narrower one for a sub-agent (RFC 8693)",
     tags=["agents"],
-    responses=AGENT_ERRORS,
+    responses={**AGENT_ERRORS, **answer(ExchangeAnswer, 200)},
 )
 async def exchange_token(request: AnyRequest) -> Response[Any]:
     return _json(
@@ -80,7 +95,7 @@ async def exchange_token(request: AnyRequest) -> Response[Any]:
     security=BEARER,
     summary="Revoke one token",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_token(request: AnyRequest) -> Response[Any]:
     return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_or_form_body(request)))
@@ -93,7 +108,7 @@ async def revoke_token(request: AnyRequest) -> Response[Any]:
     security=BEARER,
     summary="Revoke every token of a task (the caller's own, or as an admin any agent's)",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: optional_json_body(request)))
@@ -105,7 +120,7 @@ async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]
     security=BEARER,
     summary="Kill switch: every token of an agent",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
@@ -117,7 +132,7 @@ async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter(
     security=BEARER,
     summary="Lift an agent's kill-switch suspension",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(ReinstateAnswer, 200)},
 )
 async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.reinstate_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
@@ -127,7 +142,7 @@ async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParamet
     "/v1/introspect",
     status_code=200,
     security=BEARER,
-    responses=AGENT_ERRORS,  # 429: a service's refused requests spend its rate
+    responses={**AGENT_ERRORS, **answer(IntrospectionAnswer, 200)},  # 429: a service's refused requests spend its rate
     operation_class=with_body(INTROSPECT, JSON, FORM),
     summary="RFC 7662 introspection",
     tags=["services"],
@@ -141,7 +156,7 @@ async def introspect_token(request: AnyRequest) -> Response[Any]:
 
 @get(
     "/.well-known/jwks.json",
-    responses=problems(503),
+    responses={**problems(503), **answer(Jwks)},
     summary="Public keys of every key version still able to verify",
     tags=["keys"],
 )
@@ -150,7 +165,12 @@ async def jwks(request: AnyRequest) -> Response[Any]:
     return _json(keys.to_jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
-@get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata", tags=["keys"])
+@get(
+    "/.well-known/oauth-authorization-server",
+    summary="RFC 8414 metadata",
+    tags=["keys"],
+    responses=answer(ServerMetadata),
+)
 async def metadata(request: AnyRequest) -> Response[Any]:
     broker = _broker(request)
     base = broker.issuer.rstrip("/")
@@ -174,7 +194,13 @@ async def metadata(request: AnyRequest) -> Response[Any]:
     )
 
 
-@get("/v1/scopes", security=BEARER, responses=ADMIN_ERRORS, summary="The loaded policy and its hash", tags=["admin"])
+@get(
+    "/v1/scopes",
+    security=BEARER,
+    responses={**ADMIN_ERRORS, **answer(PolicyAnswer)},
+    summary="The loaded policy and its hash",
+    tags=["admin"],
+)
 async def scopes(request: AnyRequest) -> Response[Any]:
     return _json(await admin.scopes(_broker(request), _call(request)))
 
@@ -186,7 +212,7 @@ async def scopes(request: AnyRequest) -> Response[Any]:
     security=BEARER,
     summary="Would this agent get these scopes?",
     tags=["admin"],
-    responses=ADMIN_ERRORS,
+    responses={**ADMIN_ERRORS, **answer(ExplainAnswer)},
 )
 async def explain(request: AnyRequest) -> Response[Any]:
     return _json(await admin.explain(_broker(request), _call(request), lambda: json_body(request)))
@@ -196,7 +222,7 @@ async def explain(request: AnyRequest) -> Response[Any]:
     "/v1/admin/reload",
     status_code=200,
     security=BEARER,
-    responses=ADMIN_ERRORS,
+    responses={**ADMIN_ERRORS, **answer(ReloadAnswer)},
     summary="Reload the policy files",
     tags=["admin"],
 )
@@ -204,12 +230,17 @@ async def reload(request: AnyRequest) -> Response[Any]:
     return _json(await admin.reload(_broker(request), _call(request), lambda: empty_body(request)))
 
 
-@get("/healthz", summary="Liveness", tags=["ops"])
+@get("/healthz", summary="Liveness", tags=["ops"], responses=answer(Health))
 async def healthz() -> Response[Any]:
     return _json({"status": "ok"})
 
 
-@get("/readyz", summary="Readiness: state store and the signing self-test", tags=["ops"])
+@get(
+    "/readyz",
+    summary="Readiness: state store and the signing self-test",
+    tags=["ops"],
+    responses={**answer(ReadinessAnswer), **answer(ReadinessAnswer, 503, "not ready")},
+)
 async def readyz(request: AnyRequest) -> Response[Any]:
     result = await request.app.state.readiness.check()
     return _json(result, 200 if result["ready"] else 503, None if result["ready"] else {"Retry-After": "1"})
