@@ -75,7 +75,15 @@ def supervise(config: str | None, workers: int) -> int:
         command += ["--config", config]
     # one set of metrics for the unit: every worker writes its values to files here and
     # renders all of them (broker.service.metrics); fresh for each start, removed at exit
-    metrics_dir = tempfile.mkdtemp(prefix="capbroker-metrics-")
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="capbroker-metrics-")
+    except OSError as e:
+        print(
+            f"broker serve: workers: {workers} needs a writable temporary directory for the workers' metrics"
+            f" (TMPDIR, or a tmpfs / emptyDir at /tmp on a read-only root): {e.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     try:
         return _run_workers(command, workers, env)

@@ -95,3 +95,25 @@ def test_every_option_has_help_text() -> None:
 
     walk(build_parser(), "broker")
     assert not missing, missing
+
+
+def test_workers_without_a_writable_tmp_say_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only root without a tmpfs at /tmp: a clear refusal, not a traceback (and no
+    worker is started)."""
+    import subprocess
+    import tempfile
+
+    from broker.cli import workers
+
+    def read_only(**_: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    def no_worker(*_: object, **__: object) -> None:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(subprocess, "Popen", no_worker)
+    assert workers.supervise(None, 2) == EXIT_USAGE
+    assert "writable temporary directory" in capsys.readouterr().err
