@@ -40,8 +40,11 @@ if __package__ in (None, ""):  # run as `python bench/mint.py`: make the repo ro
 from bench import profile
 from bench.loadgen import LoadResult, LoadSpec, load_process, pick_client
 from bench.raft import RaftBao
+from broker.service.credentials import new_client_secret, secret_sha256
 from tests.servers.broker_process import BrokerProcess, PolicyDir
-from tests.servers.processes import BaoServer, RedisServer, bao_binary, redis_binary
+from tests.servers.downstream_setup import CREATION, DB_MOUNT, DB_ROLE, setup_database, write_db_role
+from tests.servers.postgres import PostgresServer
+from tests.servers.processes import BaoServer, RedisServer, bao_binary, free_port, redis_binary
 from tests.servers.vault_setup import admin_client, setup_transit
 
 AGENT = "hammer"  # PolicyDir's extra agent: scopes [widgets-read], rate set below
@@ -53,6 +56,11 @@ RAFT_BASELINE = "OpenBao token/create (Raft)"
 LOOKUP = "OpenBao token/lookup-self (dev)"
 RAFT_LOOKUP = "OpenBao token/lookup-self (Raft)"
 MINT = "broker POST /v1/tokens (1 scope)"
+DB_BASELINE = "OpenBao database/creds read (dev)"
+DB_MINT = "broker POST /v1/tokens (1 database credential)"
+DB_AGENT = "db-hammer"  # an extra agent with the example database scope, rate never binding
+DB_SCOPE = "warehouse-readonly"
+DB_TTL = 60  # seconds: each credential is a PostgreSQL role until then
 INTROSPECT = "broker POST /v1/introspect"
 WORKERS = 2
 TINY_POLICY = 'path "sys/nothing" {\n  capabilities = ["deny"]\n}\n'
@@ -152,6 +160,28 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+DB_HAMMER = """\
+agents:
+  db-hammer:
+    description: Bench agent minting one database credential per request
+    identity:
+      key:
+        sha256: {sha}
+    scopes: [warehouse-readonly]
+    rate: {rate}
+"""
+
+
+def vault_sync(broker: BrokerProcess, bao: BaoServer) -> None:
+    """``broker vault sync`` as the admin (root): the scope policies, the role, the seal key."""
+    cli = Path(sys.executable).parent / "broker"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "VAULT_", "BAO_"))}
+    subprocess.run(  # noqa: S603 -- our own console script
+        [str(cli), "vault", "sync", "--config", str(broker.config_path())],
+        env=env | {"VAULT_TOKEN": bao.root_token}, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
 def service_token(addr: str, root: str) -> str:
     """A service token with the default policy (which allows lookup-self), ttl 1h."""
     body = json.dumps({"policies": ["default"], "ttl": "1h"}).encode()
@@ -163,7 +193,14 @@ def service_token(addr: str, root: str) -> str:
 
 
 def specs(
-    bao: BaoServer, raft: RaftBao, broker: BrokerProcess, introspected: str, base: LoadSpec, *, tasks: int = 0
+    bao: BaoServer,
+    raft: RaftBao,
+    broker: BrokerProcess,
+    introspected: str,
+    base: LoadSpec,
+    *,
+    tasks: int = 0,
+    database: bool = False,
 ) -> list[tuple[str, LoadSpec]]:
     """The paths measured; ``tasks`` > 0: the mint cycles through the same task ids as the
     soak, so the soak starts from the state its own pattern makes."""
@@ -190,6 +227,14 @@ def specs(
         return replace(base, url=f"{addr}{path}", headers={**json_headers, "X-Vault-Token": token}, expect=200,
                        body=body, method=method)  # fmt: skip
 
+    db_mint = replace(
+        mint,
+        headers={**json_headers, "Authorization": f"Bearer {broker.policy.keys.get(DB_AGENT, '')}"},
+        body=json.dumps({"task": f"bench-db-{run}-{{n}}", "scopes": [DB_SCOPE], "ttl": DB_TTL}),
+        cycle=0,
+    )
+    creds = f"/v1/{DB_MOUNT}/creds/{DB_ROLE}"
+    db_rows = [(DB_BASELINE, on(bao.addr, bao.root_token, creds, "", "GET")), (DB_MINT, db_mint)] if database else []
     return [
         (BASELINE, on(bao.addr, bao.root_token, "/v1/auth/token/create", create)),
         (RAFT_BASELINE, on(raft.addr, raft.root_token, "/v1/auth/token/create", create)),
@@ -200,6 +245,7 @@ def specs(
         ),
         (MINT, mint),
         (INTROSPECT, introspect),
+        *db_rows,
     ]
 
 
@@ -207,7 +253,9 @@ def table(rows: list[tuple[str, LoadResult]]) -> list[str]:
     rps = {name: r.rps for name, r in rows}
 
     def ratio(name: str) -> str:
-        against = {MINT: (BASELINE, RAFT_BASELINE), INTROSPECT: (LOOKUP, RAFT_LOOKUP)}.get(name)
+        against = {MINT: (BASELINE, RAFT_BASELINE), INTROSPECT: (LOOKUP, RAFT_LOOKUP), DB_MINT: (DB_BASELINE,)}.get(
+            name
+        )
         if against is None:
             return ""
         return " / ".join(f"{rps[name] / rps[b]:.2f}x" if rps.get(b) else "n/a" for b in against)
@@ -244,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the workers on the broker paths; folded stacks here")
     parser.add_argument("--only", choices=["all", "broker"], default="all", help="broker: skip the OpenBao rows")
+    parser.add_argument("--no-database", action="store_true", help="skip the database credential rows (and PostgreSQL)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on `kill` too
     base = LoadSpec(
@@ -275,6 +324,16 @@ def main(argv: list[str] | None = None) -> int:
             client.adapter.close()
         raft.request("PUT", "/v1/sys/policies/acl/bench-tiny", {"policy": TINY_POLICY})
         policy = PolicyDir.create(work / "scopes", hammer_rate=AGENT_RATE)
+        database = not args.no_database
+        if database:
+            pg = PostgresServer().start()
+            stack.callback(pg.stop)
+            setup_database(bao, pg)
+            write_db_role(bao, CREATION, max_ttl=f"{DB_TTL}s", default_ttl=f"{DB_TTL}s")
+            policy.keys[DB_AGENT] = new_client_secret()
+            (policy.path / "zz-db-hammer.yaml").write_text(
+                DB_HAMMER.format(sha=secret_sha256(policy.keys[DB_AGENT]), rate=AGENT_RATE)
+            )
         broker = BrokerProcess(
             work / "broker",
             policy,
@@ -286,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             extra_env={"BROKER_WORKERS": str(WORKERS)},
         )
         stack.callback(broker.stop)
+        if database:
+            broker.port = broker.port or free_port()
+            broker.workdir.mkdir(parents=True, exist_ok=True)
+            vault_sync(broker, bao)
         broker.start()
         status, _, minted = broker.mint(f"bench-introspected-{uuid.uuid4().hex[:8]}", [SCOPE], who=AGENT)
         if status != 201:
@@ -314,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         server_cpu: list[str] = []
         servers = {"openbao": bao.proc, "openbao-raft": raft.proc, "redis": redis.proc, "broker": broker.proc}
         profiles: dict[str, list[Path]] = {}
-        for name, spec in specs(bao, raft, broker, introspected, base, tasks=args.soak_tasks):
-            if args.only == "broker" and name not in (MINT, INTROSPECT):
+        for name, spec in specs(bao, raft, broker, introspected, base, tasks=args.soak_tasks, database=database):
+            if args.only == "broker" and name not in (MINT, INTROSPECT, DB_MINT):
                 continue
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
             spies = []
@@ -394,8 +457,8 @@ def soak(
             result, cpu = measure(replace(spec, body=spec.body.replace("{w}", str(window))), servers)
             at = time.monotonic() - started
             used = int(client.info("memory")["used_memory"])
-            length, keys = client.xlen("capbroker:audit"), client.dbsize()
-            stream = int(client.memory_usage("capbroker:audit") or 0)
+            length, keys = client.xlen(broker.audit_stream), client.dbsize()
+            stream = int(client.memory_usage(broker.audit_stream) or 0)
             rates.append(result.rps)
             memory.append((at, used, stream))
             rss = ", ".join(f"{rss_mb(p):.0f} MB" for p in workers)

@@ -248,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
 
         signer = LocalSigner.generate("EdDSA", kid="bench-1")
         jwks = KeySet([signer.public]).to_jwks()
-        feed = RevocationFeed(redis.url)
+        feed = RevocationFeed(redis.url, prefix="capbroker:")
         stack.callback(feed.close)
         if not feed.wait_ready(5.0):
             print(f"the revocation feed did not come up: {feed.last_error}", file=sys.stderr)
             return 1
-        per_call = RedisRevocation(redis.url)
+        per_call = RedisRevocation(redis.url, prefix="capbroker:")
         stack.callback(per_call.close)
 
         def verifier(**kw: Any) -> Verifier:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
+from broker.backends import redis_keys, redis_options
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 from broker.token.algorithms import Algorithm
@@ -68,7 +69,13 @@ class Settings:
     session_key_lead: float = 300.0  # seconds a successor is published before it signs
     state: Literal["redis", "memory"] = "redis"
     redis_url: str = field(default="", repr=False)  # may carry a password
-    audit_stream: str = "capbroker:audit"
+    # every key and channel of this deployment in Redis starts with it; "" = derived from
+    # the issuer (``key_prefix``), so deployments sharing a Redis server never cross
+    redis_prefix: str = ""
+    # replicas that must hold a revocation before it is acknowledged (Redis WAIT): "auto"
+    # = one when the primary has any replica, else none; or a number (0 = never wait)
+    redis_wait_replicas: str = "auto"
+    audit_stream: str = ""  # "" = <key_prefix>audit (``stream``)
     # a signed checkpoint of the audit chain per this many of a process's events, or
     # this many seconds after the oldest of them (broker.audit.checkpoint)
     audit_checkpoint_events: int = DEFAULT_EVERY_EVENTS
@@ -87,6 +94,21 @@ class Settings:
     # "checked" reads CONFIG; "accept-volatile" also starts on a Redis that keeps nothing on
     # disk; "asserted-aof"/"asserted-rdb" stand in where CONFIG is disabled
     redis_durability: Literal["checked", "accept-volatile", "asserted-aof", "asserted-rdb"] = "checked"
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every Redis key and channel: ``redis_prefix``, or derived from the issuer."""
+        return self.redis_prefix or redis_keys.default_prefix(self.issuer)
+
+    @property
+    def wait_replicas(self) -> int | None:
+        """``redis_wait_replicas`` as ``RedisState`` takes it (None: auto)."""
+        return None if self.redis_wait_replicas == "auto" else int(self.redis_wait_replicas)
+
+    @property
+    def stream(self) -> str:
+        """The audit stream: ``audit_stream``, or ``<key_prefix>audit``."""
+        return self.audit_stream or redis_keys.audit_stream(self.key_prefix)
 
 
 _FIELDS: dict[str, type] = {
@@ -114,6 +136,8 @@ _FIELDS: dict[str, type] = {
     "session_key_lead": float,
     "state": str,
     "redis_url": str,
+    "redis_prefix": str,
+    "redis_wait_replicas": str,
     "audit_stream": str,
     "audit_checkpoint_events": int,
     "audit_checkpoint_interval": float,
@@ -281,5 +305,19 @@ def _check(s: Settings) -> None:
         raise SettingsError("workers is 1 to 64 processes")
     if s.redis_durability not in ("checked", "accept-volatile", "asserted-aof", "asserted-rdb"):
         raise SettingsError("redis_durability is checked, accept-volatile, asserted-aof or asserted-rdb")
+    if s.redis_wait_replicas != "auto" and not (
+        s.redis_wait_replicas.isdigit() and 0 <= int(s.redis_wait_replicas) <= 5
+    ):
+        raise SettingsError("redis_wait_replicas is auto or a number of replicas, 0 to 5")
+    if s.redis_url.startswith(redis_keys.SENTINEL_SCHEME):
+        try:
+            redis_options.parse_sentinel_url(s.redis_url)
+        except ValueError as e:
+            raise SettingsError(f"redis_url: {e}") from None
+    if s.redis_prefix:
+        try:
+            redis_keys.check_prefix(s.redis_prefix)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
     if not s.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError("issuer must be an https:// URL (http only on loopback)")

@@ -17,6 +17,11 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     │   └── AgentRevoked              agent_revoked
     ├── RateLimited                   rate_limited
     ├── BackendUnavailable            backend_unavailable
+    ├── GatewayError                  (the gateway's refusals, SPEC 9)
+    │   ├── CapabilityDenied          capability_denied
+    │   ├── BudgetExhausted           budget_exhausted
+    │   ├── UpstreamUnavailable       upstream_unavailable
+    │   └── UpstreamTimeout           upstream_timeout
     ├── PolicyInvalid                 policy_invalid   (carries every PolicyIssue)
     └── TokenRejected                 one of TOKEN_REJECTION_CODES
 
@@ -42,6 +47,11 @@ __all__ = [
     "AgentRevoked",
     "BackendUnavailable",
     "BrokerError",
+    "BudgetExhausted",
+    "CapabilityDenied",
+    "GatewayError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
     "Forbidden",
     "InvalidDpopProof",
     "InvalidRequest",
@@ -176,6 +186,28 @@ class BackendUnavailable(BrokerError):
     def __init__(self, reason: str = "", *, retry_after: float = 1.0) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class GatewayError(BrokerError):
+    """A request the gateway refuses to forward, or could not forward (SPEC 9)."""
+
+
+class CapabilityDenied(GatewayError):
+    """A valid token that does not allow this request (or a request no token can allow)."""
+
+    code = "capability_denied"
+
+
+class BudgetExhausted(GatewayError):
+    code = "budget_exhausted"
+
+
+class UpstreamUnavailable(GatewayError):
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    code = "upstream_timeout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.service.broker import Broker
 from broker.service.metrics import Metrics
-from broker.service.ports import IssuerKeys, LongTermSigning, StateStore, VaultTokens
+from broker.service.ports import Downstream, IssuerKeys, LongTermSigning, StateStore, VaultTokens
 from broker.verify.revocation import RevocationCheck
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def signing_backend(settings: Settings, token: TokenSource | None = None) -> Lon
             vault_token=token if token is not None else settings.vault_token,
             redis_url=settings.redis_url,
             issuer=settings.issuer,
+            prefix=settings.key_prefix,
             mount=settings.transit_mount,
             key=settings.transit_key,
             alg=settings.signing_alg,
@@ -112,7 +113,13 @@ def state_store(settings: Settings) -> StateStore:
     if settings.state == "redis":
         from broker.backends.redis_state import RedisState
 
-        return RedisState.from_url(settings.redis_url, timeout=settings.backend_timeout, stream=settings.audit_stream)
+        return RedisState.from_url(
+            settings.redis_url,
+            timeout=settings.backend_timeout,
+            stream=settings.stream,
+            prefix=settings.key_prefix,
+            wait_replicas=settings.wait_replicas,
+        )
     from broker.backends.memory_state import MemoryState
 
     return MemoryState()
@@ -128,6 +135,21 @@ def vault_tokens(settings: Settings, token: TokenSource | None = None) -> VaultT
     return VaultTokenLookup(settings.vault_addr, own, timeout=settings.backend_timeout, verify=vault_verify(settings))
 
 
+def downstream(settings: Settings, token: TokenSource | None = None) -> Downstream | None:
+    """Downstream credentials (vault-kv, database) from Vault: wherever Vault is configured."""
+    if settings.signer != "vault":
+        return None
+    from broker.backends.vault_downstream import VaultDownstream
+
+    return VaultDownstream(
+        settings.vault_addr,
+        token if token is not None else settings.vault_token,
+        timeout=settings.backend_timeout,
+        transit_mount=settings.transit_mount,
+        verify=vault_verify(settings),
+    )
+
+
 def issuer_keys(settings: Settings) -> IssuerKeys:
     from broker.backends.oidc_keys import OidcKeys
 
@@ -141,7 +163,7 @@ def revocation_feed(settings: Settings) -> RevocationCheck | None:
         return None
     from broker.verify.revocation_feed import RevocationFeed
 
-    return RevocationFeed(settings.redis_url, timeout=settings.backend_timeout)
+    return RevocationFeed(settings.redis_url, prefix=settings.key_prefix, timeout=settings.backend_timeout)
 
 
 def audit_archiver(settings: Settings) -> AuditArchiver | None:
@@ -155,7 +177,7 @@ def audit_archiver(settings: Settings) -> AuditArchiver | None:
         settings.redis_url,
         ArchiveDir(Path(settings.audit_archive_dir)),
         timeout=settings.backend_timeout,
-        stream=settings.audit_stream,
+        stream=settings.stream,
         tail_events=settings.audit_tail_events,
         segment_events=settings.audit_segment_events,
     )
@@ -190,6 +212,8 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None, token: 
         issuer_keys=issuer_keys(settings),
         vault_tokens=vault_tokens(settings, token),
         revocations=revocation_feed(settings),
+        downstream=downstream(settings, token),
+        downstream_records=state.downstream_records(),
     )
 
 

@@ -36,7 +36,7 @@ from broker.service.ports import StateStore, StoredEvent
 
 _encode = msgspec.json.Encoder().encode  # the echo only; the chain's bytes are broker.audit.chain's
 
-EVENT_TYPES = frozenset({"mint", "exchange", "deny", "revoke", "introspect", "admin"})
+EVENT_TYPES = frozenset({"mint", "exchange", "deny", "revoke", "introspect", "admin", "contained"})
 
 #: The allowance of refusals whose caller the broker could not name (all of them together).
 UNIDENTIFIED_ALLOWANCE = Allowance(UNIDENTIFIED, *DEFAULT_ALLOWANCE)

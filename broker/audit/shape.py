@@ -40,7 +40,7 @@ IDS: Final = frozenset(
         "scopes", "audiences", "code", "codes", "decision", "action", "target", "by", "ttl",
         "bound", "depth", "active", "descendants", "issued_at_or_before", "policy", "previous",
         "kept", "trigger", "outcome", "stored", "summary", "count", "window_start", "window_end",
-        "caller",
+        "caller", "kind", "owner", "service_request_id",
     }
 )  # fmt: skip
 #: Never dropped to fit the cap (each is bounded by its own grammar).

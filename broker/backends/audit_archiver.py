@@ -43,7 +43,7 @@ from broker.audit.chain import GENESIS
 from broker.audit.segments import ArchiveDamaged, SegmentHeader, encode_line, id_after
 from broker.backends import redis_keys as keys
 from broker.backends.audit_archive import ArchiveDir, SegmentExists
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import async_redis
 from broker.errors import BackendUnavailable
 
 log = logging.getLogger("broker.audit")
@@ -122,7 +122,7 @@ class AuditArchiver:
     @classmethod
     def connect(cls, url: str, archive: ArchiveDir, *, timeout: float = 1.0, **options: Any) -> AuditArchiver:
         # bytes, not text: the events go to the file exactly as Redis holds them
-        client = Redis.from_url(url, **(fail_fast(timeout) | {"decode_responses": False}))
+        client = async_redis(url, timeout, decode_responses=False)
         return cls(client, archive, timeout=timeout, **options)
 
     @property

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from broker.audit.chain import GENESIS
 from broker.audit.segments import SegmentHeader, check_continues, stream_id
 from broker.backends.audit_archive import ArchiveDir
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import sync_redis
 from broker.errors import BackendUnavailable
 from broker.service.ports import StoredEvent
 
@@ -40,7 +40,7 @@ class RedisTail:
 
     @classmethod
     def connect(cls, url: str, stream: str, *, timeout: float = 5.0) -> RedisTail:
-        return cls(Redis.from_url(url, **fail_fast(timeout)), stream)
+        return cls(sync_redis(url, timeout), stream)
 
     def __call__(self, after: str | None, count: int) -> list[StoredEvent]:
         try:

@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.backends import redis_keys
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import async_redis, database
 from broker.backends.transit import TransitSigningBackend
 from broker.backends.vault_clients import TokenSource, Verify
 from broker.errors import BackendUnavailable, InvalidRequest
@@ -125,7 +125,7 @@ async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> Non
     kids = sorted(until)
     if not kids:
         return
-    args: list[str | int] = [redis_keys.revocation_channel(prefix)]
+    args: list[str | int] = [redis_keys.revocation_channel(prefix, database(redis))]
     for kid in kids:
         args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
     names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]
@@ -261,7 +261,7 @@ class EndorsedSigningBackend:
             addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=timeout, refresh=key_refresh,
             verify=verify,
         )  # fmt: skip
-        redis = Redis.from_url(redis_url, **fail_fast(timeout))
+        redis = async_redis(redis_url, timeout)
         return cls(
             transit=transit, redis=redis, issuer=issuer, prefix=prefix, window=window, lead=lead,
             max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, vault_silence=vault_silence, clock=clock,

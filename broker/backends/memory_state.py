@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.chain import GENESIS, seal
+from broker.backends.downstream_records import MemoryDownstreamRecords
 from broker.backends.gcra import gcra_parameters
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.service import retention
@@ -54,6 +55,10 @@ class MemoryState:
         self._head = GENESIS
         self._last_id = (0, 0)
         self._writes = 0
+
+    def downstream_records(self) -> MemoryDownstreamRecords:
+        """The downstream credentials' records, in this process."""
+        return MemoryDownstreamRecords(self._clock)
 
     # ------------------------------------------------------------------ rate limits
 

@@ -31,7 +31,7 @@ from typing import Final
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import sync_redis
 
 #: the values of the ``redis_durability`` setting (``broker.config`` checks them)
 DURABILITY_MODES: Final = ("checked", "accept-volatile", "asserted-aof", "asserted-rdb")
@@ -137,7 +137,7 @@ def read_redis_config(
     command (renamed or denied). ``RedisUnreachable`` when it does not answer within
     ``wait`` seconds (retried every half second: at start, Redis may still be coming up).
     The error names the exception class only, never the URL (it may carry a password)."""
-    client: Redis = Redis.from_url(url, **fail_fast(timeout))
+    client: Redis = sync_redis(url, timeout)
     deadline = time.monotonic() + wait
     try:
         while True:

@@ -17,6 +17,14 @@ from broker.capability.names import ANY_AGENT, task_ref
 DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
 LEGACY_PREFIX = "capbroker:"  # every key and channel before ``redis_prefix`` existed
+SENTINEL_SCHEME = "redis+sentinel://"
+#: the Redis URLs ``broker.backends.redis_options`` connects to
+URL_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    SENTINEL_SCHEME,
+)  # every key and channel before ``redis_prefix`` existed
 
 _READABLE_ISSUER = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
 
@@ -32,6 +40,36 @@ def default_prefix(issuer: str) -> str:
     if _READABLE_ISSUER.fullmatch(issuer):
         return f"capbroker:{issuer}:"
     return f"capbroker:{hashlib.sha256(issuer.encode()).hexdigest()[:16]}:"
+
+
+def deployment_prefix(issuer: str | None, prefix: str | None) -> str:
+    """The prefix a reader of the broker's Redis uses: ``prefix`` (the deployment's
+    ``redis_prefix``) or, without it, the default derived from the broker's ``issuer``.
+    One of the two is required: a reader on the wrong prefix would see no revocation at
+    all and accept revoked tokens, so there is no silent default."""
+    if prefix is not None and issuer is not None:
+        raise ValueError("give issuer (the default prefix is derived from it) or prefix, not both")
+    if prefix is not None:
+        return check_prefix(prefix)
+    if issuer:
+        return default_prefix(issuer)
+    raise ValueError(
+        "give the broker's issuer (its default redis_prefix is derived from it) or its redis_prefix: "
+        "a reader on another deployment's keys would miss every revocation"
+    )
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is a valid ``redis_prefix``: 1 to 200 URL-safe characters, no brace
+    (a Cluster hash tag in a key name must stay the key's own), no space or control."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            "redis_prefix is 1 to 200 of A-Z a-z 0-9 : / . _ ~ - (no braces, spaces or control characters)"
+        )
+    return prefix
 
 
 def audit_stream(prefix: str) -> str:
@@ -113,10 +151,19 @@ def audit_archiver_lease(stream: str) -> str:
     return f"{stream}:archiver"
 
 
-def revocation_channel(prefix: str) -> str:
+def revocation_channel(prefix: str, db: int = 0) -> str:
     """Pub/sub channel on which every revocation is announced as it is written, so
-    verifiers and replicas can keep a local revocation set (``revocation_message``)."""
-    return f"{prefix}revocations"
+    verifiers and replicas can keep a local revocation set (``revocation_message``).
+
+    Pub/sub ignores the database number, so a deployment on DB ``db`` other than 0 has it
+    in its channel names: two deployments on different DBs never hear each other, even
+    with the same prefix. (DB 0 keeps the plain name, which verifiers from before
+    ``redis_prefix`` listen on.)"""
+    return f"{_on_db(prefix, db)}revocations"
+
+
+def _on_db(prefix: str, db: int) -> str:
+    return prefix if db == 0 else f"{prefix}db{db}:"
 
 
 def revocation_message(kind: str, ident: str, value: int) -> str:
@@ -132,6 +179,25 @@ def revocation_message(kind: str, ident: str, value: int) -> str:
     return json.dumps({"kind": kind, "id": ident, "value": value}, separators=(",", ":"))
 
 
-def policy_channel(prefix: str) -> str:
-    """Pub/sub channel on which a process that reloaded its policy tells the others."""
-    return f"{prefix}policy-reloads"
+def policy_channel(prefix: str, db: int = 0) -> str:
+    """Pub/sub channel on which a process that reloaded its policy tells the others (the
+    database number in it as in ``revocation_channel``)."""
+    return f"{_on_db(prefix, db)}policy-reloads"
+
+
+def task_vault_token(prefix: str, ref: str) -> str:
+    """The task's Vault token (SPEC 6), JSON ``{"accessor", "sealed", "expires"}``: its
+    accessor (revocation needs no secret) and the token sealed by Transit, until it expires."""
+    return f"{prefix}vault-task:{ref}"
+
+
+def agent_vault_tasks(prefix: str, agent: str) -> str:
+    """Sorted set of the references of the agent's tasks with a task token, scored by the
+    task token's expiry (the kill switch revokes them all; expired ones are dropped)."""
+    return f"{prefix}vault-agent:{agent}"
+
+
+def carried_credentials(prefix: str, jti: str) -> str:
+    """Set of the accessors of the Vault tokens issued with the capability token ``jti``
+    (revoking the token revokes them)."""
+    return f"{prefix}vault-carried:{jti}"

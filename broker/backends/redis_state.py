@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -40,8 +40,9 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.backends import redis_keys as keys
+from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_options import async_redis, database
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
@@ -53,6 +54,8 @@ T = TypeVar("T")
 # asyncio.wait_for gets a little longer than the socket timeout, so that redis-py's own
 # timeout (which closes the connection cleanly) fires first when it can.
 _MARGIN = 0.25
+#: how often ``ReplicaCount`` asks the primary how many replicas it has (seconds)
+REPLICAS_REFRESH = 5.0
 _PAGE = 500  # audit events per XRANGE
 
 # KEYS: rate key. ARGV: emission interval, limit on tat - now (both whole microseconds).
@@ -173,6 +176,24 @@ return {1, ids}
 """
 
 
+class ReplicaCount:
+    """How many replicas must acknowledge a revocation when ``redis_wait_replicas`` is
+    ``auto``: one if the primary reports any connected replica, else none (a single Redis).
+    ``INFO replication`` is read at most every ``REPLICAS_REFRESH`` seconds."""
+
+    def __init__(self, client: Redis, clock: Callable[[], float]) -> None:
+        self._client = client
+        self._clock = clock
+        self._known: tuple[float, int] | None = None  # (read at, replicas needed)
+
+    async def needed(self, call: Callable[[Awaitable[Any]], Awaitable[Any]]) -> int:
+        now = self._clock()
+        if self._known is None or now - self._known[0] >= REPLICAS_REFRESH:
+            info = await call(self._client.info("replication"))
+            self._known = (now, 1 if int(info.get("connected_slaves", 0)) > 0 else 0)
+        return self._known[1]
+
+
 class RedisState:
     """Rate limits, task records, revocations and the audit chain, shared in Redis."""
 
@@ -183,6 +204,8 @@ class RedisState:
         timeout: float = 1.0,
         stream: str = keys.DEFAULT_STREAM,
         prefix: str = keys.DEFAULT_PREFIX,
+        wait_replicas: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Use ``from_url``: it builds ``client`` with the timeouts and no retries."""
         if not timeout > 0:
@@ -191,6 +214,10 @@ class RedisState:
         self._timeout = timeout
         self._stream = stream
         self._prefix = prefix
+        # replicas that must hold a revocation before it is acknowledged (``WAIT``);
+        # None: one when the primary has any (``ReplicaCount``), else none
+        self._replicas = ReplicaCount(client, clock) if wait_replicas is None else wait_replicas
+        self._db = database(client)  # channel names carry it: pub/sub ignores the DB number
         # mint claims and audit appends: every one queued meanwhile, in one shared round trip
         self._rounds = SharedRounds(
             client,
@@ -202,8 +229,6 @@ class RedisState:
         )
         self._take_rate = client.register_script(_TAKE_RATE)
         self._claim_task = client.register_script(_CLAIM_TASK)
-        self._revoke_agent = client.register_script(_REVOKE_AGENT)
-        self._revoke_one = client.register_script(_REVOKE)
 
     @classmethod
     def from_url(
@@ -213,9 +238,14 @@ class RedisState:
         timeout: float = 1.0,
         stream: str = keys.DEFAULT_STREAM,
         prefix: str = keys.DEFAULT_PREFIX,
+        wait_replicas: int | None = None,
     ) -> RedisState:
-        client = Redis.from_url(url, **fail_fast(timeout))
-        return cls(client, timeout=timeout, stream=stream, prefix=prefix)
+        client = async_redis(url, timeout)
+        return cls(client, timeout=timeout, stream=stream, prefix=prefix, wait_replicas=wait_replicas)
+
+    def downstream_records(self) -> RedisDownstreamRecords:
+        """The downstream credentials' records, under this store's prefix and client."""
+        return RedisDownstreamRecords(self._redis, self._prefix, self._call)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
@@ -276,8 +306,25 @@ class RedisState:
         ``if_exists``, only if that key exists."""
         message = keys.revocation_message(kind, ident, value)
         names = [key, if_exists] if if_exists else [key]
-        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix), message]
-        return bool(await self._call(self._revoke_one(keys=names, args=args)))
+        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix, self._db), message]
+        return bool(await self._durably(_REVOKE, names, args))
+
+    async def _durably(self, script: str, names: list[str], args: list[str | int]) -> Any:
+        """Run a revocation script; where the deployment has replicas, acknowledged only once
+        ``WAIT`` says enough of them hold it (sent on the same connection, right after it),
+        else ``BackendUnavailable``: a primary that dies before replicating must not take
+        an acknowledged revocation with it. The write itself stays (it is idempotent; the
+        caller retries)."""
+        needed = self._replicas if isinstance(self._replicas, int) else await self._replicas.needed(self._call)
+        if needed == 0:
+            return await self._call(self._redis.eval(script, len(names), *names, *args))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.eval(script, len(names), *names, *args)
+        pipe.execute_command("WAIT", needed, max(1, int(self._timeout * 750)))  # within the socket timeout
+        result, acknowledged = await self._call(pipe.execute())
+        if int(acknowledged) < needed:
+            raise BackendUnavailable(f"redis: the revocation reached {acknowledged} of {needed} replicas in time")
+        return result
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         key = keys.revoked_token(self._prefix, jti)
@@ -292,9 +339,9 @@ class RedisState:
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
         names = [keys.agent_cutoff(self._prefix, agent), keys.suspended(self._prefix, agent)]
         message = keys.revocation_message("agent", agent, cutoff)
-        channel = keys.revocation_channel(self._prefix)
+        channel = keys.revocation_channel(self._prefix, self._db)
         args: list[str | int] = [cutoff, retention.agent_cutoff_expiry(cutoff), channel, message]
-        await self._call(self._revoke_agent(keys=names, args=args))
+        await self._durably(_REVOKE_AGENT, names, args)
 
     async def reinstate_agent(self, agent: str) -> bool:
         return bool(await self._call(self._redis.delete(keys.suspended(self._prefix, agent))))
@@ -358,12 +405,12 @@ class RedisState:
         return GENESIS if head is None else _text(head)
 
     async def announce_policy_reload(self, origin: str) -> None:
-        await self._call(self._redis.publish(keys.policy_channel(self._prefix), origin))
+        await self._call(self._redis.publish(keys.policy_channel(self._prefix, self._db), origin))
 
     async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
         """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
-        channel = keys.policy_channel(self._prefix)
+        channel = keys.policy_channel(self._prefix, self._db)
         reconnect = False  # the first subscription misses nothing: the policy was just loaded
         while True:
             pubsub = self._redis.pubsub()

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import keys_cmd, ops_cmd, policy_cmd, serve_cmd, token_cmd
+from broker.cli import agent_cmd, gateway_cmd, keys_cmd, ops_cmd, policy_cmd, run_cmd, serve_cmd, token_cmd, vault_cmd
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(commands)
     serve_cmd.register(commands)
     ops_cmd.register(commands)
+    run_cmd.register(commands)
+    agent_cmd.register(commands)
+    vault_cmd.register(commands)
+    gateway_cmd.register(commands)
     return parser
 
 

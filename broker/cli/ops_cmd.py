@@ -151,7 +151,7 @@ def _history(config: str | None, since: str | None = None) -> Iterator[Iterator[
         yield iter(())
         return
     archive = ArchiveDir(Path(settings.audit_archive_dir)) if settings.audit_archive_dir else None
-    tail = RedisTail.connect(settings.redis_url, settings.audit_stream, timeout=max(5.0, settings.backend_timeout))
+    tail = RedisTail.connect(settings.redis_url, settings.stream, timeout=max(5.0, settings.backend_timeout))
     try:
         yield audit_history(archive, tail, since=since)
     finally:

@@ -135,8 +135,26 @@ def _redis_fit(settings: Settings) -> bool:
         return False
     for warning in verdict.warnings:
         print(f"broker serve: WARNING: {warning}", file=sys.stderr)
+    refusal = _legacy_refusal(settings)
+    if refusal is not None:
+        print(f"broker serve: not starting: {refusal}", file=sys.stderr)
+        return False
+    origin = "redis_prefix" if settings.redis_prefix else "derived from the issuer"
+    print(f"broker serve: Redis keys and channels under {settings.key_prefix!r} ({origin})", file=sys.stderr)
     sys.stderr.flush()
     return True
+
+
+def _legacy_refusal(settings: Settings) -> str | None:
+    from broker.backends.redis_legacy import legacy_keys_present, legacy_refusal
+
+    if settings.redis_prefix:
+        return None
+    try:
+        present = legacy_keys_present(settings.redis_url, timeout=max(settings.backend_timeout, 2.0))
+    except Exception as e:  # noqa: BLE001 -- the durability check just reached it; say which, never the URL
+        return f"Redis did not answer the upgrade check ({type(e).__name__})"
+    return legacy_refusal(settings.redis_prefix, settings.key_prefix, present)
 
 
 def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:

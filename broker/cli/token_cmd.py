@@ -1,4 +1,5 @@
-"""``broker token inspect``: show a token's header and claims; verify only when asked."""
+"""``broker token inspect``: show a token's header and claims; verify only when asked.
+(``broker token get``, the agent's side, is ``broker.cli.agent_cmd``'s.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from broker.cli.agent_cmd import register_token_get
 from broker.errors import TokenRejected
 from broker.token.b64 import Base64Error, b64url_decode
 from broker.token.claims import ClaimsError, claims_from_json
@@ -23,7 +25,7 @@ from broker.verify.jwks import fetch_url
 
 
 def register(commands: Any) -> None:
-    token = commands.add_parser("token", help="look at tokens")
+    token = commands.add_parser("token", help="look at tokens; get one for a task")
     sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     inspect = sub.add_parser("inspect", help="print a token's header, claims and times; exit 1 if rejected")
     inspect.add_argument("token", help="the token, or - to read it from standard input")
@@ -37,6 +39,7 @@ def register(commands: Any) -> None:
         help="text: the header and claims as JSON, times and the verdict on stderr (default); json: one object",
     )  # fmt: skip
     inspect.set_defaults(run=run_inspect)
+    register_token_get(sub)
 
 
 def _span(seconds: int) -> str:

@@ -29,18 +29,16 @@ def register(keys_commands: Any) -> None:
 
 
 async def _withdraw(config: str | None, kid: str) -> int:
-    from redis.asyncio import Redis
-
-    from broker.backends.endorsed_signer import DEFAULT_PREFIX, endorsed_keys_key, withdraw_keys
-    from broker.backends.redis_options import fail_fast
+    from broker.backends.endorsed_signer import endorsed_keys_key, withdraw_keys
+    from broker.backends.redis_options import async_redis
 
     settings = load_settings(config)
-    redis = Redis.from_url(settings.redis_url, **fail_fast(settings.backend_timeout))
+    redis = async_redis(settings.redis_url, settings.backend_timeout)
     try:
-        stored = await redis.hget(endorsed_keys_key(DEFAULT_PREFIX), kid)
+        stored = await redis.hget(endorsed_keys_key(settings.key_prefix), kid)
         # until the key would have left the JWKS anyway; the longest possible if unknown
         until = claimed_publish_until(stored) or int(time.time()) + MAX_SIGN_SPAN + MAX_PUBLISH_TAIL
-        await withdraw_keys(redis, DEFAULT_PREFIX, {kid: until})
+        await withdraw_keys(redis, settings.key_prefix, {kid: until})
         return until
     finally:
         await redis.aclose()

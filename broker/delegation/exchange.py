@@ -18,10 +18,12 @@ The signature, times and revocation of the parent are the service's to check fir
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
 from broker.capability import Capability, covers
+from broker.capability.budget import tightest
 from broker.capability.names import is_audience, is_name, is_task
 from broker.errors import BrokerError, InvalidRequest
 from broker.policy.decide import Deny
@@ -168,13 +170,15 @@ def _narrowed(parent: Claims, entry: ScopeRequest) -> list[Capability]:
             )
         except BrokerError as e:
             raise _Refuse("invalid_request", f"scope {entry.scope!r}: {e.reason}") from None
-        if not any(covers(c, requested) for c in held):
+        covering = [c for c in held if covers(c, requested)]
+        if not covering:
             raise _Refuse(
                 "scope_not_granted",
                 f"scope {entry.scope!r}: {requested.resource} {list(requested.actions)} "
                 "is wider than the presented token",
             )
-        out.append(requested)
+        # the budget is kept, never widened: the tightest of the parent's covering entries
+        out.append(dataclasses.replace(requested, budget=tightest([c.budget for c in covering])))
     return out
 
 

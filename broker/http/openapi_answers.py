@@ -69,6 +69,12 @@ class RevokeAnswer:
 
 
 @dataclass
+class ContainAnswer:
+    task: str
+    revoked: bool
+
+
+@dataclass
 class ReinstateAnswer:
     reinstated: bool
     agent: str

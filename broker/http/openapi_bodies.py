@@ -99,6 +99,19 @@ TASK_REVOKE = Schema(
     additional_properties=False,
     description="Admins may name the agent whose task this is; without it, the task id is revoked for every agent.",
 )
+CONTAIN = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "token": Schema(type=OpenAPIType.STRING, min_length=1, max_length=8192),
+        "kind": Schema(type=OpenAPIType.STRING, enum=["git", "bucket", "http", "vault-kv", "database"]),
+        "resource": Schema(type=OpenAPIType.STRING, min_length=1, max_length=2048),
+        "action": Schema(type=OpenAPIType.STRING, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"),
+        "request_id": Schema(type=OpenAPIType.STRING, pattern=r"^[A-Za-z0-9._:-]{1,64}$"),
+    },
+    required=["token", "kind", "resource", "action"],
+    additional_properties=False,
+    description="The agent's token as evidence, and the request the service refused it for.",
+)
 
 _TOKEN_TYPE = Schema(
     type=OpenAPIType.STRING,

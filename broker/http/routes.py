@@ -10,6 +10,7 @@ from litestar.params import PathParameter
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body, optional_json_body
 from broker.http.calls import call_of
 from broker.http.openapi_answers import (
+    ContainAnswer,
     ExchangeAnswer,
     ExplainAnswer,
     Health,
@@ -25,6 +26,7 @@ from broker.http.openapi_answers import (
     answer,
 )
 from broker.http.openapi_bodies import (
+    CONTAIN,
     EXCHANGE,
     EXPLAIN,
     INTROSPECT,
@@ -34,7 +36,7 @@ from broker.http.openapi_bodies import (
     problems,
     with_body,
 )
-from broker.service import admin, exchange, introspect, mint, revoke
+from broker.service import admin, contain, exchange, introspect, mint, revoke
 from broker.service.broker import Broker, Call
 
 AnyRequest = Request[Any, Any, Any]
@@ -112,6 +114,19 @@ async def revoke_token(request: AnyRequest) -> Response[Any]:
 )
 async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: optional_json_body(request)))
+
+
+@post(
+    "/v1/tasks/{task:str}/contain",
+    operation_class=with_body(CONTAIN),
+    status_code=200,
+    security=BEARER,
+    summary="Revoke a task after an out-of-scope use its service saw (the token is the evidence)",
+    tags=["services"],
+    responses={**AGENT_ERRORS, **answer(ContainAnswer)},  # 429: a service's refused requests spend its rate
+)
+async def contain_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
+    return _json(await contain.contain(_broker(request), _call(request), task, lambda: json_body(request)))
 
 
 @post(
@@ -256,6 +271,7 @@ HANDLERS = [
     exchange_token,
     revoke_token,
     revoke_task,
+    contain_task,
     revoke_agent,
     reinstate_agent,
     introspect_token,

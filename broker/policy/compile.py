@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TypeVar
 
-from broker.capability import Capability, Kind, kind_named, validate_resource
+from broker.capability import Budget, Capability, Kind, kind_named, validate_resource
+from broker.capability.budget import MAX_BUDGET
 from broker.capability.names import is_audience, is_name
 from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
@@ -24,6 +25,7 @@ from broker.policy.model import (
     DEFAULT_SERVICE_RATE,
     GLOBAL_MAX_TTL,
     MAX_DELEGATION_DEPTH,
+    MAX_KV_USES,
     Agent,
     Identity,
     JwtIdentity,
@@ -35,6 +37,7 @@ from broker.policy.model import (
     Service,
     VaultIdentity,
 )
+from broker.policy.sizes import parse_size
 from broker.policy.yamlstrict import YMap, YNode, YScalar, YSeq
 
 T = TypeVar("T")
@@ -169,9 +172,21 @@ def _url(value: object) -> str:
     return value
 
 
+def _positive(value: object) -> int:
+    if type(value) is not int or not 0 < value <= MAX_BUDGET:
+        raise ValueError("expected a whole number from 1")
+    return value
+
+
 def _delegation_depth(value: object) -> int:
     if type(value) is not int or not 0 <= value <= MAX_DELEGATION_DEPTH:
         raise ValueError(f"expected an integer from 0 (no delegation) to {MAX_DELEGATION_DEPTH}")
+    return value
+
+
+def _uses(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_KV_USES:
+        raise ValueError(f"{value!r} is not a number of uses from 1 to {MAX_KV_USES}")
     return value
 
 
@@ -222,7 +237,11 @@ class _FileCompiler:
         body = r.mapping(node, what)
         _check_key_name(r, name, line, "scope")
         r.fields(
-            body, what, {"kind", "resource", "actions", "audience", "max_ttl"}, {"description", "require_pop"}, at=line
+            body,
+            what,
+            {"kind", "resource", "actions", "audience", "max_ttl"},
+            {"description", "require_pop", "uses", "budget"},
+            at=line,
         )
         kind = r.field(body, "kind", lambda n: r.scalar(n, f"{what} kind", kind_named))
         resource = actions = None
@@ -233,6 +252,10 @@ class _FileCompiler:
         max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
         description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
         require_pop = r.field(body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool))
+        uses = r.field(body, "uses", lambda n: r.scalar(n, f"{what} uses", _uses))
+        if uses is not None and kind is not None and kind.name != "vault-kv":
+            r.fail(body.key_line("uses"), f"{what}: uses is for vault-kv scopes only")
+        budget = r.field(body, "budget", lambda n: self.budget(n, f"{what} budget"))
         if len(r.issues) > before or kind is None or resource is None or actions is None:
             return
         if audience is None or max_ttl is None:
@@ -249,8 +272,21 @@ class _FileCompiler:
                 description or "",
                 bool(require_pop),
                 r.where(line),
+                uses,
+                budget,
             )
         )
+
+    def budget(self, node: YNode, what: str) -> Budget:
+        """``budget: {requests: N, bytes: SIZE}`` (either or both)."""
+        r = self.r
+        body = r.mapping(node, what)
+        r.fields(body, what, set(), {"requests", "bytes"})
+        requests = r.field(body, "requests", lambda n: r.scalar(n, f"{what} requests", _positive))
+        size = r.field(body, "bytes", lambda n: r.scalar(n, f"{what} bytes", parse_size))
+        if requests is None and size is None:
+            raise r.fail(node.line, f"{what} sets requests, bytes or both")
+        return Budget(requests, size)
 
     def scope_resource(self, node: YNode, what: str, kind: Kind) -> str:
         resource = self.r.scalar(node, f"{what} resource", lambda v: validate_resource(kind.name, v))

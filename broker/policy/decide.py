@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.capability import Capability, covers
+from broker.capability import Budget, Capability, covers
 from broker.errors import BrokerError
-from broker.policy.model import DEFAULT_TTL, Agent, Policy, Scope
+from broker.policy.model import DEFAULT_KV_USES, DEFAULT_TTL, Agent, Policy, Scope
 from broker.policy.requests import MintRequest, ScopeRequest
+from broker.policy.sizes import format_size
+from broker.policy.vault import is_downstream, scope_policy_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,15 @@ class Deny:
 Decision = Allow | Deny
 
 
+def budget_text(budget: Budget) -> str:
+    parts = []
+    if budget.requests is not None:
+        parts.append(f"{budget.requests} requests")
+    if budget.bytes is not None:
+        parts.append(f"{format_size(budget.bytes)} of bodies")
+    return " and ".join(parts)
+
+
 class _Refuse(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -55,6 +66,7 @@ def _narrow(agent: Agent, scope: Scope, entry: ScopeRequest) -> Capability:
             entry.resource if entry.resource is not None else scope.resource,
             entry.actions if entry.actions is not None else scope.actions,
             scope.name,
+            scope.budget,
         )
     except BrokerError as e:
         raise _Refuse("invalid_request", f"scope {scope.name!r}: {e.reason}") from None
@@ -63,6 +75,13 @@ def _narrow(agent: Agent, scope: Scope, entry: ScopeRequest) -> Capability:
             "scope_not_granted",
             f"scope {scope.name!r}: {requested.resource} {list(requested.actions)} is wider than "
             f"the grant {granted.resource} {list(granted.actions)}",
+        )
+    if is_downstream(scope) and requested != granted:
+        # its Vault credential carries the scope's own policy: a narrower one does not exist
+        raise _Refuse(
+            "invalid_request",
+            f"scope {scope.name!r}: a {scope.kind} credential is issued for its whole scope; "
+            "narrowing it is refused (define a narrower scope instead)",
         )
     return requested
 
@@ -83,6 +102,13 @@ def _decide(agent: Agent, request: MintRequest, policy: Policy, reasons: list[st
         reasons.append(
             f"scope {scope.name!r}: granted to {agent.name!r}; {cap.kind} {cap.resource} {list(cap.actions)}"
         )
+        if is_downstream(scope):
+            uses = f", {scope.uses or DEFAULT_KV_USES} uses" if scope.kind == "vault-kv" else ""
+            reasons.append(
+                f"scope {scope.name!r}: a Vault credential with policy {scope_policy_name(scope.name)!r}{uses}"
+            )
+        if cap.budget is not None:
+            reasons.append(f"scope {scope.name!r}: gateway budget {budget_text(cap.budget)} per token")
         bucket = caps_by_audience.setdefault(scope.audience, [])
         if cap not in bucket:
             bucket.append(cap)

@@ -9,8 +9,12 @@ from broker.capability import is_root_resource
 from broker.errors import PolicyIssue
 from broker.policy.model import Policy
 
+#: the kinds a gateway serves, and so counts budgets for (SPEC 9)
+GATEWAY_KINDS = frozenset({"git", "http", "bucket"})
 #: git write tokens live at most this long before a warning
 GIT_WRITE_MAX_TTL = 15 * 60
+#: a vault-kv scope's ``uses:`` above this is probably not what a task needs
+KV_MANY_USES = 100
 #: an agent whose scopes reach more audiences than this is probably doing several jobs
 DEFAULT_MAX_AUDIENCES = 3
 
@@ -32,6 +36,19 @@ def lint(policy: Policy, *, max_audiences: int = DEFAULT_MAX_AUDIENCES) -> list[
                 at.line,
                 f"scope {scope.name!r} gives git write for up to {scope.max_ttl}s; "
                 f"keep write tokens at {GIT_WRITE_MAX_TTL}s or less",
+            )
+        if scope.kind == "vault-kv" and scope.uses is not None and scope.uses > KV_MANY_USES:
+            warn(
+                at.file,
+                at.line,
+                f"scope {scope.name!r} gives a Vault token {scope.uses} uses; "
+                f"a token that reads one secret needs a few ({KV_MANY_USES} or less)",
+            )
+        if scope.budget is not None and scope.kind not in GATEWAY_KINDS:
+            warn(
+                at.file,
+                at.line,
+                f"scope {scope.name!r} sets a budget, but no gateway serves kind {scope.kind!r}: nothing counts it",
             )
         if scope.name not in used:
             warn(at.file, at.line, f"scope {scope.name!r} is granted to no agent")

@@ -6,10 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from broker.capability import Capability
+from broker.capability import Budget, Capability
 
 #: The global cap on any token's lifetime (SPEC 4). A deployment may only lower it.
 GLOBAL_MAX_TTL: Final = 3600
+#: a ``vault-kv`` token's ``num_uses`` when its scope sets no ``uses:`` (SPEC 2)
+DEFAULT_KV_USES: Final = 10
+#: the most ``uses:`` a scope may set
+MAX_KV_USES: Final = 1000
 #: ``ttl`` when a mint request gives none (SPEC 4).
 DEFAULT_TTL: Final = 300
 #: How many times a token may be exchanged down a chain of sub-agents, unless the agent
@@ -39,11 +43,14 @@ class Scope:
     description: str
     require_pop: bool
     where: Location
+    uses: int | None = None  # vault-kv only: how many requests its Vault token may make
+    #: what a token of this scope may use through a gateway (SPEC 9); None: no limit
+    budget: Budget | None = None
 
     @property
     def capability(self) -> Capability:
-        """The widest capability this scope grants."""
-        return Capability(self.kind, self.resource, self.actions, self.name)
+        """The widest capability this scope grants (with the scope's budget)."""
+        return Capability(self.kind, self.resource, self.actions, self.name, self.budget)
 
 
 @dataclass(frozen=True, slots=True)

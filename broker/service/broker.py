@@ -24,7 +24,7 @@ from broker.policy.model import Policy
 from broker.service.decisions import DecisionCache
 from broker.service.metrics import Metrics
 from broker.service.own_revocations import OwnRevocations
-from broker.service.ports import IssuerKeys, SigningBackend, StateStore, VaultTokens
+from broker.service.ports import Downstream, DownstreamRecords, IssuerKeys, SigningBackend, StateStore, VaultTokens
 from broker.token.claims import Claims
 from broker.token.seen import SeenTokens
 from broker.verify.revocation import RevocationCheck
@@ -74,6 +74,10 @@ class Broker:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # signs checkpoints of the audit chain in the app's background (``broker.http.app``)
     checkpoints: Checkpointer | None = None
+    # downstream credentials from Vault (``broker.service.downstream``); None without Vault
+    downstream: Downstream | None = None
+    downstream_records: DownstreamRecords | None = None
+    task_tokens: dict[str, str] = field(default_factory=dict, repr=False)  # accessor -> unsealed task token
 
     def now(self) -> int:
         return int(self.clock())
@@ -106,3 +110,5 @@ class Broker:
             await self.issuer_keys.aclose()
         if self.vault_tokens is not None:
             await self.vault_tokens.aclose()
+        if self.downstream is not None:
+            await self.downstream.aclose()

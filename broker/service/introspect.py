@@ -14,21 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import (
-    BackendUnavailable,
-    BrokerError,
-    InvalidDpopProof,
-    InvalidRequest,
-    RateLimited,
-    TokenRejected,
-    quoted,
-)
+from broker.errors import BrokerError, InvalidDpopProof, InvalidRequest, TokenRejected, quoted
 from broker.policy.model import Service
 from broker.service.auth import service_of
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
 from broker.service.proofs import proof_key
-from broker.service.refusals import of_principal, spend_service_rate
+from broker.service.refusals import of_principal, refused_by_service
 from broker.service.revocations import is_revoked
 from broker.token.claims import Claims
 
@@ -74,25 +66,13 @@ async def _proven(broker: Broker, question: _Question, claims: Claims) -> str | 
     return None if jkt == claims.cnf_jkt else "bad_proof"
 
 
-async def _refusal(broker: Broker, service: Service | None, error: BrokerError) -> BrokerError:
-    """A known service's refused request spends its rate (successful ones never do): over
-    it, the refusal is 429 ``rate_limited`` instead."""
-    if service is None or isinstance(error, BackendUnavailable):
-        return error
-    try:
-        await spend_service_rate(broker, service)
-    except RateLimited as limited:
-        return limited
-    return error
-
-
 async def introspect(broker: Broker, call: Call, read_body: Callable[[], Awaitable[object]]) -> dict[str, Any]:
     service: Service | None = None
     try:
         service = await service_of(broker, broker.policy, call)
         question = _question(await read_body())
     except BrokerError as e:
-        error = await _refusal(broker, service, e)
+        error = await refused_by_service(broker, service, e)
         await broker.audit.record(
             "introspect", request_id=call.request_id, service=service.name if service else None,
             decision="deny", code=error.code, reason=error.reason, caller=of_principal(service),

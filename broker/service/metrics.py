@@ -32,7 +32,7 @@ _COUNTERS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "capbroker_tokens_minted_total": ("Capability tokens signed and handed out.", ()),
     "capbroker_tokens_exchanged_total": ("Delegated capability tokens issued by token exchange.", ()),
     "capbroker_decisions_total": ("Mint decisions by result and code.", ("code", "decision")),
-    "capbroker_revocations_total": ("Revocations by kind (token, task, agent).", ("kind",)),
+    "capbroker_revocations_total": ("Revocations by kind (token, task, agent, contained).", ("kind",)),
     "capbroker_introspections_total": ("Introspection answers by result.", ("result",)),
     "capbroker_backend_errors_total": ("Requests refused with 503 because a backend failed.", ()),
     "capbroker_policy_reloads_total": ("Policy reloads by result.", ("result",)),

@@ -25,6 +25,7 @@ from broker.errors import (
 from broker.policy.decide import Allow, Deny
 from broker.policy.model import Agent
 from broker.policy.requests import MintRequest, parse_mint_request
+from broker.service import downstream
 from broker.service.auth import agent_of
 from broker.service.broker import Broker, Call
 from broker.service.ports import TaskClaim
@@ -151,26 +152,33 @@ async def _issue(
         raise error
     # one token (the common case) without the cost of a task; several at once (Transit)
     tokens = [await broker.signer.sign(claims[0])] if len(claims) == 1 else await sign_all(broker, claims)
-    await broker.audit.record(
-        "mint",
-        request_id=call.request_id,
-        agent=agent.name,
-        task=request.task,
-        scopes=_scopes(request),
-        decision="allow",
-        jti=jtis,
-        audiences=[c.aud for c in claims],
-        ttl=decision.ttl,
-        bound=jkt is not None,
-        reasons=list(decision.reasons),
-    )
+    wanted = downstream.downstream_capabilities((c.jti, c.cap) for c in claims)
+    issued = await downstream.issue(broker, agent.name, request.task, wanted, now=now, ttl=decision.ttl)
+    try:
+        await broker.audit.record(
+            "mint",
+            request_id=call.request_id,
+            agent=agent.name,
+            task=request.task,
+            scopes=_scopes(request),
+            decision="allow",
+            jti=jtis,
+            audiences=[c.aud for c in claims],
+            ttl=decision.ttl,
+            bound=jkt is not None,
+            reasons=list(decision.reasons),
+            downstream=issued.audit or None,  # accessors and lease ids, never a secret
+        )
+    except BrokerError:
+        await downstream.withdraw(broker, [a for accessors in issued.carried.values() for a in accessors])
+        raise
     broker.metrics.inc("capbroker_decisions_total", decision="allow", code="ok")
     broker.metrics.inc("capbroker_tokens_minted_total", len(tokens))
     return {
         "task": request.task,
         "expires_at": iso(now + decision.ttl),
         "tokens": [_token_entry(c, t, decision.ttl) for c, t in zip(claims, tokens, strict=True)],
-        "credentials": [],
+        "credentials": issued.entries,
     }
 
 

@@ -198,6 +198,10 @@ class StateStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    def downstream_records(self) -> DownstreamRecords:
+        """Where downstream credentials' handles are kept, beside this state."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -217,5 +221,81 @@ class VaultTokens(Protocol):
     async def lookup(self, presented: str) -> VaultTokenInfo | None:
         """What Vault knows of ``presented``; None if it is not a valid token."""
         ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A Vault token just created: the secret, its accessor, its TTL (seconds)."""
+
+    token: str = ""
+    accessor: str = ""
+    ttl: int = 0
+
+    def __repr__(self) -> str:  # never the token
+        return f"IssuedToken(accessor={self.accessor!r}, ttl={self.ttl})"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseLease:
+    username: str
+    password: str
+    lease_id: str
+    lease_duration: int
+
+    def __repr__(self) -> str:  # never the password
+        return f"DatabaseLease(lease_id={self.lease_id!r}, lease_duration={self.lease_duration})"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskToken:
+    """A task's Vault token as stored: its accessor, the token sealed by Transit, its expiry."""
+
+    accessor: str
+    sealed: str
+    expires: int  # epoch seconds
+
+
+class DownstreamRecords(Protocol):
+    """The handles of downstream credentials (``broker.backends.downstream_records``)."""
+
+    async def task_token(self, ref: str) -> TaskToken | None: ...
+
+    async def put_task_token(self, ref: str, agent: str, record: TaskToken, *, replace: bool) -> TaskToken:
+        """Store ``record`` (only if the task has none, unless ``replace``); the one stored."""
+        ...
+
+    async def forget_task_token(self, ref: str) -> None: ...
+
+    async def agent_task_tokens(self, agent: str) -> list[str]:
+        """The task references of ``agent`` that have (or had) a task token."""
+        ...
+
+    async def note_carried(self, jti: str, accessors: list[str], expires: int) -> None: ...
+
+    async def carried(self, jti: str) -> list[str]:
+        """Accessors of the Vault tokens issued with the capability token ``jti``."""
+        ...
+
+
+class Downstream(Protocol):
+    """Vault's side of downstream credentials (``broker.backends.vault_downstream``)."""
+
+    async def create_task_token(self, policies: tuple[str, ...], ttl: int, meta: Mapping[str, str]) -> IssuedToken: ...
+
+    async def renew_task_token(self, task_token: str, ttl: int) -> int: ...
+
+    async def create_child(
+        self, task_token: str, policies: tuple[str, ...], ttl: int, num_uses: int, meta: Mapping[str, str]
+    ) -> IssuedToken: ...
+
+    async def read_database_creds(self, token: str, path: str) -> DatabaseLease: ...
+
+    async def revoke_accessor(self, accessor: str) -> None: ...
+
+    async def seal(self, secret: str) -> str: ...
+
+    async def unseal(self, sealed: str) -> str: ...
 
     async def aclose(self) -> None: ...

@@ -15,7 +15,7 @@ import sys
 from typing import Final
 
 from broker.audit.refusals import DEFAULT_ALLOWANCE, Allowance
-from broker.errors import RateLimited
+from broker.errors import BackendUnavailable, BrokerError, RateLimited
 from broker.policy.model import Agent, Service
 from broker.service.broker import Broker
 
@@ -45,3 +45,15 @@ async def spend_service_rate(broker: Broker, service: Service) -> None:
     wait = await broker.state.take_rate(f"service:{service.name}", service.rate.count, service.rate.per_seconds)
     if wait > 0:
         raise RateLimited(f"service {service.name!r} is over its rate of {service.rate}", retry_after=wait)
+
+
+async def refused_by_service(broker: Broker, service: Service | None, error: BrokerError) -> BrokerError:
+    """What a (known) service's refused request answers: ``error``, after spending the
+    service's rate; over it, 429 ``rate_limited`` instead. A backend failure spends nothing."""
+    if service is None or isinstance(error, BackendUnavailable):
+        return error
+    try:
+        await spend_service_rate(broker, service)
+    except RateLimited as limited:
+        return limited
+    return error

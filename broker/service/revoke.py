@@ -14,6 +14,7 @@ from broker.capability.names import ANY_AGENT, is_name, is_task, task_ref
 from broker.delegation.exchange import chain_names
 from broker.errors import BrokerError, Forbidden, InvalidRequest, TokenRejected
 from broker.policy.model import Agent
+from broker.service import downstream
 from broker.service.auth import agent_or_admin, require_admin
 from broker.service.broker import Broker, Call
 from broker.service.own_tokens import own_token_claims
@@ -101,7 +102,10 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
     broker.own_revocations.note_token(jti, exp)  # first: even a failed write errs closed here
     await broker.state.revoke_token(jti, exp)
     descendants = await _revoke_descendants(broker, jti, exp)
-    await _revoked(broker, call, caller, "token", jti=jti, agent=agent, descendants=descendants or None)
+    vault = await downstream.revoke_carried(broker, [jti])
+    await _revoked(
+        broker, call, caller, "token", jti=jti, agent=agent, descendants=descendants or None, vault=vault or None
+    )
     return {"revoked": True, "jti": jti}
 
 
@@ -148,7 +152,8 @@ async def revoke_task(
         return {"revoked": False, "task": task, "reason": "no live tokens for this task"}
     if caller is not None:
         broker.own_revocations.note_task(ref, now)
-    await _revoked(broker, call, caller, "task", task=task, agent=owner or ANY_AGENT)
+    vault = await downstream.revoke_task(broker, owner, task)  # the task token: its tree and leases
+    await _revoked(broker, call, caller, "task", task=task, agent=owner or ANY_AGENT, vault=vault or None)
     return {"revoked": True, "task": task, "agent": owner or ANY_AGENT}
 
 
@@ -194,7 +199,10 @@ async def revoke_agent(
     cutoff = broker.now() + broker.clock_skew
     broker.own_revocations.note_agent(agent, cutoff)
     await broker.state.revoke_agent(agent, cutoff)
-    await _revoked(broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff, suspended=True)
+    vault = await downstream.revoke_agent(broker, agent)
+    await _revoked(
+        broker, call, None, "agent", agent=agent, issued_at_or_before=cutoff, suspended=True, vault=vault or None
+    )
     return {"revoked": True, "agent": agent, "issued_at_or_before": cutoff, "suspended": True}
 
 

@@ -9,9 +9,11 @@ grant.allows("bucket", "s3://acme-reports/agents/t1/out.csv", "write")
 grant = v.verify(token, dpop=proof_header, method="GET", url="https://storage.internal/reports/a.csv")
 
 # revocation: the broker's Redis URL builds a RevocationFeed (a local set fed by pub/sub,
-# no round trip per verification, failing closed while it is down); RedisRevocation(url)
-# asks Redis on every verification instead
+# no round trip per verification, failing closed while it is down); RedisRevocation(url,
+# issuer=...) asks Redis on every verification instead. The keys and channel are under the
+# broker's redis_prefix: derived from the issuer unless the broker sets one, then pass it
 v = Verifier(issuer=..., audience=..., jwks_url=..., revocation="redis://broker-redis:6379/0")
+v = Verifier(..., revocation="redis://broker-redis:6379/0", redis_prefix="capbroker:prod:")
 """
 
 from broker.dpop import MemoryReplayCache, ProofReplayCache

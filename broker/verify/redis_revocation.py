@@ -9,25 +9,22 @@ and the ``Verifier`` rejects the token (``revocation_unavailable``). It never sk
 
 from __future__ import annotations
 
-from redis import Redis
-
 from broker.backends import redis_keys as keys
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_keys import URL_SCHEMES
+from broker.backends.redis_options import sync_redis
 from broker.token.claims import Claims
-
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class RedisRevocation:
     """Reads the revocations the broker writes, for one verifying service."""
 
-    def __init__(self, url: str, *, timeout: float = 1.0, prefix: str = keys.DEFAULT_PREFIX) -> None:
+    def __init__(self, url: str, *, issuer: str | None = None, prefix: str | None = None, timeout: float = 1.0) -> None:
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"a Redis URL starts with one of {', '.join(URL_SCHEMES)}")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        self._prefix = prefix
-        self._redis = Redis.from_url(url, **fail_fast(timeout))
+        self._prefix = keys.deployment_prefix(issuer, prefix)
+        self._redis = sync_redis(url, timeout)
 
     def is_revoked(self, claims: Claims) -> bool:
         """True if the token, its task, or its agent or any delegator up to a cut-off is

@@ -56,10 +56,10 @@ from typing import Any, Final
 from redis import Redis
 
 from broker.backends import redis_keys as keys
-from broker.backends.redis_options import fail_fast
+from broker.backends.redis_keys import URL_SCHEMES
+from broker.backends.redis_options import database, sync_redis
 from broker.token.claims import MAX_TIME, Claims
 from broker.token.verify import DEFAULT_MAX_TTL
-from broker.verify.redis_revocation import URL_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class _FeedState:
         url: str,
         *,
         prefix: str,
+        db: int,
         timeout: float,
         max_staleness: float,
         ping_interval: float,
@@ -109,7 +110,7 @@ class _FeedState:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.channel = keys.revocation_channel(prefix)
+        self.channel = keys.revocation_channel(prefix, db)
         self.timeout = timeout
         self.max_staleness = max_staleness
         self.ping_interval = ping_interval
@@ -151,7 +152,7 @@ class _FeedState:
             self.last_error = error
 
     def _session(self) -> None:
-        client: Redis = Redis.from_url(self.url, **fail_fast(self.timeout))
+        client: Redis = sync_redis(self.url, self.timeout)
         conn: Any = None
         try:
             conn = client.connection_pool.get_connection()
@@ -310,7 +311,8 @@ class RevocationFeed:
         self,
         url: str,
         *,
-        prefix: str = keys.DEFAULT_PREFIX,
+        issuer: str | None = None,
+        prefix: str | None = None,
         timeout: float = 1.0,
         max_staleness: float = 1.0,
         ping_interval: float = 0.25,
@@ -324,10 +326,13 @@ class RevocationFeed:
             raise ValueError("timeout and purge_every must be positive")
         if not 0 < ping_interval <= max_staleness / 2:
             raise ValueError("ping_interval must be positive and at most half of max_staleness")
-        Redis.from_url(url, **fail_fast(timeout)).close()  # a malformed URL fails here, not in the thread
+        probe = sync_redis(url, timeout)  # a malformed URL fails here, not in the thread
+        db = database(probe)
+        probe.close()
         self._settings: dict[str, Any] = {
             "url": url,
-            "prefix": prefix,
+            "prefix": keys.deployment_prefix(issuer, prefix),
+            "db": db,
             "timeout": timeout,
             "max_staleness": max_staleness,
             "ping_interval": ping_interval,

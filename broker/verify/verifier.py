@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from broker.backends.redis_keys import URL_SCHEMES
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
@@ -39,7 +40,7 @@ from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, c
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
-from broker.verify.redis_revocation import URL_SCHEMES, RedisRevocation
+from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed
 from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
@@ -59,7 +60,9 @@ class Verifier:
     (``revocation_unavailable``). Given the broker's Redis URL, the verifier builds a
     ``RevocationFeed``: a local set kept current by Redis pub/sub, no round trip per
     verification, revocations seen within a second, failing closed while the feed is down
-    (``close()`` stops it). ``RedisRevocation(url)`` instead asks Redis on every
+    (``close()`` stops it); its keys and channel are under ``redis_prefix``, the broker's
+    setting of that name (default: derived from ``issuer``, as the broker derives it).
+    ``RedisRevocation(url, issuer=...)`` instead asks Redis on every
     verification (one ``MGET``): no thread, and the newest state, for a round trip each.
     With ``introspection`` (an ``IntrospectionClient``), every verification also asks the
     broker whether the token is active, with the same fail-closed rule.
@@ -85,6 +88,7 @@ class Verifier:
         jwks_url: str | None = None,
         jwks: dict[str, Any] | KeySet | None = None,
         revocation: RevocationCheck | str | None = None,
+        redis_prefix: str | None = None,
         introspection: IntrospectionClient | None = None,
         leeway: int = DEFAULT_LEEWAY,
         max_ttl: int = DEFAULT_MAX_TTL,
@@ -148,7 +152,8 @@ class Verifier:
         #: the async middleware and guard then verify on a worker thread, off the event loop
         self.may_block = introspection is not None or jwks_url is not None or isinstance(revocation, RedisRevocation)
         if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
-            revocation = self._own_feed = RevocationFeed(revocation)
+            feed = RevocationFeed(revocation, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer)
+            revocation = self._own_feed = feed
             self._own_feed.wait_ready(FEED_START_WAIT)
         self._revocation: RevocationCheck | None = revocation
         withdrawn = withdrawn_check(revocation)

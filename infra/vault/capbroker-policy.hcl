@@ -22,6 +22,26 @@ path "auth/token/lookup" {
   capabilities = ["update"]
 }
 
+# Downstream credentials (SPEC 6). Task tokens are created only through the token role
+# capbroker-task, which `broker vault sync` (an admin) writes: orphan, policies only
+# capbroker-task and capbroker-scope-*, explicit max TTL. This token writes no ACL policy.
+path "auth/token/create/capbroker-task" {
+  capabilities = ["update"]
+}
+
+# Revoke a task token (its children and leases with it) or one child, by accessor.
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+
+# Seal task tokens for the state store (Redis holds only ciphertext and accessors).
+path "transit/encrypt/capbroker-task-tokens" {
+  capabilities = ["update"]
+}
+path "transit/decrypt/capbroker-task-tokens" {
+  capabilities = ["update"]
+}
+
 # Its own token: how long it has left, and renewal half way through (a periodic token from
 # setup.sh lives only as long as it is renewed; broker/backends/vault_token.py).
 path "auth/token/lookup-self" {

@@ -14,6 +14,8 @@ cd "$(dirname "$0")"
   $VAULT policy write capbroker capbroker-policy.hcl
   $VAULT policy write capbroker-rotate capbroker-rotate-policy.hcl
 } >&2
+# Downstream credentials (vault-kv, database scopes): with this admin token, also run
+#   broker vault sync --config broker.yaml   (per-scope policies, the token role, the seal key)
 # The broker's token: periodic (renewable, no max TTL), only the capbroker policy.
 $VAULT token create -policy=capbroker -no-default-policy -period="$PERIOD" -orphan -field=token
 echo

@@ -23,7 +23,7 @@ import redis
 
 from broker.audit.chain import seal
 from broker.audit.checkpoint import CHECKPOINT_TYP, flattened
-from broker.backends.redis_keys import DEFAULT_STREAM, audit_head
+from broker.backends.redis_keys import audit_head, audit_stream, default_prefix
 from broker.backends.transit import TransitSigningBackend
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.token.endorsement import statement_input
@@ -36,7 +36,8 @@ from tests.servers.vault_setup import setup_transit
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
 KEY = "audit-checkpoints"  # this module's Transit key
-HEAD_KEY = audit_head(DEFAULT_STREAM)
+STREAM = audit_stream(default_prefix("http://127.0.0.1:8700"))  # BrokerProcess's issuer
+HEAD_KEY = audit_head(STREAM)
 CHECKPOINTS = {"BROKER_AUDIT_CHECKPOINT_EVENTS": "3", "BROKER_AUDIT_CHECKPOINT_INTERVAL": "1s"}
 Entry = tuple[str, dict[str, Any]]  # stream id, event
 
@@ -52,16 +53,16 @@ class Deployment:
 
 
 def entries(client: redis.Redis) -> list[Entry]:
-    return [(entry_id, json.loads(fields["e"])) for entry_id, fields in client.xrange(DEFAULT_STREAM)]
+    return [(entry_id, json.loads(fields["e"])) for entry_id, fields in client.xrange(STREAM)]
 
 
 def store(client: redis.Redis, chain: list[Entry], head: str | None = None) -> None:
     """Replace the stream with ``chain`` (keeping its ids) and set the head key, as an
     attacker with Redis write access can; ``head`` defaults to the last event's hash."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.delete(DEFAULT_STREAM)
+        pipe.delete(STREAM)
         for entry_id, event in chain:
-            pipe.xadd(DEFAULT_STREAM, {"e": json.dumps(event, separators=(",", ":"))}, id=entry_id)
+            pipe.xadd(STREAM, {"e": json.dumps(event, separators=(",", ":"))}, id=entry_id)
         pipe.set(HEAD_KEY, head if head is not None else chain[-1][1]["hash"])
         pipe.execute()
 
@@ -203,7 +204,7 @@ def test_a_deleted_middle_event_resealed_is_broken(chain: tuple[Deployment, redi
 def test_a_cut_tail_with_the_head_left_is_broken(chain: tuple[Deployment, redis.Redis, list[Entry]]) -> None:
     """The reproduction: delete the last event; verify used to pass."""
     deployment, client, pristine = chain
-    client.xdel(DEFAULT_STREAM, pristine[-1][0])
+    client.xdel(STREAM, pristine[-1][0])
 
     code, out = verify(deployment)
 
@@ -292,7 +293,7 @@ def test_a_cut_tail_with_the_head_rewritten_is_broken_by_the_writers_next_checkp
         before = entries(client)
         cut_id, cut = before[-1]
         assert cut["type"] == "mint"  # not anchored yet: its checkpoint is 2 s away
-        client.xdel(DEFAULT_STREAM, cut_id)
+        client.xdel(STREAM, cut_id)
         client.set(HEAD_KEY, before[-2][1]["hash"])
         wait_for(lambda: len(entries(client)) == len(before), "the broker's next checkpoint")
         config = str(tmp_path / "broker" / f"broker-{proc.port}.yaml")

@@ -629,9 +629,10 @@ def test_a_deleted_kid_stops_a_running_verifier_with_a_feed_within_a_second(
 def test_an_operator_withdraws_a_key_with_one_command(own_redis: RedisServer, tmp_path: Any) -> None:
     """``broker keys withdraw KID``: marked, removed, announced; the feed hears it."""
     kid = "s-00112233aabbccdd"
+    prefix = "capbroker:https://broker.test:"  # derived from the settings' issuer below
     with redis.Redis.from_url(own_redis.url, decode_responses=True) as r:
-        r.hset(endorsed_keys_key("capbroker:"), kid, "not-even-an-endorsement")
-    feed = RevocationFeed(own_redis.url)
+        r.hset(endorsed_keys_key(prefix), kid, "not-even-an-endorsement")
+    feed = RevocationFeed(own_redis.url, issuer="https://broker.test")
     try:
         assert feed.wait_ready(5.0)
         config = tmp_path / "broker.yaml"
@@ -646,8 +647,8 @@ def test_an_operator_withdraws_a_key_with_one_command(own_redis: RedisServer, tm
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"withdrawn: {kid}")
         with redis.Redis.from_url(own_redis.url, decode_responses=True) as r:
-            assert r.hget(endorsed_keys_key("capbroker:"), kid) is None
-            assert r.ttl(withdrawn_key("capbroker:", kid)) > 0
+            assert r.hget(endorsed_keys_key(prefix), kid) is None
+            assert r.ttl(withdrawn_key(prefix, kid)) > 0
         deadline = time.monotonic() + 1.0
         while not feed.key_withdrawn(kid):
             assert time.monotonic() < deadline

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,54 @@ def test_a_redis_that_loses_its_data_brings_revocations_back(
     # the requirement met: AOF keeps the task revoked across the restart
     durable = redis_with(*AOF, name="durable")
     assert revoke_restart_mint(durable, "checked", "durability-kept") == 403
+
+
+# ---------------------------------------------------------------------- upgrades (redis_prefix)
+
+
+def test_serve_refuses_to_leave_a_deployment_from_before_redis_prefix_behind(
+    redis_with: StartRedis, policy: PolicyDir, tmp_path: Path, bao_server: BaoServer, vault_token: str
+) -> None:
+    """A broker upgraded from before ``redis_prefix`` would derive a new prefix and start on
+    empty state, forgetting every revocation under ``capbroker:``: it refuses and says how
+    to keep them; with ``redis_prefix: "capbroker:"`` it starts and honours them."""
+    redis = redis_with(*AOF)
+    with redis_client(redis) as client:
+        # what a broker from before redis_prefix left: its audit chain and a revoked task
+        client.xadd("capbroker:audit", {"e": "{}"})
+        client.set("capbroker:rev:task:reviewer/upgraded-task", "1", ex=3600)
+    err = refused(broker_on(redis, policy, tmp_path / "derived", "checked"))
+    assert "from before redis_prefix" in err
+    assert 'redis_prefix: "capbroker:"' in err
+    kept = broker_on(redis, policy, tmp_path / "kept", "checked", vault_addr=bao_server.addr, vault_token=vault_token)
+    kept.redis_prefix = "capbroker:"
+    try:
+        kept.start()
+        assert "under 'capbroker:' (redis_prefix)" in kept.log_path.read_text()
+        status, _, body = kept.mint("upgraded-task", ["widgets-read"])
+        assert (status, body["code"]) == (403, "forbidden"), body  # the old revocation holds
+        assert kept.mint("another-task", ["widgets-read"])[0] == 201
+    finally:
+        kept.stop()
+
+
+def test_serve_says_which_prefix_it_derived(
+    redis_with: StartRedis, policy: PolicyDir, tmp_path: Path, bao_server: BaoServer, vault_token: str
+) -> None:
+    redis = redis_with(*AOF)
+    broker = broker_on(redis, policy, tmp_path / "b", "checked", vault_addr=bao_server.addr, vault_token=vault_token)
+    try:
+        broker.start()
+        assert f"under {broker.key_prefix!r} (derived from the issuer)" in broker.log_path.read_text()
+        assert broker.mint("derived-prefix", ["widgets-read"])[0] == 201
+        with redis_client(redis) as client:
+            assert client.xlen(broker.audit_stream) >= 1
+            assert not client.exists("capbroker:audit")
+    finally:
+        broker.stop()
+
+
+def redis_client(server: RedisServer) -> Any:
+    import redis as redis_py
+
+    return redis_py.Redis.from_url(server.url, decode_responses=True)

@@ -239,12 +239,12 @@ def test_a_redis_url_builds_a_feed_that_the_verifier_closes(
         issuer="https://broker.test",
         audience="storage-gateway",
         jwks=ring.keyset,
-        revocation=redis_server.url,  # the default prefix: the broker's own keys
+        revocation=redis_server.url,  # the prefix derived from the issuer, as the broker derives it
         clock=lambda: float(world.now + 10),
     ) as v:
         remembered(v, token)
         on_default_prefix = World(redis_server.url, ed_signer)
-        on_default_prefix.prefix = keys.DEFAULT_PREFIX
+        on_default_prefix.prefix = keys.default_prefix("https://broker.test")
         on_default_prefix.state(lambda s: s.revoke_token(jti, world.now + 300))
         within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
         assert any(t.name == FEED_THREAD for t in threading.enumerate())
@@ -372,7 +372,9 @@ def test_a_paused_redis_fails_closed_within_the_staleness_bound(
 
 
 def test_nothing_is_answered_before_the_first_load(ring: KeyRing, ed_signer: LocalSigner) -> None:
-    feed = RevocationFeed(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # nobody listens there
+    feed = RevocationFeed(
+        f"redis://127.0.0.1:{free_port()}/0", prefix="capbroker:", timeout=0.2
+    )  # nobody listens there
     try:
         assert not feed.wait_ready(0.3)
         assert feed.last_error == "ConnectionError"

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import redis
 
+from broker.backends import redis_keys
 from broker.dpop.client import DpopKey
 from broker.errors import TokenRejected
 from broker.service.credentials import new_client_secret, secret_sha256
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.al
 
 KEY = "e2e-service"  # this module's Transit key: its rotation touches no other module
 HAMMER_RATE = 20  # mints per hour for the agent "hammer"
-AUDIT_STREAM = "capbroker:audit"
+AUDIT_STREAM = redis_keys.audit_stream(redis_keys.default_prefix("http://127.0.0.1:8700"))  # BrokerProcess's issuer
 REVOCATION_DEADLINE = 1.0  # SPEC 5: a revocation is seen everywhere within one second
 
 

@@ -51,7 +51,7 @@ def _close_revocation_clients() -> Iterator[None]:
 
 
 def redis_verifier(ring: KeyRing, url: str, now: int) -> Verifier:
-    _OPEN.append(revocation := RedisRevocation(url))
+    _OPEN.append(revocation := RedisRevocation(url, prefix="capbroker:"))
     return verifier(ring, revocation=revocation, clock=lambda: float(now + 10))
 
 

@@ -46,11 +46,11 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def unit(tmp_path: Path, bao_server: BaoServer, redis_server: RedisServer) -> Iterator[BrokerProcess]:
+def unit(tmp_path: Path, bao_server: BaoServer, own_redis: RedisServer) -> Iterator[BrokerProcess]:
     token = setup_transit(bao_server, key="workers")
     policy = PolicyDir.create(tmp_path / "policy")
     proc = BrokerProcess(
-        tmp_path / "broker", policy, redis_server.url, bao_server.addr, token, transit_key="workers",
+        tmp_path / "broker", policy, own_redis.url, bao_server.addr, token, transit_key="workers",
         extra_env={"BROKER_WORKERS": "2"},
     )  # fmt: skip
     proc.start()

@@ -69,6 +69,7 @@ def cpu_of_one(h: Harness, path: str, who: str | None) -> tuple[float, httpx.Res
         ("/v1/tokens/exchange", None, 400),  # unauthenticated: the token is in the body
         ("/v1/tokens", "reviewer", 400),  # an agent
         ("/v1/introspect", "git-gateway", 400),  # a service
+        ("/v1/tasks/t-1/contain", "git-gateway", 400),  # a service reporting a misuse
     ],
 )
 def test_redos_unknown_field_name_is_answered_in_bounded_cpu(path: str, who: str | None, status: int) -> None:

@@ -508,6 +508,8 @@ def expected_allow(policy: Policy, body: dict[str, Any], pop: bool) -> bool:
             Capability.build(scope.kind, resource, actions, scope.name),
         ):
             return False
+        if scope.kind in ("vault-kv", "database") and (resource, set(actions)) != (scope.resource, set(scope.actions)):
+            return False  # a downstream credential is its whole scope: never narrowed (SPEC 6)
         caps.append(scope.max_ttl)
     ttl = body.get("ttl")
     return ttl is None or ttl <= min(caps)

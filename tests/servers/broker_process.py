@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.backends import redis_keys
 from broker.policy.loader import load_policy
 from broker.policy.model import KeyIdentity
 from broker.service.credentials import new_client_secret, secret_sha256
@@ -82,14 +83,21 @@ class BrokerProcess:
     # The test Redis servers keep nothing on disk (each test starts from empty), which
     # `broker serve` refuses unless told this is accepted; test_redis_durability checks the rest.
     redis_durability: str = "accept-volatile"
+    issuer: str = "http://127.0.0.1:8700"  # every process of one deployment shares the issuer
+    redis_prefix: str = ""  # "" = derived from the issuer
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def issuer(self) -> str:
-        return "http://127.0.0.1:8700"  # every process of one deployment shares the issuer
+    def key_prefix(self) -> str:
+        """The deployment's Redis prefix, as the broker resolves it."""
+        return self.redis_prefix or redis_keys.default_prefix(self.issuer)
+
+    @property
+    def audit_stream(self) -> str:
+        return redis_keys.audit_stream(self.key_prefix)
 
     @property
     def log_path(self) -> Path:
@@ -123,6 +131,7 @@ class BrokerProcess:
                     "backend_timeout: 800ms",
                     "key_refresh: 500ms",
                     "clock_skew: 1s",
+                    *([f'redis_prefix: "{self.redis_prefix}"'] if self.redis_prefix else []),
                     "",
                 ]
             )

@@ -187,6 +187,14 @@ class BaoServer:
         self.bao("operator", "unseal", self.unseal_key)
         _wait(self._healthy, "unsealed bao")
 
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -203,3 +211,63 @@ class BaoServer:
         """Start again on the same port (a dev server starts empty)."""
         self.stop()
         return self.start()
+
+
+@dataclass
+class SentinelServer:
+    """A Redis Sentinel (``redis-server --sentinel``) watching one master, quick to fail
+    over: the master is down after ``down_after_ms`` without answers."""
+
+    workdir: Path
+    master: RedisServer
+    name: str = "capbroker"
+    port: int = 0
+    down_after_ms: int = 1000
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker's ``redis_url`` for the master this Sentinel names."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.name}/0"
+
+    def start(self) -> SentinelServer:
+        if not self.port:
+            self.port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "sentinel.conf"  # Sentinel rewrites it: its own copy
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.workdir}",
+                    f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1",
+                    f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                    f"sentinel failover-timeout {self.name} 5000",
+                    f"sentinel parallel-syncs {self.name} 1",
+                    "",
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            [redis_binary(), str(config), "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait(lambda: _port_open(self.port), f"redis sentinel on {self.port}")
+        return self
+
+    def master_port(self) -> int | None:
+        """The port of the master this Sentinel names now (None if it names none)."""
+        import redis as redis_py
+
+        with redis_py.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True) as client:
+            found = client.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
+        return int(found[1]) if found else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None

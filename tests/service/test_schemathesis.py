@@ -52,7 +52,7 @@ from tests.service.support import (
 
 MAX_EXAMPLES = 60
 # Who calls what: the principal each operation is meant for (admin for the rest).
-CALLER = {"/v1/tokens": "reviewer", "/v1/introspect": "git-gateway"}
+CALLER = {"/v1/tokens": "reviewer", "/v1/introspect": "git-gateway", "/v1/tasks/{task}/contain": "git-gateway"}
 METRICS_TYPE = "text/plain; version=0.0.4"
 
 
@@ -297,6 +297,7 @@ def test_the_document_lists_every_route(api_schema: Any) -> None:
         "/v1/tokens",
         "/v1/revoke",
         "/v1/tasks/{task}/revoke",
+        "/v1/tasks/{task}/contain",
         "/v1/agents/{agent}/revoke",
         "/v1/introspect",
         "/.well-known/jwks.json",
@@ -308,3 +309,25 @@ def test_the_document_lists_every_route(api_schema: Any) -> None:
         "/readyz",
         "/metrics",
     }
+
+
+def test_documented_status_of_a_containment(api_schema: Any, fuzz_harness: Harness) -> None:
+    with get_client(fuzz_harness.app) as client:
+        r = client.post(
+            "/v1/tokens",
+            json={"task": "t-doc-contain", "scopes": ["widgets-read"]},
+            headers=fuzz_harness.auth("reviewer"),
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["tokens"][0]["token"]
+    body = {"token": token, "kind": "git", "resource": "github.com/acme/secrets", "action": "read"}
+    case, response = _call(
+        api_schema,
+        fuzz_harness,
+        "POST",
+        "/v1/tasks/{task}/contain",
+        path_parameters={"task": "t-doc-contain"},
+        body=body,
+    )
+    assert response.status_code == 200, response.text
+    case.validate_response(response, checks=[status_code_conformance, content_type_conformance])

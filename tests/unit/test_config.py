@@ -69,6 +69,8 @@ def test_env_only(tmp_path: Path) -> None:
         ("signing: hsm\n", "signing is session"),
         ("session_key_window: 10s\n", "session_key_window"),
         ("workers: 65\n", "workers"),
+        ('redis_prefix: "capbroker:{tag}:"\n', "no braces"),
+        ('redis_prefix: "a b"\n', "redis_prefix is 1 to 200"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(tmp_path: Path, extra: str, message: str) -> None:
@@ -106,3 +108,15 @@ def test_session_key_durations_and_workers(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, text), {"BROKER_VAULT_TOKEN": "t"})
     assert (s.session_key_window, s.session_key_lead, s.workers, s.signing) == (3600.0, 900.0, 2, "transit")
     assert load_settings(write(tmp_path, BASE), {"BROKER_VAULT_TOKEN": "t"}).signing == "session"
+
+
+def test_the_redis_prefix_is_derived_from_the_issuer_unless_set(tmp_path: Path) -> None:
+    derived = load_settings(write(tmp_path, BASE), {"BROKER_VAULT_TOKEN": "t"})
+    assert derived.key_prefix == "capbroker:https://broker.internal:"
+    assert derived.stream == "capbroker:https://broker.internal:audit"
+    other = load_settings(write(tmp_path, BASE), {"BROKER_VAULT_TOKEN": "t", "BROKER_ISSUER": "https://b2.internal"})
+    assert other.key_prefix != derived.key_prefix
+    chosen = load_settings(
+        write(tmp_path, BASE + 'redis_prefix: "capbroker:"\naudit_stream: "audit-x"\n'), {"BROKER_VAULT_TOKEN": "t"}
+    )
+    assert (chosen.key_prefix, chosen.stream) == ("capbroker:", "audit-x")

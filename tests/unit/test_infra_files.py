@@ -192,6 +192,11 @@ def test_the_broker_policy_grants_no_rotate_export_or_backup() -> None:
         "transit/sign/capbroker",
         "transit/keys/capbroker",
         "auth/token/lookup",
+        # downstream credentials (SPEC 6): tokens only through the role, no sys/policy path
+        "auth/token/create/capbroker-task",
+        "auth/token/revoke-accessor",
+        "transit/encrypt/capbroker-task-tokens",
+        "transit/decrypt/capbroker-task-tokens",
         "auth/token/lookup-self",  # its own token's TTL, and renewal (issue 13)
         "auth/token/renew-self",
     ]
