@@ -30,7 +30,7 @@ def broker(
     tmp = tmp_path_factory.mktemp("oauth")
     proc = BrokerProcess(
         tmp / "broker", PolicyDir.create(tmp / "policy"), redis_server.url, bao_server.addr,
-        setup_transit(bao_server, key="oauth"), transit_key="oauth",
+        setup_transit(bao_server, key="oauth"), transit_key="oauth", redis_prefix="day2-oauth:",
     )  # fmt: skip
     proc.start()
     try:

@@ -51,7 +51,7 @@ def rig(tmp_path: Path) -> Iterator[TlsRig]:
 def broker(rig: TlsRig, tmp_path: Path, env: dict[str, str]) -> BrokerProcess:
     return BrokerProcess(
         tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), rig.redis_tls_url, rig.vault_tls_addr, rig.token,
-        transit_key="tls", extra_env=env,
+        transit_key="tls", redis_prefix="day2-tls:", extra_env=env,
     )  # fmt: skip
 
 
@@ -98,7 +98,7 @@ def test_a_vault_listener_that_requires_a_client_certificate(tmp_path: Path, red
         }
         proc = BrokerProcess(
             tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, f"https://127.0.0.1:{port}",
-            token, transit_key="mtls", extra_env=with_cert,
+            token, transit_key="mtls", redis_prefix="day2-tls:", extra_env=with_cert,
         )  # fmt: skip
         proc.start()
         try:
@@ -108,7 +108,7 @@ def test_a_vault_listener_that_requires_a_client_certificate(tmp_path: Path, red
             proc.stop()
         bare = BrokerProcess(
             tmp_path / "bare", PolicyDir.create(tmp_path / "policy2"), redis_server.url, f"https://127.0.0.1:{port}",
-            token, transit_key="mtls", extra_env=env,
+            token, transit_key="mtls", redis_prefix="day2-tls:", extra_env=env,
         )  # fmt: skip
         bare.start(wait_ready=False)
         try:

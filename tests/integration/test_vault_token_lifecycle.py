@@ -29,7 +29,7 @@ def started(tmp_path: Path, bao_server: BaoServer, redis_server: RedisServer) ->
     token = setup_transit(bao_server, key="lifecycle", period=f"{PERIOD}s")
     proc = BrokerProcess(
         tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, bao_server.addr, token,
-        transit_key="lifecycle",
+        transit_key="lifecycle", redis_prefix="day2-lifecycle:",
     )  # fmt: skip
     proc.start()
     try:
@@ -99,7 +99,7 @@ def test_a_token_that_cannot_be_renewed_is_named_in_the_log(
         client.adapter.close()
     proc = BrokerProcess(
         tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, bao_server.addr, token,
-        transit_key="lifecycle",
+        transit_key="lifecycle", redis_prefix="day2-lifecycle:",
     )  # fmt: skip
     proc.start()
     try:
@@ -125,7 +125,7 @@ def test_the_broker_logs_in_with_approle_and_again_past_the_tokens_max_ttl(
     secret_file.write_text(secret_id)
     proc = BrokerProcess(
         tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, bao_server.addr, "",
-        transit_key="lifecycle",
+        transit_key="lifecycle", redis_prefix="day2-lifecycle:",
         extra_env={
             "BROKER_VAULT_AUTH": "approle", "BROKER_VAULT_ROLE_ID": role_id,
             "BROKER_VAULT_SECRET_ID_FILE": str(secret_file),

@@ -32,7 +32,7 @@ def unit(tmp_path: Path, bao_server: BaoServer, redis_server: RedisServer) -> It
     token = setup_transit(bao_server, key="metrics")
     proc = BrokerProcess(
         tmp_path / "broker", PolicyDir.create(tmp_path / "policy"), redis_server.url, bao_server.addr, token,
-        transit_key="metrics", extra_env={"BROKER_WORKERS": "2"},
+        transit_key="metrics", redis_prefix="day2-metrics:", extra_env={"BROKER_WORKERS": "2"},
     )  # fmt: skip
     proc.start()
     proc.wait_until(lambda: proc.log_path.read_text().count("signing self-test passed") >= 2, "both workers ready")
@@ -75,7 +75,7 @@ def test_a_second_instance_on_the_same_port_refuses_to_start(
 ) -> None:
     second = BrokerProcess(
         tmp_path / "second", unit.policy, redis_server.url, bao_server.addr, unit.vault_token,
-        transit_key="metrics", port=unit.port, extra_env={"BROKER_WORKERS": "2"},
+        transit_key="metrics", redis_prefix="day2-metrics:", port=unit.port, extra_env={"BROKER_WORKERS": "2"},
     )  # fmt: skip
     # (its /healthz, on that port, is the first instance's: wait for its exit instead;
     # RuntimeError: it exited before its /healthz was reached)
