@@ -8,12 +8,14 @@ Vault token comes from ``BROKER_VAULT_TOKEN`` or from a file named by
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
 from broker.backends import redis_keys, redis_options
@@ -38,6 +40,25 @@ class Settings:
     signer: Literal["vault", "local"] = "vault"
     vault_addr: str = ""
     vault_token: str = field(default="", repr=False)
+    # the file the token was read from, followed for a new token (broker.backends.vault_token);
+    # empty when the token came from BROKER_VAULT_TOKEN
+    vault_token_file: str = ""
+    # how the broker gets its Vault token: "token" (BROKER_VAULT_TOKEN or vault_token_file),
+    # or "approle": it logs in itself with vault_role_id and the secret id in
+    # vault_secret_id_file (read at each login), on vault_auth_mount (broker.backends.vault_login)
+    vault_auth: Literal["token", "approle"] = "token"
+    vault_auth_mount: str = "approle"
+    vault_role_id: str = ""
+    vault_secret_id_file: str = ""
+    # a PEM bundle of the CAs that sign Vault's certificate (a private CA); empty: the
+    # system's trust store. Never read from the environment's REQUESTS_CA_BUNDLE.
+    vault_ca_file: str = ""
+    # a client certificate and its key (PEM files) for a Vault listener that requires one
+    vault_client_cert: str = ""
+    vault_client_key: str = ""
+    # the same for Redis over TLS (a ``rediss://`` redis_url); the URL then carries it to
+    # every Redis client (``ssl_ca_certs``)
+    redis_ca_file: str = ""
     transit_mount: str = "transit"
     transit_key: str = "capbroker"
     signing_alg: Algorithm = "EdDSA"
@@ -99,6 +120,14 @@ _FIELDS: dict[str, type] = {
     "signer": str,
     "vault_addr": str,
     "vault_token_file": str,
+    "vault_ca_file": str,
+    "vault_client_cert": str,
+    "vault_client_key": str,
+    "vault_auth": str,
+    "vault_auth_mount": str,
+    "vault_role_id": str,
+    "vault_secret_id_file": str,
+    "redis_ca_file": str,
     "transit_mount": str,
     "transit_key": str,
     "signing_alg": str,
@@ -125,7 +154,7 @@ _FIELDS: dict[str, type] = {
 
 
 def _from_file(path: Path) -> dict[str, Any]:
-    parsed = parse_yaml(path.read_bytes(), str(path))
+    parsed = parse_yaml(path.read_bytes(), str(path), decimals=True)
     if isinstance(parsed, PolicyIssue):
         raise SettingsError(str(parsed))
     if not isinstance(parsed, YMap):
@@ -137,7 +166,9 @@ def _from_file(path: Path) -> dict[str, Any]:
                 f"{path}:{line}: no secrets in the settings file; use BROKER_VAULT_TOKEN or vault_token_file"
             )
         if key not in _FIELDS:
-            raise SettingsError(f"{path}:{line}: unknown setting {key!r}")
+            close = difflib.get_close_matches(key, _FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{path}:{line}: unknown setting {key!r}{hint}")
         if isinstance(node, YSeq):
             out[key] = [str(item.value) if isinstance(item, YScalar) else "" for item in node.items]
         elif isinstance(node, YScalar):
@@ -178,7 +209,8 @@ def _typed(name: str, value: Any) -> Any:
         if kind is float and not isinstance(value, bool):
             return _seconds(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a number") from None
+        form = "a duration: seconds or '800ms', '2s', '15m', '1h'" if kind is float else "a whole number"
+        raise SettingsError(f"{name} must be {form}, not {str(value)[:40]!r}") from None
     if kind is list:
         return value if isinstance(value, list) else [value]
     if kind in (int, float) or not isinstance(value, str):
@@ -191,9 +223,11 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     raw = _from_file(Path(path)) if path is not None else {}
     raw.update(_from_env(env))
     values = {name: _typed(name, value) for name, value in raw.items()}
-    token_file = values.pop("vault_token_file", None)
+    token_file = values.get("vault_token_file")
     if token_file and not values.get("vault_token"):
         values["vault_token"] = Path(token_file).read_text().strip()
+    elif token_file:
+        values["vault_token_file"] = ""  # BROKER_VAULT_TOKEN wins; the file is not followed
     for required in ("issuer", "scopes"):
         if not values.get(required):
             raise SettingsError(f"{required} is required (setting {required!r} or BROKER_{required.upper()})")
@@ -203,7 +237,45 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         raise SettingsError("admin_key_sha256: one or more lower-case hex SHA-256 hashes of admin keys")
     settings = Settings(admin_key_sha256=admins, **values)
     _check(settings)
+    _check_tls(settings)
+    _check_vault_auth(settings)
+    if settings.redis_ca_file:
+        settings = replace(settings, redis_url=_with_ca(settings.redis_url, settings.redis_ca_file))
     return settings
+
+
+def _check_vault_auth(s: Settings) -> None:
+    if s.vault_auth not in ("token", "approle"):
+        raise SettingsError("vault_auth is token (BROKER_VAULT_TOKEN or vault_token_file) or approle")
+    if s.vault_auth == "approle":
+        if s.vault_token:
+            raise SettingsError("vault_auth approle logs in by itself: drop vault_token_file and BROKER_VAULT_TOKEN")
+        if not s.vault_role_id or not s.vault_secret_id_file:
+            raise SettingsError("vault_auth approle needs vault_role_id and vault_secret_id_file")
+        if not Path(s.vault_secret_id_file).is_file():
+            raise SettingsError(f"vault_secret_id_file: no such file {s.vault_secret_id_file!r}")
+
+
+def _check_tls(s: Settings) -> None:
+    for name, path in (("vault_ca_file", s.vault_ca_file), ("redis_ca_file", s.redis_ca_file)):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file {path!r} (a PEM bundle of CA certificates)")
+    if bool(s.vault_client_cert) != bool(s.vault_client_key):
+        raise SettingsError("vault_client_cert and vault_client_key go together (a certificate and its key)")
+    for name, path in (("vault_client_cert", s.vault_client_cert), ("vault_client_key", s.vault_client_key)):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file {path!r} (PEM)")
+    if (s.vault_ca_file or s.vault_client_cert) and not s.vault_addr.startswith("https://"):
+        raise SettingsError("vault_ca_file and vault_client_cert are for an https:// vault_addr")
+    if s.redis_ca_file and not s.redis_url.startswith("rediss://"):
+        raise SettingsError("redis_ca_file is for a rediss:// redis_url (Redis over TLS)")
+
+
+def _with_ca(url: str, ca_file: str) -> str:
+    """``url`` with ``ssl_ca_certs``: redis-py hands URL parameters to every connection."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "ssl_ca_certs"] + [("ssl_ca_certs", ca_file)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _check(s: Settings) -> None:
@@ -215,7 +287,7 @@ def _check(s: Settings) -> None:
         raise SettingsError("signing is session (keys endorsed by Transit) or transit (every token in Transit)")
     if not 60 <= s.session_key_window <= 86400 or not 0 <= s.session_key_lead <= s.session_key_window:
         raise SettingsError("session_key_window is 60s to 86400s; session_key_lead 0 to the window")
-    if s.signer == "vault" and not (s.vault_addr and s.vault_token):
+    if s.signer == "vault" and not (s.vault_addr and (s.vault_token or s.vault_auth == "approle")):
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
     if s.state == "redis" and not s.redis_url:
         raise SettingsError("state redis needs redis_url")

@@ -12,6 +12,7 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     ├── AccessError
     │   ├── Unauthenticated           unauthenticated
     │   ├── Forbidden                 forbidden
+    │   │   └── TaskRevoked           task_revoked
     │   ├── ScopeNotGranted           scope_not_granted
     │   └── AgentRevoked              agent_revoked
     ├── RateLimited                   rate_limited
@@ -25,7 +26,10 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     └── TokenRejected                 one of TOKEN_REJECTION_CODES
 
 Messages are for logs and the audit stream. Callers outside the broker get the code and a
-generic sentence, never the message. A message quotes what a caller sent only through
+generic sentence, never the message, unless the error is ``told()``: a use case marks an
+error whose reason is about the authenticated caller's own request (its field, scope, cap
+or task) and holds nothing about anyone else; that reason is then the problem's
+``detail``. A message quotes what a caller sent only through
 ``excerpt`` (a bounded prefix), and is itself cut at ``MAX_REASON`` characters: no request
 makes a reason, and so the work on it, larger than that.
 """
@@ -34,10 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Self
 
 __all__ = [
     "TOKEN_REJECTION_CODES",
+    "TaskRevoked",
     "AccessError",
     "AgentRevoked",
     "BackendUnavailable",
@@ -96,12 +101,19 @@ class BrokerError(Exception):
     """Base of every error capbroker raises on purpose."""
 
     code: str = "internal_error"
+    #: the reason may be shown to the caller (see ``told``)
+    for_caller: bool = False
 
     def __init__(self, reason: str = "") -> None:
         if len(reason) > MAX_REASON:
             reason = reason[:MAX_REASON] + _CUT
         super().__init__(reason or self.code)
         self.reason = reason or self.code
+
+    def told(self) -> Self:
+        """Mark the reason as fit for the authenticated caller it is about (its own request)."""
+        self.for_caller = True
+        return self
 
 
 class RequestError(BrokerError):
@@ -140,6 +152,12 @@ class Unauthenticated(AccessError):
 
 class Forbidden(AccessError):
     code = "forbidden"
+
+
+class TaskRevoked(Forbidden):
+    """The caller's task is revoked: it gets no new token (a ``Forbidden``, with its own code)."""
+
+    code = "task_revoked"
 
 
 class ScopeNotGranted(AccessError):

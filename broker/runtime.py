@@ -23,32 +23,72 @@ if TYPE_CHECKING:
     from broker.backends.audit_archiver import AuditArchiver
     from broker.backends.redis_durability import Verdict
     from broker.backends.transit import TransitSigningBackend
+    from broker.backends.vault_clients import TokenSource, VaultTls
+    from broker.backends.vault_token import VaultToken
 
 log = logging.getLogger("broker")
 
 
-def transit_backend(settings: Settings) -> TransitSigningBackend:
+def vault_verify(settings: Settings) -> VaultTls:
+    """How the TLS connection to Vault is made: Vault's certificate checked against
+    ``vault_ca_file`` (or the system's CAs); the broker's own certificate if one is set."""
+    from broker.backends.vault_clients import VaultTls
+
+    cert = (settings.vault_client_cert, settings.vault_client_key) if settings.vault_client_cert else None
+    return VaultTls(ca=settings.vault_ca_file or True, client_cert=cert)
+
+
+def vault_token(settings: Settings) -> VaultToken:
+    """The broker's own Vault token, renewed and followed by ``keep()`` (a background task
+    of ``build_app``); one-shot commands use it as it is."""
+    from broker.backends.vault_token import VaultToken
+
+    if settings.vault_auth == "approle":
+        from broker.backends.vault_login import AppRoleLogin
+
+        login = AppRoleLogin(
+            settings.vault_addr,
+            settings.vault_role_id,
+            Path(settings.vault_secret_id_file),
+            mount=settings.vault_auth_mount,
+            timeout=settings.backend_timeout,
+            verify=vault_verify(settings),
+        )
+        return VaultToken.logged_in(
+            login, addr=settings.vault_addr, timeout=settings.backend_timeout, verify=vault_verify(settings)
+        )
+    return VaultToken(
+        settings.vault_token,
+        addr=settings.vault_addr,
+        file=Path(settings.vault_token_file) if settings.vault_token_file else None,
+        timeout=settings.backend_timeout,
+        verify=vault_verify(settings),
+    )
+
+
+def transit_backend(settings: Settings, token: TokenSource | None = None) -> TransitSigningBackend:
     """The settings' Transit key (signing in transit mode; the long-term keys for audit verify)."""
     from broker.backends.transit import TransitSigningBackend
 
     return TransitSigningBackend(
         addr=settings.vault_addr,
-        token=settings.vault_token,
+        token=token if token is not None else settings.vault_token,
         mount=settings.transit_mount,
         key=settings.transit_key,
         alg=settings.signing_alg,
         timeout=settings.backend_timeout,
         refresh=settings.key_refresh,
+        verify=vault_verify(settings),
     )
 
 
-def signing_backend(settings: Settings) -> LongTermSigning:
+def signing_backend(settings: Settings, token: TokenSource | None = None) -> LongTermSigning:
     if settings.signer == "vault" and settings.signing == "session" and settings.state == "redis":
         from broker.backends.endorsed_signer import EndorsedSigningBackend
 
         return EndorsedSigningBackend.connect(
             vault_addr=settings.vault_addr,
-            vault_token=settings.vault_token,
+            vault_token=token if token is not None else settings.vault_token,
             redis_url=settings.redis_url,
             issuer=settings.issuer,
             prefix=settings.key_prefix,
@@ -60,9 +100,10 @@ def signing_backend(settings: Settings) -> LongTermSigning:
             timeout=settings.backend_timeout,
             key_refresh=settings.key_refresh,
             vault_silence=min(1.0, settings.key_refresh),
+            verify=vault_verify(settings),
         )
     if settings.signer == "vault":
-        return transit_backend(settings)
+        return transit_backend(settings, token)
     from broker.backends.local_signer import LocalSigningBackend
 
     return LocalSigningBackend.generate(alg=settings.signing_alg)
@@ -84,16 +125,17 @@ def state_store(settings: Settings) -> StateStore:
     return MemoryState()
 
 
-def vault_tokens(settings: Settings) -> VaultTokens | None:
+def vault_tokens(settings: Settings, token: TokenSource | None = None) -> VaultTokens | None:
     """Vault token lookup for ``vault`` identities: wherever Vault is configured."""
     if settings.signer != "vault":
         return None
     from broker.backends.vault_lookup import VaultTokenLookup
 
-    return VaultTokenLookup(settings.vault_addr, settings.vault_token, timeout=settings.backend_timeout)
+    own = token if token is not None else settings.vault_token
+    return VaultTokenLookup(settings.vault_addr, own, timeout=settings.backend_timeout, verify=vault_verify(settings))
 
 
-def downstream(settings: Settings) -> Downstream | None:
+def downstream(settings: Settings, token: TokenSource | None = None) -> Downstream | None:
     """Downstream credentials (vault-kv, database) from Vault: wherever Vault is configured."""
     if settings.signer != "vault":
         return None
@@ -101,9 +143,10 @@ def downstream(settings: Settings) -> Downstream | None:
 
     return VaultDownstream(
         settings.vault_addr,
-        settings.vault_token,
+        token if token is not None else settings.vault_token,
         timeout=settings.backend_timeout,
         transit_mount=settings.transit_mount,
+        verify=vault_verify(settings),
     )
 
 
@@ -140,11 +183,12 @@ def audit_archiver(settings: Settings) -> AuditArchiver | None:
     )
 
 
-def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Broker:
-    """A broker over the configured backends; the policy must load (fail at start)."""
+def build_broker(settings: Settings, *, audit_out: TextIO | None = None, token: TokenSource | None = None) -> Broker:
+    """A broker over the configured backends; the policy must load (fail at start).
+    ``token``: the broker's Vault token as the process keeps it (``vault_token``)."""
     policy = load_policy(settings.scopes)
     state = state_store(settings)
-    signer = signing_backend(settings)
+    signer = signing_backend(settings, token)
     audit = AuditRecorder(state, out=audit_out if audit_out is not None else sys.stdout)
     metrics = Metrics()
     return Broker(
@@ -166,9 +210,9 @@ def build_broker(settings: Settings, *, audit_out: TextIO | None = None) -> Brok
         admin_key_hashes=settings.admin_key_sha256,
         clock_skew=math.ceil(settings.clock_skew),
         issuer_keys=issuer_keys(settings),
-        vault_tokens=vault_tokens(settings),
+        vault_tokens=vault_tokens(settings, token),
         revocations=revocation_feed(settings),
-        downstream=downstream(settings),
+        downstream=downstream(settings, token),
         downstream_records=state.downstream_records(),
     )
 
@@ -194,11 +238,15 @@ def redis_durability(settings: Settings, *, wait: float = REDIS_START_WAIT) -> V
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:
     archiver = audit_archiver(settings)
+    token = vault_token(settings) if settings.signer == "vault" else None
+    background = [archiver.run] if archiver is not None else []
+    if token is not None:
+        background.append(token.keep)  # renewal and the token file, for the app's life
     return create_app(
-        build_broker(settings),
+        build_broker(settings, token=token),
         max_body_bytes=settings.max_body_bytes,
         handle_sighup=handle_sighup,
         ready_wait=READY_WAIT,
         freeze_heap=True,
-        background=(archiver.run,) if archiver is not None else (),
+        background=background,
     )

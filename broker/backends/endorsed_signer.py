@@ -62,7 +62,9 @@ from redis.exceptions import RedisError
 from broker.backends import redis_keys
 from broker.backends.redis_options import async_redis, database
 from broker.backends.transit import TransitSigningBackend
+from broker.backends.vault_clients import TokenSource, Verify
 from broker.errors import BackendUnavailable, InvalidRequest
+from broker.service.metrics import session_key_signs_until
 from broker.token.algorithms import Algorithm
 from broker.token.claims import Claims
 from broker.token.endorsement import (
@@ -224,6 +226,7 @@ class EndorsedSigningBackend:
         self._vault_silence = vault_silence
         self._vault_heard = -math.inf  # the last successful read of the Transit key (monotonic)
         self._vault_error = ""  # why the last read failed
+        self._reported: _SessionKey | None = None  # the key the signing-end gauge shows
         self._heartbeat: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None  # re-reads the view every refresh, traffic or not
 
@@ -232,7 +235,7 @@ class EndorsedSigningBackend:
         cls,
         *,
         vault_addr: str,
-        vault_token: str,
+        vault_token: str | TokenSource,
         redis_url: str,
         issuer: str,
         mount: str = "transit",
@@ -246,7 +249,7 @@ class EndorsedSigningBackend:
         refresh: float = 1.0,
         key_refresh: float = 10.0,
         vault_silence: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         clock: Callable[[], float] = time.time,
     ) -> EndorsedSigningBackend:
         """The backend over a Transit key (``TransitSigningBackend`` with ``timeout`` and
@@ -288,6 +291,9 @@ class EndorsedSigningBackend:
         if key is None:
             key = await self._wait_for_key(claims.exp)
         key.used = True
+        if key is not self._reported:  # the gauge moves once per key, not once per token
+            self._reported = key
+            session_key_signs_until(key.endorsement.sign_until)
         return mint(claims, key.signer)
 
     async def keyset(self, *, kid: str | None = None) -> KeySet:

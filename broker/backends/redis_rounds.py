@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -29,6 +30,7 @@ from redis.exceptions import NoScriptError
 
 from broker.audit.chain import GENESIS, sealed_with_canonical
 from broker.errors import BackendUnavailable
+from broker.service.metrics import observe_redis
 from broker.service.ports import MintClaim, StoredEvent, TaskClaim
 
 CLAIM_BATCH: Final = 128  # claims per round at most
@@ -150,7 +152,11 @@ class SharedRounds:
                 pipe.evalsha(claim_sha, len(keys), *keys, *(a for c in claims for a in c.args))
             if send_events:
                 pipe.evalsha(append_sha, 2, self._head_key, self._stream, GENESIS, head, *stored, prev)
-            replies = iter(await self._call(pipe.execute(raise_on_error=False)))
+            started = time.perf_counter()
+            try:
+                replies = iter(await self._call(pipe.execute(raise_on_error=False)))
+            finally:
+                observe_redis(time.perf_counter() - started)
             claim_reply = next(replies) if send_claims else claim_reply
             append_reply = next(replies) if send_events else append_reply
             # only a part Redis did not run (NOSCRIPT) goes again: the other one has run

@@ -34,7 +34,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.backends.vault_clients import VaultClients, fail_fast_session
+from broker.backends.vault_clients import TokenSource, VaultClients, Verify, fail_fast_session, tls_of, token_source
 from broker.errors import BackendUnavailable
 from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
@@ -107,18 +107,19 @@ class TransitSigningBackend:
         self,
         *,
         addr: str,
-        token: str,
+        token: str | TokenSource,
         mount: str = "transit",
         key: str = "capbroker",
         alg: Algorithm = "EdDSA",
         timeout: float = 1.0,
         refresh: float = 10.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_target(addr, mount, key, alg)
-        if not token:
+        token = token_source(token)
+        if not token.value:
             raise ValueError("a Vault token is required")
         if not 0 < timeout <= 60 or not 0 <= refresh <= 3600 or not 1 <= workers <= 64:
             raise ValueError("timeout in (0, 60], refresh in [0, 3600], workers in [1, 64]")
@@ -252,7 +253,7 @@ def ensure_key(
     key: str = "capbroker",
     alg: Algorithm = "EdDSA",
     timeout: float = 5.0,
-    verify: bool | str = True,
+    verify: Verify = True,
 ) -> None:
     """Create the Transit key if it is missing (blocking; for setup scripts and tests).
 
@@ -290,12 +291,12 @@ def _check_target(addr: str, mount: str, key: str, alg: Algorithm) -> None:
         raise ValueError("alg must be EdDSA or ES256")
 
 
-def _transit(addr: str, token: str, timeout: float, verify: bool | str, session: requests.Session) -> _Transit:
+def _transit(addr: str, token: str, timeout: float, verify: Verify, session: requests.Session) -> _Transit:
     client = hvac.Client(
         url=addr,
         token=token,
         timeout=timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-        verify=verify,
+        verify=tls_of(verify).ca,  # hvac passes it with each request: the CA only
         session=session,
         allow_redirects=False,
     )

@@ -23,7 +23,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any, Final
 
-from broker.backends.vault_clients import VaultClients
+from broker.backends.vault_clients import TokenSource, VaultClients, Verify, token_source
 from broker.errors import BackendUnavailable
 from broker.policy.vault import TASK_ROLE, TASK_SEAL_KEY
 from broker.service.ports import DatabaseLease, IssuedToken
@@ -37,14 +37,15 @@ class VaultDownstream:
     def __init__(
         self,
         addr: str,
-        token: str,
+        token: str | TokenSource,
         *,
         timeout: float = 1.0,
-        verify: bool | str = True,
+        verify: Verify = True,
         workers: int = 4,
         transit_mount: str = "transit",
     ) -> None:
-        if not addr.startswith(("http://", "https://")) or not token:
+        token = token_source(token)  # the broker's own token as the process keeps it (renewed, followed)
+        if not addr.startswith(("http://", "https://")) or not token.value:
             raise ValueError("an http(s) Vault address and a token are required")
         self._addr, self._token, self._timeout = addr.rstrip("/"), token, timeout
         self._transit = transit_mount
@@ -54,7 +55,7 @@ class VaultDownstream:
 
     async def _request(self, method: str, path: str, body: Mapping[str, Any] | None, token: str | None) -> Any:
         """One request as ``token`` (the broker's own when None); the JSON answer, if any."""
-        as_token = self._token if token is None else token
+        as_token = self._token.value if token is None else token
 
         def call(client: Any) -> Any:
             response = client.session.request(

@@ -27,7 +27,7 @@ from typing import Final, Protocol, cast
 import hvac
 import hvac.exceptions
 
-from broker.backends.vault_clients import VaultClients
+from broker.backends.vault_clients import TokenSource, VaultClients, Verify, token_source
 from broker.errors import BackendUnavailable
 from broker.identity.vault_identity import (
     VaultTokenInfo,
@@ -48,15 +48,27 @@ class _TokenAuth(Protocol):
     def lookup(self, token: str) -> object: ...
 
 
+def _refused_as_bad(error: BaseException) -> bool:
+    """Vault's answer that the presented token is no token: not a failure of Vault's."""
+    return isinstance(error, hvac.exceptions.Forbidden) and error.errors == _BAD_TOKEN
+
+
 class VaultTokenLookup:
     """``auth/token/lookup`` of presented tokens with the broker's token (module docstring)."""
 
     def __init__(
-        self, addr: str, token: str, *, timeout: float = 1.0, verify: bool | str = True, workers: int = 4
+        self,
+        addr: str,
+        token: str | TokenSource,
+        *,
+        timeout: float = 1.0,
+        verify: Verify = True,
+        workers: int = 4,
     ) -> None:
         if not addr.startswith(("http://", "https://")):
             raise ValueError("the Vault address is an http(s) URL")
-        if not token:
+        token = token_source(token)
+        if not token.value:
             raise ValueError("a Vault token is required")
         if not 0 < timeout <= 60 or not 1 <= workers <= 64:
             raise ValueError("timeout in (0, 60], workers in [1, 64]")
@@ -74,13 +86,14 @@ class VaultTokenLookup:
         if (
             not looks_like_vault_token(presented)
             or has_namespace_suffix(presented)
-            or hmac.compare_digest(presented.encode(), self._token.encode())
+            or hmac.compare_digest(presented.encode(), self._token.value.encode())
         ):
             return None
         try:
             response = await self._vault.run(
                 lambda client: cast("_TokenAuth", client.auth.token).lookup(token=presented),
                 closed_reason="vault: the token lookup is closed",
+                expected=_refused_as_bad,
             )
         except BackendUnavailable:
             raise

@@ -1,4 +1,9 @@
-"""The ``broker`` command line."""
+"""The ``broker`` command line.
+
+Exit codes, the same for every command: 0 ok; 1 a finding (an invalid policy, a denied
+explanation, a rejected token, a broken audit chain); 2 a usage or settings error; 3 a
+backend (Vault, Redis) that did not answer.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,26 @@ from collections.abc import Sequence
 
 from broker.cli import agent_cmd, gateway_cmd, keys_cmd, ops_cmd, policy_cmd, run_cmd, serve_cmd, token_cmd, vault_cmd
 
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("capbroker")
+    except PackageNotFoundError:  # pragma: no cover -- run from a source tree without install
+        return "unknown"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="broker", description="capbroker: capability-scoped credentials for agents")
+    parser = argparse.ArgumentParser(
+        prog="broker",
+        description="capbroker: capability-scoped credentials for agents",
+        epilog="exit codes: 0 ok, 1 finding or deny, 2 usage or settings, 3 backend unavailable",
+    )
+    parser.add_argument("--version", action="version", version=f"capbroker {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     policy_cmd.register(commands)
     token_cmd.register(commands)

@@ -47,6 +47,9 @@ def register(commands: Any) -> None:
         help="check checkpoints against this JWKS (e.g. the broker's /.well-known/jwks.json) "
         "instead of reading the Transit key from Vault",
     )
+    verify.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="text (default) or one JSON object"
+    )
     verify.set_defaults(run=run_audit_verify)
     export = sub.add_parser("export", help="the audit events, archive then Redis, as JSON lines (for a SIEM)")
     export.add_argument("--config", help="settings file (the Redis and the archive directory)")
@@ -76,7 +79,7 @@ def run_rotate(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker keys rotate: Vault refused or is unavailable ({e.reason})", file=sys.stderr)
-        return 1
+        return 3
     print("brokers sign with it once they refresh their key metadata (key_refresh, default 10 s);")
     print("older versions stay in the JWKS until you raise min_decryption_version in Transit.")
     return 0
@@ -178,28 +181,43 @@ def run_audit_verify(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker audit verify: a backend is unavailable ({e.reason})", file=sys.stderr)
-        return 2
+        return 3
     except ArchiveDamaged as e:
         good = walked[-1].count if walked else 0
-        print(f"audit chain BROKEN at event #{good} (archive {e.where}): {e.reason}")
-        print(f"{good} event(s) before it verify")
-        return 1
+        broken = {"status": "broken", "verified": good, "where": f"archive {e.where}", "reason": e.reason}
+        return _verdict(args, broken, [
+            f"audit chain BROKEN at event #{good} (archive {e.where}): {e.reason}",
+            f"{good} event(s) before it verify",
+        ])  # fmt: skip
+    found = {"count": report.count, "checkpoints": report.checkpoints, "head": report.head, "anchored": report.anchored}
     if report.broken is not None:
         b = report.broken
         where = "the stored head" if b.id == "head" else f"event #{b.index} (id {b.id})"
-        print(f"audit chain BROKEN at {where}: {b.reason}")
-        print(f"{report.count} event(s) before it verify; last good hash {report.head}")
-        return 1
+        return _verdict(args, {**found, "status": "broken", "where": where, "reason": b.reason}, [
+            f"audit chain BROKEN at {where}: {b.reason}",
+            f"{report.count} event(s) before it verify; last good hash {report.head}",
+        ])  # fmt: skip
     summary = f"{report.count} event(s), {report.checkpoints} checkpoint(s), head {report.head}"
     if report.unanchored is not None:
         u = report.unanchored
-        print(f"audit chain UNANCHORED from event #{u.index} (id {u.id}): {u.reason}")
-        print(f"the {report.anchored} event(s) before it verify and are anchored; {summary}")
-        return 1
-    print(f"audit chain OK: {summary}")
+        where = f"event #{u.index} (id {u.id})"
+        return _verdict(args, {**found, "status": "unanchored", "where": where, "reason": u.reason}, [
+            f"audit chain UNANCHORED from event #{u.index} (id {u.id}): {u.reason}",
+            f"the {report.anchored} event(s) before it verify and are anchored; {summary}",
+        ])  # fmt: skip
+    lines = [f"audit chain OK: {summary}"]
     if report.anchored < report.count:
-        print(f"{report.count - report.anchored} newest event(s) await their checkpoint (within the interval)")
-    return 0
+        lines.append(f"{report.count - report.anchored} newest event(s) await their checkpoint (within the interval)")
+    return _verdict(args, {**found, "status": "ok"}, lines)
+
+
+def _verdict(args: argparse.Namespace, result: dict[str, Any], lines: list[str]) -> int:
+    """Print the verdict (text lines, or one JSON object with ``-o json``): 0 ok, 1 otherwise."""
+    if getattr(args, "output", "text") == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(lines))
+    return 0 if result["status"] == "ok" else 1
 
 
 _SPAN = re.compile(r"([1-9][0-9]{0,8})([smhd])")
@@ -245,7 +263,7 @@ def run_audit_export(args: argparse.Namespace) -> int:
         return 2
     except BackendUnavailable as e:
         print(f"broker audit export: the state store is unavailable ({e.reason})", file=sys.stderr)
-        return 2
+        return 3
     except ArchiveDamaged as e:
         print(f"broker audit export: the archive is damaged at {e.where}: {e.reason}", file=sys.stderr)
         return 1

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import Settings, SettingsError, load_settings
-from broker.errors import PolicyInvalid
+from broker.errors import BackendUnavailable, PolicyInvalid
 from broker.policy.model import Policy
-from broker.policy.rekey import with_client_key
+from broker.policy.rekey import with_added_client_key
 from broker.service.credentials import new_client_secret, secret_sha256
 
 DEV_BANNER = """\
@@ -30,8 +30,8 @@ def register(commands: Any) -> None:
     serve.set_defaults(run=run_serve)
     dev = commands.add_parser("dev", help="run the broker with no servers: local key, in-memory state (not production)")
     dev.add_argument("--scopes", default="scopes", help="policy directory (default: scopes)")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8700)
+    dev.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8700, help="the port (default 8700)")
     dev.add_argument("--admin-key-sha256", help="use this admin key hash instead of generating an admin key")
     dev.add_argument("--agent", help="the agent to make a key for (default: reviewer, else the first agent)")
     dev.add_argument("--service", help="the service to make a key for (default: the first service)")
@@ -95,14 +95,22 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"broker serve: {e}", file=sys.stderr)
         return 2
-    if not args.as_worker and not _redis_fit(settings):  # workers: their parent checked it
+    if not args.as_worker:  # workers: their parent checked it
+        from broker.cli.workers import port_in_use
+
+        held = port_in_use(settings.host, settings.port)
+        if held is not None:
+            print(f"broker serve: {held}", file=sys.stderr)
+            return 2
+    if not args.as_worker and not _redis_fit(settings):
         return 2
     if args.as_worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is installed
     if settings.workers > 1 and not args.as_worker:
-        from broker.cli.workers import supervise
+        from broker.cli.workers import hold_port, supervise
 
-        return supervise(args.config, settings.workers)
+        with hold_port(settings.host, settings.port):
+            return supervise(args.config, settings.workers)
     try:
         from broker.runtime import build_app
 
@@ -110,6 +118,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except PolicyInvalid as e:
         print(f"broker serve: the policy is invalid, not starting:\n{e.reason}", file=sys.stderr)
         return 1
+    except BackendUnavailable as e:  # the Vault login at start (vault_auth: approle)
+        print(f"broker serve: not starting: {e.reason}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -155,7 +166,7 @@ def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:
 def _dev_overlay(policy: Policy, keys: dict[str, str]) -> Policy:
     for name, digest in keys.items():
         if name in policy.agents or name in policy.services:
-            policy = with_client_key(policy, name, digest)
+            policy = with_added_client_key(policy, name, digest)  # beside its own keys (issue 13 item 9)
     return policy
 
 

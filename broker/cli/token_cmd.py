@@ -27,15 +27,50 @@ from broker.verify.jwks import fetch_url
 def register(commands: Any) -> None:
     token = commands.add_parser("token", help="look at tokens; get one for a task")
     sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
-    inspect = sub.add_parser("inspect", help="print a token's header and claims")
+    inspect = sub.add_parser("inspect", help="print a token's header, claims and times; exit 1 if rejected")
     inspect.add_argument("token", help="the token, or - to read it from standard input")
     keys = inspect.add_mutually_exclusive_group()
     keys.add_argument("--jwks", help="verify against this JWKS (URL or file)")
     keys.add_argument("--key", help="verify against this PEM public key (Ed25519 or P-256)")
     inspect.add_argument("--issuer", help="with --jwks: the expected issuer (default: the token's)")
     inspect.add_argument("--audience", help="with --jwks: the expected audience (default: the token's)")
+    inspect.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text",
+        help="text: the header and claims as JSON, times and the verdict on stderr (default); json: one object",
+    )  # fmt: skip
     inspect.set_defaults(run=run_inspect)
     register_token_get(sub)
+
+
+def _span(seconds: int) -> str:
+    seconds = abs(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def times_of(payload: dict[str, Any], now: int) -> dict[str, str]:
+    """``iat``, ``nbf`` and ``exp`` as UTC dates, with how far from ``now``."""
+    out: dict[str, str] = {}
+    for claim in ("iat", "nbf", "exp"):
+        value = payload.get(claim)
+        if type(value) is not int:
+            continue
+        date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+        if claim == "exp":
+            when = f"expires in {_span(value - now)}" if value > now else f"expired {_span(now - value)} ago"
+        else:
+            when = f"{_span(now - value)} ago" if value <= now else f"in {_span(value - now)}"
+        out[claim] = f"{date} ({when})"
+    return out
+
+
+def _report(args: argparse.Namespace, shown: dict[str, Any], verdict: str, line: str, code: int) -> int:
+    if args.output == "json":
+        print(json.dumps({**shown, "verdict": verdict, "detail": line}, indent=2))
+    else:
+        print(line, file=sys.stderr)
+    return code
 
 
 def _load_jwks(source: str) -> KeySet:
@@ -64,26 +99,30 @@ def run_inspect(args: argparse.Namespace) -> int:
     except (ValueError, Base64Error, StrictJsonError) as e:
         print(f"not a capability token: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=False))
+    now = int(time.time())
+    shown = {"header": header, "claims": payload, "times": times_of(payload, now)}
+    if args.output == "text":
+        print(json.dumps({"header": header, "claims": payload}, indent=2, sort_keys=False))
+        for claim, when in shown["times"].items():
+            print(f"{claim}: {when}", file=sys.stderr)
     if args.jwks is None and args.key is None:
         try:
             claims_from_json(decode_payload(parse_compact(token)))
         except (TokenRejected, ClaimsError) as e:
-            print(f"UNVERIFIED, and not well-formed: {e}", file=sys.stderr)
-            return 1
-        print("UNVERIFIED: signature not checked (give --jwks or --key to verify)", file=sys.stderr)
-        return 0
+            return _report(args, shown, "malformed", f"UNVERIFIED, and not well-formed: {e}", 1)
+        return _report(
+            args, shown, "unverified", "UNVERIFIED: signature not checked (give --jwks or --key to verify)", 0
+        )
     try:
         keys = _load_jwks(args.jwks) if args.jwks else _load_pem(args.key, str(header.get("kid", "")))
     except (OSError, ValueError, KeyFormatError) as e:
         print(f"cannot load the key(s): {e}", file=sys.stderr)
-        return 1
+        return 2
     issuer = args.issuer or str(payload.get("iss", ""))
     audience = args.audience or str(payload.get("aud", ""))
     try:
-        verify_token(token, keys, issuer=issuer, audience=audience, now=int(time.time()))
+        verify_token(token, keys, issuer=issuer, audience=audience, now=now)
     except TokenRejected as e:
-        print(f"REJECTED: {e.code}: {e.reason}", file=sys.stderr)
-        return 1
-    print(f"VERIFIED: signature, claims and times valid (issuer {issuer}, audience {audience})", file=sys.stderr)
-    return 0
+        return _report(args, shown, "rejected", f"REJECTED: {e.code}: {e.reason}", 1)
+    line = f"VERIFIED: signature, claims and times valid (issuer {issuer}, audience {audience})"
+    return _report(args, shown, "verified", line, 0)

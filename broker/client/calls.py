@@ -127,7 +127,8 @@ def issued_tokens(minted: Mapping[str, Any], now: float) -> list[IssuedToken]:
 
 
 def token_endpoint(metadata: Mapping[str, Any], base: str) -> str:
-    """The URL a DPoP proof for a mint names (``htu``): the broker's own idea of its token
-    endpoint (its issuer), which may differ from the URL this client reaches it by."""
-    endpoint = metadata.get("token_endpoint")
-    return endpoint if isinstance(endpoint, str) and endpoint else base + "/v1/tokens"
+    """The URL a DPoP proof for a mint names (``htu``): the broker's own idea of its mint
+    endpoint (its issuer + ``/v1/tokens``), which may differ from the URL this client reaches
+    it by. Not RFC 8414's ``token_endpoint``: that is the token-exchange grant's endpoint."""
+    issuer = metadata.get("issuer")
+    return (issuer.rstrip("/") if isinstance(issuer, str) and issuer else base) + "/v1/tokens"

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.errors import BrokerError, PolicyInvalid
@@ -22,6 +23,7 @@ from broker.http.hot_paths import HOT_ROUTES, BrokerApp
 from broker.http.problems import broker_error_handler, http_exception_handler
 from broker.http.request_id import stamp_request_id, timing_middleware
 from broker.http.routes import HANDLERS
+from broker.repeat_log import RepeatLog
 from broker.service import admin
 from broker.service.broker import Broker, Call
 from broker.service.readiness import Readiness, self_test
@@ -33,12 +35,18 @@ SELF_TEST_RETRY_SECONDS = 1.0
 
 
 async def _self_test_until_ready(broker: Broker) -> None:
-    """Run the start-up self-test; keep retrying while it fails (readiness says so)."""
+    """Run the start-up self-test; keep retrying while it fails (readiness says so). The
+    log names the cause; the same cause again is logged with backoff (``RepeatLog``)."""
+    failures = RepeatLog()
     while True:
         try:
             await self_test(broker)
         except BrokerError as e:
-            log.error("signing self-test failed (%s); not minting until it passes", e.code)  # noqa: TRY400 -- the code, not a traceback
+            line = failures.failure(
+                f"signing self-test failed ({e.code}: {e.reason}); not minting until it passes", time.monotonic()
+            )
+            if line is not None:
+                log.error(line)  # noqa: TRY400 -- the cause in one line, not a traceback
             await asyncio.sleep(SELF_TEST_RETRY_SECONDS)
         else:
             broker.ready_for_signing = True
@@ -187,7 +195,7 @@ def _litestar_app(
             version="0.1.0",
             description="Capability-scoped credentials for AI agents (SPEC 4).",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],  # /schema/openapi.json, /schema/swagger
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")},
             ),

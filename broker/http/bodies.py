@@ -48,7 +48,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         return loads_object(raw)
     except StrictJsonError as e:
-        raise InvalidRequest(f"body: {e}") from None
+        raise InvalidRequest(f"body: {e} (send a JSON object)") from None
 
 
 def parse_form(raw: bytes) -> dict[str, Any]:

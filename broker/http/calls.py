@@ -7,7 +7,7 @@ from typing import Any
 
 from broker.http.request_id import request_id_of
 from broker.service.broker import Call
-from broker.service.credentials import bearer_credential
+from broker.service.credentials import basic_credential, bearer_credential
 
 
 def call_of(scope: Any) -> Call:
@@ -21,7 +21,10 @@ def call_of(scope: Any) -> Call:
             proofs.append(value.decode("latin-1"))
     # Several DPoP headers are one invalid proof (""), never "the first one".
     dpop = None if not proofs else proofs[0] if len(proofs) == 1 else ""
-    return Call(request_id_of(scope), bearer_credential(authorization), dpop)
+    credential, client_id = bearer_credential(authorization), None
+    if credential is None and (basic := basic_credential(authorization)) is not None:
+        client_id, credential = basic  # client_secret_basic: introspection and revocation clients
+    return Call(request_id_of(scope), credential, dpop, client_id)
 
 
 def header(scope: Any, wanted: bytes) -> str | None:

@@ -78,7 +78,10 @@ REVOKE = Schema(
     one_of=[
         Schema(
             type=OpenAPIType.OBJECT,
-            properties={"token": Schema(type=OpenAPIType.STRING, max_length=8192)},
+            properties={
+                "token": Schema(type=OpenAPIType.STRING, max_length=8192),
+                "token_type_hint": Schema(type=OpenAPIType.STRING, max_length=64, description="RFC 7009; ignored"),
+            },
             required=["token"],
             additional_properties=False,
         ),

@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from broker.audit.redaction import redact_text
 from broker.errors import BackendUnavailable, BrokerError, PolicyInvalid, RateLimited
 from broker.http.request_id import request_id_of
 from broker.service.metrics import Metrics
@@ -29,6 +30,7 @@ STATUS: Final[dict[str, int]] = {
     "invalid_dpop_proof": 400,
     "unauthenticated": 401,
     "forbidden": 403,
+    "task_revoked": 403,
     "scope_not_granted": 403,
     "agent_revoked": 403,
     "not_found": 404,
@@ -47,6 +49,7 @@ TITLE: Final[dict[str, str]] = {
     "invalid_dpop_proof": "A DPoP proof is required, or the one given is not valid.",
     "unauthenticated": "The credential is missing or not valid.",
     "forbidden": "The caller may not do this.",
+    "task_revoked": "The task is revoked; it gets no new token.",
     "scope_not_granted": "The request asks for more than the caller is granted.",
     "agent_revoked": "The agent is suspended; an admin must reinstate it.",
     "not_found": "No such resource.",
@@ -59,13 +62,13 @@ TITLE: Final[dict[str, str]] = {
 }
 
 
-def problem_body(code: str, request_id: str, **extra: Any) -> dict[str, Any]:
+def problem_body(code: str, request_id: str, *, detail: str | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "type": "about:blank",
         "title": TITLE[code],
         "status": STATUS[code],
         "code": code,
-        "detail": TITLE[code],
+        "detail": detail or TITLE[code],
         "request_id": request_id,
         **extra,
     }
@@ -92,7 +95,9 @@ def problem_of_error(exc: BrokerError, rid: str, metrics: Metrics) -> tuple[str,
         # Admins asked for the reload: they get every issue, with file and line.
         return "policy_invalid", problem_body("policy_invalid", rid, errors=[str(i) for i in exc.issues]), None
     code = exc.code if exc.code in STATUS else "invalid_request"
-    return code, problem_body(code, rid), None
+    # what is wrong, for a caller the error is about (``BrokerError.told``); else generic
+    # (redacted as audit text is: a secret the caller pasted into a field is not echoed)
+    return code, problem_body(code, rid, detail=redact_text(exc.reason) if exc.for_caller else None), None
 
 
 def broker_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

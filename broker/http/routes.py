@@ -9,6 +9,22 @@ from litestar.params import PathParameter
 
 from broker.http.bodies import FORM, JSON, empty_body, json_body, json_or_form_body, optional_json_body
 from broker.http.calls import call_of
+from broker.http.openapi_answers import (
+    ContainAnswer,
+    ExchangeAnswer,
+    ExplainAnswer,
+    Health,
+    IntrospectionAnswer,
+    Jwks,
+    MintAnswer,
+    PolicyAnswer,
+    ReadinessAnswer,
+    ReinstateAnswer,
+    ReloadAnswer,
+    RevokeAnswer,
+    ServerMetadata,
+    answer,
+)
 from broker.http.openapi_bodies import (
     CONTAIN,
     EXCHANGE,
@@ -53,7 +69,7 @@ ADMIN_ERRORS = problems(400, 401, 403, 413, 422, 503)
     security=BEARER,
     summary="Mint capability tokens for a task",
     tags=["agents"],
-    responses=AGENT_ERRORS,
+    responses={**AGENT_ERRORS, **answer(MintAnswer, 201)},
 )
 async def mint_tokens(request: AnyRequest) -> Response[Any]:
     return _json(await mint.mint(_broker(request), _call(request), lambda: json_body(request)), 201, NO_STORE)
@@ -65,7 +81,7 @@ async def mint_tokens(request: AnyRequest) -> Response[Any]:
     status_code=200,
     summary="Exchange a capability token for a narrower one for a sub-agent (RFC 8693)",
     tags=["agents"],
-    responses=AGENT_ERRORS,
+    responses={**AGENT_ERRORS, **answer(ExchangeAnswer, 200)},
 )
 async def exchange_token(request: AnyRequest) -> Response[Any]:
     return _json(
@@ -76,15 +92,15 @@ async def exchange_token(request: AnyRequest) -> Response[Any]:
 
 @post(
     "/v1/revoke",
-    operation_class=with_body(REVOKE),
+    operation_class=with_body(REVOKE, JSON, FORM),
     status_code=200,
     security=BEARER,
     summary="Revoke one token",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_token(request: AnyRequest) -> Response[Any]:
-    return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_body(request)))
+    return _json(await revoke.revoke_token(_broker(request), _call(request), lambda: json_or_form_body(request)))
 
 
 @post(
@@ -94,7 +110,7 @@ async def revoke_token(request: AnyRequest) -> Response[Any]:
     security=BEARER,
     summary="Revoke every token of a task (the caller's own, or as an admin any agent's)",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_task(_broker(request), _call(request), task, lambda: optional_json_body(request)))
@@ -107,7 +123,7 @@ async def revoke_task(request: AnyRequest, task: Annotated[str, PathParameter()]
     security=BEARER,
     summary="Revoke a task after an out-of-scope use its service saw (the token is the evidence)",
     tags=["services"],
-    responses=AGENT_ERRORS,  # 429: a service's refused requests spend its rate
+    responses={**AGENT_ERRORS, **answer(ContainAnswer)},  # 429: a service's refused requests spend its rate
 )
 async def contain_task(request: AnyRequest, task: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await contain.contain(_broker(request), _call(request), task, lambda: json_body(request)))
@@ -119,7 +135,7 @@ async def contain_task(request: AnyRequest, task: Annotated[str, PathParameter()
     security=BEARER,
     summary="Kill switch: every token of an agent",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(RevokeAnswer, 200)},
 )
 async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.revoke_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
@@ -131,7 +147,7 @@ async def revoke_agent(request: AnyRequest, agent: Annotated[str, PathParameter(
     security=BEARER,
     summary="Lift an agent's kill-switch suspension",
     tags=["revocation"],
-    responses=ACTION_ERRORS,
+    responses={**ACTION_ERRORS, **answer(ReinstateAnswer, 200)},
 )
 async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParameter()]) -> Response[Any]:
     return _json(await revoke.reinstate_agent(_broker(request), _call(request), agent, lambda: empty_body(request)))
@@ -141,7 +157,7 @@ async def reinstate_agent(request: AnyRequest, agent: Annotated[str, PathParamet
     "/v1/introspect",
     status_code=200,
     security=BEARER,
-    responses=AGENT_ERRORS,  # 429: a service's refused requests spend its rate
+    responses={**AGENT_ERRORS, **answer(IntrospectionAnswer, 200)},  # 429: a service's refused requests spend its rate
     operation_class=with_body(INTROSPECT, JSON, FORM),
     summary="RFC 7662 introspection",
     tags=["services"],
@@ -155,7 +171,7 @@ async def introspect_token(request: AnyRequest) -> Response[Any]:
 
 @get(
     "/.well-known/jwks.json",
-    responses=problems(503),
+    responses={**problems(503), **answer(Jwks)},
     summary="Public keys of every key version still able to verify",
     tags=["keys"],
 )
@@ -164,7 +180,12 @@ async def jwks(request: AnyRequest) -> Response[Any]:
     return _json(keys.to_jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
-@get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata", tags=["keys"])
+@get(
+    "/.well-known/oauth-authorization-server",
+    summary="RFC 8414 metadata",
+    tags=["keys"],
+    responses=answer(ServerMetadata),
+)
 async def metadata(request: AnyRequest) -> Response[Any]:
     broker = _broker(request)
     base = broker.issuer.rstrip("/")
@@ -172,12 +193,14 @@ async def metadata(request: AnyRequest) -> Response[Any]:
         {
             "issuer": broker.issuer,
             "jwks_uri": f"{base}/.well-known/jwks.json",
-            "token_endpoint": f"{base}/v1/tokens",
+            # the token-exchange grant (RFC 8693) is served here; minting (/v1/tokens) is
+            # not an OAuth grant. Registered method names only (a Bearer key works too)
+            "token_endpoint": f"{base}/v1/tokens/exchange",
             "revocation_endpoint": f"{base}/v1/revoke",
             "introspection_endpoint": f"{base}/v1/introspect",
-            "introspection_endpoint_auth_methods_supported": ["client_secret_bearer"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_bearer"],
-            "token_endpoint_auth_methods_supported": ["client_secret_bearer"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "token_endpoint_auth_methods_supported": ["none"],  # the subject token is the proof
             "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
             "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
             "response_types_supported": [],
@@ -186,7 +209,13 @@ async def metadata(request: AnyRequest) -> Response[Any]:
     )
 
 
-@get("/v1/scopes", security=BEARER, responses=ADMIN_ERRORS, summary="The loaded policy and its hash", tags=["admin"])
+@get(
+    "/v1/scopes",
+    security=BEARER,
+    responses={**ADMIN_ERRORS, **answer(PolicyAnswer)},
+    summary="The loaded policy and its hash",
+    tags=["admin"],
+)
 async def scopes(request: AnyRequest) -> Response[Any]:
     return _json(await admin.scopes(_broker(request), _call(request)))
 
@@ -198,7 +227,7 @@ async def scopes(request: AnyRequest) -> Response[Any]:
     security=BEARER,
     summary="Would this agent get these scopes?",
     tags=["admin"],
-    responses=ADMIN_ERRORS,
+    responses={**ADMIN_ERRORS, **answer(ExplainAnswer)},
 )
 async def explain(request: AnyRequest) -> Response[Any]:
     return _json(await admin.explain(_broker(request), _call(request), lambda: json_body(request)))
@@ -208,7 +237,7 @@ async def explain(request: AnyRequest) -> Response[Any]:
     "/v1/admin/reload",
     status_code=200,
     security=BEARER,
-    responses=ADMIN_ERRORS,
+    responses={**ADMIN_ERRORS, **answer(ReloadAnswer)},
     summary="Reload the policy files",
     tags=["admin"],
 )
@@ -216,12 +245,17 @@ async def reload(request: AnyRequest) -> Response[Any]:
     return _json(await admin.reload(_broker(request), _call(request), lambda: empty_body(request)))
 
 
-@get("/healthz", summary="Liveness", tags=["ops"])
+@get("/healthz", summary="Liveness", tags=["ops"], responses=answer(Health))
 async def healthz() -> Response[Any]:
     return _json({"status": "ok"})
 
 
-@get("/readyz", summary="Readiness: state store and the signing self-test", tags=["ops"])
+@get(
+    "/readyz",
+    summary="Readiness: state store and the signing self-test",
+    tags=["ops"],
+    responses={**answer(ReadinessAnswer), **answer(ReadinessAnswer, 503, "not ready")},
+)
 async def readyz(request: AnyRequest) -> Response[Any]:
     result = await request.app.state.readiness.check()
     return _json(result, 200 if result["ready"] else 503, None if result["ready"] else {"Retry-After": "1"})

@@ -9,7 +9,7 @@ from pathlib import Path
 from broker.errors import PolicyInvalid, PolicyIssue
 from broker.policy.compile import compile_policy
 from broker.policy.model import GLOBAL_MAX_TTL, Policy
-from broker.policy.yamlstrict import YNode, parse_yaml
+from broker.policy.yamlstrict import YNode, parse_yaml_all
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -42,9 +42,9 @@ def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) 
         except OSError as e:
             issues.append(PolicyIssue(name, 0, f"cannot read: {e.strerror}"))
             continue
-        parsed = parse_yaml(raw, name)
-        if isinstance(parsed, PolicyIssue):
-            issues.append(parsed)
+        parsed = parse_yaml_all(raw, name)
+        if isinstance(parsed, list):  # every problem of the file, not only the first
+            issues.extend(parsed)
             continue
         documents.append((name, parsed, raw))
     if not files:

@@ -1,7 +1,9 @@
-"""``with_client_key``: a policy in which one principal's key identity is replaced.
+"""``with_client_key``: a policy in which one principal's key identity is replaced;
+``with_added_client_key``: one in which a principal also answers to one more key.
 
-Used only by ``broker dev``, which makes fresh secrets for the example policy (whose
-files hold hashes of secrets nobody has). The files themselves are never changed.
+``broker dev`` adds the fresh keys it prints beside the policy's own identities (the
+example files hold hashes of secrets nobody has; a user's own policy keys keep working).
+The files themselves are never changed.
 """
 
 from __future__ import annotations
@@ -31,3 +33,17 @@ def with_client_key(policy: Policy, name: str, sha256_hex: str) -> Policy:
     return dataclasses.replace(
         policy, agents=MappingProxyType(agents), services=MappingProxyType(services), _by_key=MappingProxyType(by_key)
     )
+
+
+def with_added_client_key(policy: Policy, name: str, sha256_hex: str) -> Policy:
+    """``policy`` in which the agent or service ``name`` is also authenticated by
+    ``sha256_hex``; its own identity (key, jwt or vault) keeps working. A hash that is
+    already another principal's is refused (one key, one principal)."""
+    principal = policy.agents.get(name) or policy.services.get(name)
+    if principal is None:
+        raise KeyError(name)
+    holder = policy.principal_for_key(sha256_hex)
+    if holder is not None and holder.name != name:
+        raise ValueError(f"that key is already {holder.name!r}'s")
+    by_key = {**policy._by_key, sha256_hex: principal}  # the policy's own index, as in with_client_key
+    return dataclasses.replace(policy, _by_key=MappingProxyType(by_key))

@@ -67,9 +67,13 @@ def parse_mint_request(body: object, *, pop: bool = False) -> MintRequest:
         raise InvalidRequest("the body must be a JSON object")
     refuse_unknown_fields(body, {"task", "scopes", "ttl"}, "the request")
     task = body.get("task")
+    if task is None:
+        raise InvalidRequest("'task' is required: the task id, [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
     if not is_task(task):
         raise InvalidRequest("'task' must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
     scopes = body.get("scopes")
+    if scopes is None:
+        raise InvalidRequest("'scopes' is required: a non-empty list of scope names or {scope, resource?, actions?}")
     if not isinstance(scopes, list) or not scopes:
         raise InvalidRequest("'scopes' must be a non-empty list")
     if len(scopes) > MAX_SCOPES_PER_REQUEST:

@@ -39,6 +39,9 @@ class Call:
     request_id: str
     credential: str | None  # the bearer credential, never logged
     dpop: str | None = None  # the request's DPoP proof (RFC 9449), if it sent exactly one
+    # client_secret_basic (RFC 6749 2.3.1): the client id that came with the secret; it
+    # must name the secret's owner (broker.service.auth)
+    client_id: str | None = None
 
 
 @dataclass

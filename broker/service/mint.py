@@ -17,8 +17,9 @@ from broker.errors import (
     AgentRevoked,
     BackendUnavailable,
     BrokerError,
-    Forbidden,
     RateLimited,
+    RequestError,
+    TaskRevoked,
     error_for_code,
 )
 from broker.policy.decide import Allow, Deny
@@ -83,13 +84,15 @@ async def mint(broker: Broker, call: Call, read_body: Callable[[], Awaitable[obj
             jkt = await proof_key(broker, call.dpop, method="POST", url=endpoint_url(broker, PATH), access_token=None)
         request = parse_mint_request(body, pop=jkt is not None)
     except BrokerError as e:
+        if isinstance(e, RequestError):
+            e.told()  # the agent's own body: which field, and what it must be
         await _spend_rate(broker, call, agent)
         await deny_event(broker, call, e, agent.name, None, caller=of_agent(agent))
         raise
     decision = broker.decisions.decide(agent, request, policy)
     if isinstance(decision, Deny):
         await _spend_rate(broker, call, agent)
-        error = error_for_code(decision.code, decision.reason)
+        error = error_for_code(decision.code, decision.reason).told()  # its own scopes, grants and caps
         await deny_event(
             broker, call, error, agent.name, request.task,
             scopes=_scopes(request), reasons=list(decision.reasons), caller=of_agent(agent),
@@ -183,7 +186,7 @@ def refusal_of(claim: TaskClaim, task: str) -> BrokerError:
     """Why a task claim refused: its task revoked, or an agent of the token suspended."""
     if claim is TaskClaim.SUSPENDED:
         return AgentRevoked(f"an agent of the token is suspended (kill switch) for task {task!r}")
-    return Forbidden(f"task {task!r} was revoked")
+    return TaskRevoked(f"task {task!r} was revoked: mint under a new task id").told()
 
 
 async def sign_all(broker: Broker, claims: list[Claims]) -> list[str]:

@@ -68,8 +68,15 @@ async def revoke_token(broker: Broker, call: Call, read_body: Callable[[], Await
         caller = await agent_or_admin(broker, call)
         who = _allowance(caller)
         body = await read_body()
+        if isinstance(body, dict) and isinstance(body.get("token"), str) and "jti" not in body:
+            # RFC 7009: token_type_hint may come along; the broker has one kind of token
+            hint = body.pop("token_type_hint", None)
+            if hint is not None and not isinstance(hint, str):
+                raise InvalidRequest("'token_type_hint' is a string (RFC 7009)")
         if not isinstance(body, dict) or len(body) != 1 or not ({"token", "jti"} & set(body)):
-            raise InvalidRequest("send exactly one of {'token': ...} or {'jti': ...}")
+            raise InvalidRequest(
+                "send exactly one of {'token': ...} or {'jti': ...} (and, with token, token_type_hint)"
+            )
         if "jti" in body:
             if caller is not None:
                 raise Forbidden("agents revoke by token; revoking by id is for admins")

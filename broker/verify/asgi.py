@@ -22,9 +22,12 @@ and a ``WWW-Authenticate`` offering both schemes (RFC 9449 section 7.1).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -152,6 +155,29 @@ def authenticate(verifier: Verifier, scope: Scope, public_url: str | None = None
     return verifier.verify(presented.token, dpop=presented.proof, method=method, url=request_url(scope, public_url))
 
 
+#: threads for verifications that wait on the network: as many as requests may wait at
+#: once (asyncio's default pool has cores + 4, which would queue the 7th behind the 6th)
+OFF_LOOP_THREADS: Final = 64
+_off_loop: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _off_loop  # noqa: PLW0603 -- one pool per process, made on first use
+    if _off_loop is None:
+        _off_loop = ThreadPoolExecutor(max_workers=OFF_LOOP_THREADS, thread_name_prefix="capbroker-verify")
+    return _off_loop
+
+
+async def authenticate_off_loop(verifier: Verifier, scope: Scope, public_url: str | None = None) -> Grant:
+    """``authenticate`` for async apps: on a worker thread when the verifier may wait on the
+    network (introspection, a JWKS refresh, a Redis read), so one slow answer does not
+    hold every other request of the event loop; inline otherwise (no thread hop)."""
+    if verifier.may_block:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_executor(), functools.partial(authenticate, verifier, scope, public_url))
+    return authenticate(verifier, scope, public_url)
+
+
 class CapabilityMiddleware:
     def __init__(self, app: ASGIApp, verifier: Verifier, *, public_url: str | None = None) -> None:
         self.app = app
@@ -163,7 +189,7 @@ class CapabilityMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            grant = authenticate(self.verifier, scope, self.public_url)
+            grant = await authenticate_off_loop(self.verifier, scope, self.public_url)
         except TokenRejected as e:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})

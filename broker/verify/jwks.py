@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 import threading
 import time
@@ -23,14 +25,26 @@ from broker.token.keys import KeySet, VerificationKey
 MAX_JWKS_BYTES: Final = 256 * 1024
 _LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/\S*")
 _HTTPS = re.compile(r"https://\S+")
+#: plain http to a named host (a sibling container, a cluster-internal service name): only
+#: when the caller said so (``allow_insecure``)
+_ANY_HTTP = re.compile(r"http://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*")
+
+log = logging.getLogger("broker.verify")
 
 Fetch = Callable[[str], bytes]
 
 
-def check_jwks_url(url: str) -> str:
-    if not (_HTTPS.fullmatch(url) or _LOOPBACK_HTTP.fullmatch(url)):
-        raise ValueError("jwks_url must be https (plain http only on loopback)")
-    return url
+def check_jwks_url(url: str, *, allow_insecure: bool = False) -> str:
+    """``url`` if keys may be fetched from it: https, or http on loopback; with
+    ``allow_insecure``, also http to a named host (never by default: anyone on the path
+    between could serve their own keys)."""
+    if _HTTPS.fullmatch(url) or _LOOPBACK_HTTP.fullmatch(url):
+        return url
+    if allow_insecure and _ANY_HTTP.fullmatch(url):
+        return url
+    raise ValueError(
+        "jwks_url must be https (plain http only on loopback, or to a named host with allow_insecure_jwks=True)"
+    )
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -55,9 +69,10 @@ def read_capped(request: urllib.request.Request, *, timeout: float, cap: int, wh
     return body
 
 
-def fetch_url(url: str, *, timeout: float = 2.0) -> bytes:
+def fetch_url(url: str, *, timeout: float = 2.0, allow_insecure: bool = False) -> bytes:
     """GET ``url`` (already checked) with a timeout and a size cap; redirects are refused."""
-    request = urllib.request.Request(check_jwks_url(url), headers={"Accept": "application/json"})  # noqa: S310
+    checked = check_jwks_url(url, allow_insecure=allow_insecure)
+    request = urllib.request.Request(checked, headers={"Accept": "application/json"})  # noqa: S310
     return read_capped(request, timeout=timeout, cap=MAX_JWKS_BYTES, what="JWKS fetch")
 
 
@@ -71,11 +86,14 @@ class RemoteJwks:
         cooldown: float = 30.0,
         refresh: float = 300.0,
         max_stale: float = 3600.0,
+        allow_insecure: bool = False,
     ) -> None:
         if not 0 < cooldown <= refresh <= max_stale:
             raise ValueError("need 0 < cooldown <= refresh <= max_stale")
-        self._url = check_jwks_url(url)
-        self._fetch = fetch or fetch_url
+        self._url = check_jwks_url(url, allow_insecure=allow_insecure)
+        if not (_HTTPS.fullmatch(url) or _LOOPBACK_HTTP.fullmatch(url)):
+            log.warning("UNSAFE: the JWKS at %s is fetched over plain http (allow_insecure_jwks)", url)
+        self._fetch = fetch or functools.partial(fetch_url, allow_insecure=allow_insecure)
         self._clock = clock
         self._cooldown = cooldown
         self._refresh = refresh

@@ -12,7 +12,7 @@ bound token needs the proof, checked against this request's method and URL
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -20,19 +20,19 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
 from broker.errors import TokenRejected
-from broker.verify.asgi import STATE_KEY, authenticate, challenge, check_public_url
+from broker.verify.asgi import STATE_KEY, authenticate_off_loop, challenge, check_public_url
 from broker.verify.grant import Grant
 from broker.verify.verifier import Verifier
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def capability_guard(verifier: Verifier, *, public_url: str | None = None) -> Guard:
     base = check_public_url(public_url) if public_url is not None else None
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        try:
-            grant = authenticate(verifier, connection.scope, base)  # type: ignore[arg-type]
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        try:  # off the event loop when the verifier may wait on the network (asgi.authenticate_off_loop)
+            grant = await authenticate_off_loop(verifier, connection.scope, base)  # type: ignore[arg-type]
         except TokenRejected as e:
             raise NotAuthorizedException(
                 detail="a valid capability token is required",

@@ -40,6 +40,7 @@ from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, c
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
+from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed
 from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
@@ -73,6 +74,10 @@ class Verifier:
     in-process ``MemoryReplayCache``, with a quota per key so that one key cannot fill it
     for the others; a service with several replicas should share one);
     ``proof_max_age`` is how old a proof's ``iat`` may be, in seconds (1..300).
+
+    ``allow_insecure_jwks``: accept a plain ``http://`` ``jwks_url`` to a named host (a
+    sibling container, a cluster-internal service), logged as UNSAFE when built. Without
+    it, http is allowed on loopback only.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class Verifier:
         proof_replay: ProofReplayCache | None = None,
         proof_max_age: int = DEFAULT_MAX_AGE,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        allow_insecure_jwks: bool = False,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -135,12 +141,16 @@ class Verifier:
                 cooldown=jwks_cooldown,
                 refresh=min(300.0, jwks_max_stale),
                 max_stale=jwks_max_stale,
+                allow_insecure=allow_insecure_jwks,
             )
         elif isinstance(jwks, KeySet):
             self._keys = jwks
         else:
             self._keys = KeySet.from_jwks(jwks)
         self._own_feed: RevocationFeed | None = None
+        #: some verifications wait on the network (introspection, a JWKS fetch, a Redis read):
+        #: the async middleware and guard then verify on a worker thread, off the event loop
+        self.may_block = introspection is not None or jwks_url is not None or isinstance(revocation, RedisRevocation)
         if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
             feed = RevocationFeed(revocation, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer)
             revocation = self._own_feed = feed

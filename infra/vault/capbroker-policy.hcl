@@ -41,3 +41,12 @@ path "transit/encrypt/capbroker-task-tokens" {
 path "transit/decrypt/capbroker-task-tokens" {
   capabilities = ["update"]
 }
+
+# Its own token: how long it has left, and renewal half way through (a periodic token from
+# setup.sh lives only as long as it is renewed; broker/backends/vault_token.py).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -116,7 +116,7 @@ def test_the_client_raises_the_brokers_code_and_revokes_tasks(dev: Dev) -> None:
             client.token("c-revoke", "widgets-read")  # forgotten by the cache, and refused
     assert (unknown.value.code, unknown.value.status) == ("unknown_scope", 400)
     assert unknown.value.request_id
-    assert (refused.value.code, refused.value.status) == ("forbidden", 403)
+    assert (refused.value.code, refused.value.status) == ("task_revoked", 403)  # its own code (issue 13 item 6)
     assert not active(url, keys, token.token)
     with BrokerClient(url, "cbk_" + "A" * 43) as stranger, pytest.raises(BrokerCallFailed) as e:
         stranger.token("c-err", "widgets-read")
@@ -244,7 +244,7 @@ def test_run_exits_with_the_commands_status_and_revokes_the_task_on_exit(dev: De
     status, answer = call(
         "POST", f"{url}/v1/tokens", keys["agent reviewer"], {"task": "r-exit", "scopes": ["widgets-read"]}
     )
-    assert (status, answer["code"]) == (403, "forbidden"), "the task is revoked"
+    assert (status, answer["code"]) == (403, "task_revoked"), "the task is revoked"
     kept = cli("run", "--broker", url, "--task", "r-kept", "--scope", "widgets-pulls-read", "--",
                sys.executable, "-c", "import os; print(os.environ['CAPBROKER_TOKEN'])",
                key=keys["agent reviewer"], cache=tmp_path / "c")  # fmt: skip

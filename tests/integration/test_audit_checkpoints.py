@@ -409,3 +409,19 @@ def test_a_checkpoint_vault_cannot_sign_is_retried_once_vault_is_back(
     finally:
         proc.stop()
         client.close()
+
+
+def test_verify_as_json_for_scripts(chain: tuple[Deployment, redis.Redis, list[Entry]]) -> None:
+    """Issue 13 item 8: ``-o json``, one object: the status and the figures; exit 0 / 1."""
+    deployment, client, pristine = chain
+    ok = broker_cli("audit", "verify", "--config", str(deployment.config), "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["status"] == "ok"
+    assert result["count"] == len(pristine)
+    edited = next(i for i, (_, e) in enumerate(pristine) if e["type"] == "mint")
+    pristine[edited][1]["agent"] = "someone-else"
+    store(client, resealed(pristine, edited))
+    broken = broker_cli("audit", "verify", "--config", str(deployment.config), "-o", "json")
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["status"] == "broken"

@@ -89,7 +89,7 @@ def test_a_contained_task_is_refused_by_a_verifier_with_a_revocation_feed_within
         within(REVOCATION_DEADLINE, lambda a=aud, t=token: rejection(verifiers[a], t) == "revoked", contained_at)
     assert rejection(verifiers["git-gateway"], bystander) is None
     status, _, body = broker.mint("e2e-contain", ["widgets-read"])
-    assert (status, body["code"]) == (403, "forbidden")
+    assert (status, body["code"]) == (403, "task_revoked")
     status, _, body = broker.post("/v1/introspect", {"token": tokens["git-gateway"]}, who="git-gateway")
     assert body == {"active": False}
     # the audit line on the broker's output names what the service saw, never the token

@@ -254,7 +254,7 @@ def test_serve_refuses_to_leave_a_deployment_from_before_redis_prefix_behind(
         kept.start()
         assert "under 'capbroker:' (redis_prefix)" in kept.log_path.read_text()
         status, _, body = kept.mint("upgraded-task", ["widgets-read"])
-        assert (status, body["code"]) == (403, "forbidden"), body  # the old revocation holds
+        assert (status, body["code"]) == (403, "task_revoked"), body  # the old revocation holds
         assert kept.mint("another-task", ["widgets-read"])[0] == 201
     finally:
         kept.stop()

@@ -255,7 +255,7 @@ def test_task_revoke_kills_every_token_of_the_task_on_both_processes(stack: Stac
                 assert introspect(proc, e["token"]) == {"active": False}
     for proc in (stack.a, stack.b):
         status, _, body = proc.mint(task, ["widgets-read"], who="reviewer")
-        assert (status, body["code"]) == (403, "forbidden"), body
+        assert (status, body["code"]) == (403, "task_revoked"), body  # its own code (issue 13 item 6)
         assert "tokens" not in body
     assert introspect(stack.b, bystander)["active"] is True
     assert rejection(verifiers["git-gateway"], bystander) is None

@@ -121,7 +121,7 @@ class BrokerProcess:
                     f"port: {self.port}",
                     "signer: vault",
                     f"vault_addr: {self.vault_addr}",
-                    f"vault_token_file: {token_file}",
+                    *([f"vault_token_file: {token_file}"] if self.vault_token else []),  # "": it logs in itself
                     f"transit_key: {self.transit_key}",
                     f"signing_alg: {self.signing_alg}",
                     "state: redis",

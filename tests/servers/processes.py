@@ -126,6 +126,8 @@ class BaoServer:
     proc: subprocess.Popen[bytes] | None = None
     unseal_key: str = ""
     root_token: str = ROOT_TOKEN
+    #: a server config file added to the dev server (e.g. a second, TLS listener)
+    config: Path | None = None
     log: Path = field(init=False)
 
     @property
@@ -149,6 +151,7 @@ class BaoServer:
                     f"-dev-listen-address=127.0.0.1:{self.port}",
                     f"-dev-root-token-id={self.root_token}",
                     "-dev-no-store-token",
+                    *([f"-config={self.config}"] if self.config is not None else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -41,9 +41,19 @@ def policy_for_key(path: Path, key: str) -> str:
     return text
 
 
-def setup_transit(bao: BaoServer, *, key: str = "capbroker", alg: Algorithm = "EdDSA", rotate: bool = False) -> str:
+def setup_transit(
+    bao: BaoServer,
+    *,
+    key: str = "capbroker",
+    alg: Algorithm = "EdDSA",
+    rotate: bool = False,
+    period: str | None = None,
+    renewable: bool = True,
+) -> str:
     """Enable transit (once), create ``key``, and return a non-root token holding only the
-    capbroker policy for it (plus the rotate policy if ``rotate``), valid for two hours."""
+    capbroker policy for it (plus the rotate policy if ``rotate``), valid for two hours,
+    or a periodic token (``period``, as ``infra/vault/setup.sh`` makes) that lives only
+    as long as it is renewed."""
     client = admin_client(bao)
     try:
         if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
@@ -54,7 +64,8 @@ def setup_transit(bao: BaoServer, *, key: str = "capbroker", alg: Algorithm = "E
         if rotate:
             policies.append(f"capbroker-rotate-{key}")
             client.sys.create_or_update_policy(policies[1], policy_for_key(ROTATE_POLICY, key))
-        created = client.auth.token.create(policies=policies, ttl="2h", no_default_policy=True)
+        lifetime: dict[str, Any] = {"period": period} if period is not None else {"ttl": "2h"}
+        created = client.auth.token.create(policies=policies, no_default_policy=True, renewable=renewable, **lifetime)
         return str(created["auth"]["client_token"])
     finally:
         client.adapter.close()

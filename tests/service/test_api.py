@@ -331,7 +331,7 @@ def test_the_tasks_agent_or_an_admin_revokes_a_whole_task(
     assert introspect(client, h, "git-gateway", token_for(body, "git-gateway")) == {"active": False}
     assert introspect(client, h, "git-gateway", other)["active"] is True, "only that task's tokens"
     # A revoked task gets no new tokens.
-    assert_problem(mint(client, h, "reviewer", "t-task", ["widgets-read"]), 403, "forbidden")
+    assert_problem(mint(client, h, "reviewer", "t-task", ["widgets-read"]), 403, "task_revoked")
     assert metric(client, "capbroker_revocations_total", kind="task") == 1
 
 
@@ -707,13 +707,15 @@ def test_authorization_server_metadata_follows_rfc_8414(client: AnyClient) -> No
     meta = r.json()
     assert meta["issuer"] == ISSUER
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert meta["token_endpoint"] == f"{ISSUER}/v1/tokens"
+    assert meta["token_endpoint"] == f"{ISSUER}/v1/tokens/exchange"  # the token-exchange grant's endpoint
     assert meta["revocation_endpoint"] == f"{ISSUER}/v1/revoke"
     assert meta["introspection_endpoint"] == f"{ISSUER}/v1/introspect"
     assert isinstance(meta["response_types_supported"], list)  # REQUIRED by RFC 8414
     assert meta["access_token_signing_alg_values_supported"] == ["EdDSA"]
-    for field in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
-        assert meta[f"{field}_auth_methods_supported"] == ["client_secret_bearer"]
+    # registered names only (RFC 8414 / IANA): client_secret_bearer is not one
+    assert meta["token_endpoint_auth_methods_supported"] == ["none"]  # the subject token is the proof
+    for field in ("revocation_endpoint", "introspection_endpoint"):
+        assert meta[f"{field}_auth_methods_supported"] == ["client_secret_basic"]
     # The advertised JWKS is the one served.
     path = meta["jwks_uri"].removeprefix(ISSUER)
     assert client.get(path).json() == jwks_of(client)
@@ -861,15 +863,17 @@ DENIALS = [
 
 
 @pytest.mark.parametrize(("agent", "scopes", "marker", "status", "code"), DENIALS)
-def test_problem_details_never_carry_the_precise_reason(
+def test_problem_details_name_what_is_wrong_for_the_agent(
     client: AnyClient, h: Harness, *, agent: str, scopes: list[Any], marker: str, status: int, code: str
 ) -> None:
+    """Issue 13 item 6 (it replaces SPEC 4's generic detail for authenticated callers): the
+    agent is told which scope or resource of its own request is at fault; the audit log has
+    it too. test_problem_details.py holds the rest (fields, caps, revoked task, strangers)."""
     r = mint(client, h, agent, "t-generic", scopes)
 
-    assert_problem(r, status, code)
-    assert marker not in r.text
-    assert "t-generic" not in r.text
-    # The precise reason is for the audit log.
+    body = assert_problem(r, status, code)
+    assert marker in body["detail"]
+    assert body["detail"] != body["title"]
     assert marker in h.audit_out.getvalue()
 
 
@@ -888,11 +892,14 @@ def test_problem_details_never_carry_the_precise_reason(
         pytest.param("reviewer", ["widgets-read"], ["widgets-review-comment"], 400, "ttl_exceeds_max", id="ttl"),
     ],
 )
-def test_the_problem_body_depends_only_on_the_code(
+def test_the_problem_body_differs_only_in_its_detail(
     client: AnyClient, h: Harness, *, agent: str, one: list[Any], other: list[Any], status: int, code: str
 ) -> None:
     first = mint(client, h, agent, "t-a", one, ttl="11m")
     second = mint(client, h, agent, "t-b", other, ttl="11m")
     assert_problem(first, status, code)
     assert_problem(second, status, code)
-    assert problem_body_without_request_id(first) == problem_body_without_request_id(second)
+    without = ("detail",)
+    assert {k: v for k, v in problem_body_without_request_id(first).items() if k not in without} == {
+        k: v for k, v in problem_body_without_request_id(second).items() if k not in without
+    }

@@ -336,7 +336,7 @@ add(
     "tokens-ok-task-id-another-agent-uses",  # task ids are scoped to their agent
     Case(TOKENS, "reviewer", js(MINT_OK), 201, None, setup=analyst_owns_t1),
 )
-add("tokens-revoked-task", Case(TOKENS, "reviewer", js(MINT_OK), 403, "forbidden", setup=t1_revoked))
+add("tokens-revoked-task", Case(TOKENS, "reviewer", js(MINT_OK), 403, "task_revoked", setup=t1_revoked))
 # other principals
 add("tokens-as-service", Case(TOKENS, "git-gateway", js(MINT_OK), 401, "unauthenticated"))
 add("tokens-as-admin", Case(TOKENS, "admin", js(MINT_OK), 401, "unauthenticated"))

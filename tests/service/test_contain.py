@@ -55,7 +55,7 @@ def test_a_service_contains_the_task_of_a_token_of_its_audience(client: AnyClien
     # the whole task: its token for another audience too, and no new token for it
     api_jti = introspect_jti(body, "github-proxy")
     assert asyncio.run(h.broker.state.revocation_state(api_jti, "t-contain", "reviewer")).task_revoked
-    assert_problem(mint(client, h, "reviewer", "t-contain", ["widgets-read"]), 403, "forbidden")
+    assert_problem(mint(client, h, "reviewer", "t-contain", ["widgets-read"]), 403, "task_revoked")
     (event,) = events(h)
     assert event["decision"] == "allow"
     assert (event["service"], event["task"], event["agent"]) == ("git-gateway", "t-contain", "reviewer")

@@ -225,21 +225,38 @@ def _call(api_schema: Any, h: Harness, method: str, path: str, **case_fields: An
         pytest.param("GET", "/.well-known/jwks.json", {}, 200, id="jwks"),
         pytest.param("GET", "/v1/scopes", {}, 200, id="scopes"),
         pytest.param("GET", "/healthz", {}, 200, id="healthz"),
+        pytest.param("GET", "/readyz", {}, 200, id="readyz"),
+        pytest.param("GET", "/.well-known/oauth-authorization-server", {}, 200, id="metadata"),
         pytest.param("GET", "/metrics", {}, 200, id="metrics"),
     ],
 )
 def test_documented_success_statuses_hold(
     api_schema: Any, fuzz_harness: Harness, *, method: str, path: str, fields: dict[str, Any], status: int
 ) -> None:
+    """Status, content type, and (issue 13 item 7) the body against its documented schema."""
     case, response = _call(api_schema, fuzz_harness, method, path, **fields)
     assert response.status_code == status, response.text
-    case.validate_response(response, checks=[status_code_conformance, content_type_conformance])
+    case.validate_response(
+        response, checks=[status_code_conformance, content_type_conformance, response_schema_conformance]
+    )
+
+
+def test_every_success_body_has_a_schema(api_schema: Any) -> None:
+    """Issue 13 item 7: the OpenAPI success responses had empty schemas."""
+    empty = [
+        f"{method.upper()} {path} {code}"
+        for path, operations in api_schema.raw_schema["paths"].items()
+        for method, operation in operations.items()
+        for code, response in operation["responses"].items()
+        if code.startswith("2") and not any(media.get("schema") for media in response.get("content", {}).values())
+    ]
+    assert not empty, empty
 
 
 @pytest.mark.parametrize(
     ("path", "fields"),
     [
-        pytest.param("/v1/revoke", {"body": {"jti": "A" * 22}}, id="revoke"),
+        pytest.param("/v1/revoke", {"body": {"jti": "A" * 22}, "media_type": JSON}, id="revoke"),
         pytest.param("/v1/introspect", {"body": {"token": "x"}, "media_type": JSON}, id="introspect"),
         pytest.param(
             "/v1/explain", {"body": {"agent": "reviewer", "task": "t", "scopes": ["widgets-read"]}}, id="explain"

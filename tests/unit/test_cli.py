@@ -67,11 +67,11 @@ def test_explain_allow_lists_reasons_and_capabilities() -> None:
 
 def test_explain_deny_says_why() -> None:
     r = broker("policy", "explain", SCOPES, "--agent", "analyst", "--scope", "widgets-read")
-    assert r.returncode == 2
+    assert r.returncode == 1  # a deny is a finding (1), not a usage error (2)
     assert "decision: deny (scope_not_granted)" in r.stdout
     assert "not granted scope 'widgets-read'" in r.stdout
     r = broker("policy", "explain", SCOPES, "--agent", "nobody", "--scope", "widgets-read")
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert "deny (forbidden)" in r.stdout
 
 

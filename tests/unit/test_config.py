@@ -61,7 +61,7 @@ def test_env_only(tmp_path: Path) -> None:
     [
         ("vault_token: s.secret\n", "no secrets in the settings file"),
         ("colour: blue\n", "unknown setting 'colour'"),
-        ("port: lots\n", "port must be a number"),
+        ("port: lots\n", "port must be a whole number"),
         ("signing_alg: RS256\n", "EdDSA or ES256"),
         ("backend_timeout: 30s\n", "backend_timeout"),
         ("issuer: http://broker.internal\n", "https"),

@@ -56,10 +56,10 @@ def test_metrics_render_counters_and_histogram() -> None:
     m.observe_latency(0.003)
     m.observe_latency(5.0)
     text = m.render()
-    assert "capbroker_tokens_minted_total 2\n" in text
-    assert 'capbroker_decisions_total{code="we\\"ird",decision="deny"} 1' in text
-    assert 'capbroker_http_request_duration_seconds_bucket{le="0.005"} 1' in text
-    assert 'capbroker_http_request_duration_seconds_bucket{le="+Inf"} 2' in text
+    assert "capbroker_tokens_minted_total 2.0\n" in text
+    assert 'capbroker_decisions_total{code="we\\"ird",decision="deny"} 1.0' in text
+    assert 'capbroker_http_request_duration_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'capbroker_http_request_duration_seconds_bucket{le="+Inf"} 2.0' in text
     assert m.value("capbroker_tokens_minted_total") == 2
     with pytest.raises(ValueError, match="unknown metric"):
         m.inc("nope")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker.errors import PolicyIssue
@@ -54,3 +56,24 @@ def test_values_keep_their_lines_and_types() -> None:
     assert isinstance(b, YSeq)
     assert b.items == (YScalar("yes", 3), YScalar(value=True, line=4))
     assert result.get("c") == YScalar(None, 5)
+
+
+def test_every_yaml_problem_of_a_policy_file_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    """Issue 13 item 8: the README promises every problem; YAML-level ones stopped at the first."""
+    from broker.errors import PolicyInvalid
+    from broker.policy.loader import load_policy
+
+    (tmp_path / "bad.yaml").write_text(
+        "scopes:\n"
+        "  a:\n"
+        "    kind: git\n"
+        "    kind: bucket\n"  # 4: duplicate key
+        "    max_ttl: 1.5\n"  # 5: a float
+        "  b:\n"
+        "    require_pop: yes\n"  # 7: a YAML 1.1 boolean
+        "    actions: [0x10]\n"  # 8: an integer not in plain decimal
+    )
+    with pytest.raises(PolicyInvalid) as e:
+        load_policy(tmp_path)
+    lines = sorted(i.line for i in e.value.issues if i.file.endswith("bad.yaml"))
+    assert lines == [4, 5, 7, 8], e.value.issues
