@@ -31,11 +31,56 @@ def _normal(name: str) -> str:
 
 def test_every_imported_distribution_is_declared() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_normal(re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+    specs = [*project["dependencies"], *project["optional-dependencies"]["server"]]
+    declared = {_normal(re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]) for spec in specs}
     providers = packages_distributions()
     undeclared = {}
     for module in sorted(_imported_top_modules()):
         distributions = {_normal(d) for d in providers.get(module, [module])}
         if not distributions & declared:
             undeclared[module] = sorted(distributions)
-    assert not undeclared, f"imported by broker/ but not in [project] dependencies: {undeclared}"
+    assert not undeclared, f"imported by broker/ but not in the dependencies or the server extra: {undeclared}"
+
+
+def _requirements_closure(names: set[str]) -> set[str]:
+    """``names`` and every distribution they require, installed here (extras' markers skipped)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            specs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo += [_normal(re.split(r"[<>=!~\[; (]", s, maxsplit=1)[0]) for s in specs if "extra ==" not in s]
+    return seen
+
+
+def test_the_verifier_library_needs_only_the_base_install() -> None:
+    """``pip install capbroker`` (no extra) is what ``broker.verify`` needs, and only that:
+    importing it loads no distribution outside the base dependencies and what they require
+    (litestar, hvac, uvicorn and the rest come with ``capbroker[server]``)."""
+    import json
+    import subprocess
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = {_normal(re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+    allowed = _requirements_closure(base)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import broker.verify, json, sys; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    modules = {m.split(".")[0] for m in json.loads(loaded.stdout)} - set(sys.stdlib_module_names) - {"broker"}
+    providers = packages_distributions()
+    outside = {
+        m: sorted(d)
+        for m in sorted(modules)
+        if not m.startswith("_") and (d := {_normal(x) for x in providers.get(m, [m])}) and not d & allowed
+    }
+    assert not outside, f"broker.verify loads distributions outside the base install: {outside}"
+    assert {"litestar", "hvac", "uvicorn", "yaml"}.isdisjoint(modules)
