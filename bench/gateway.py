@@ -24,6 +24,8 @@ import http.client
 import os
 import platform
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.servers.gateway_stack import GatewayStack, start_stack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.processes import BaoServer, RedisServer, free_port
 
 
 def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> dict[str, float]:
@@ -93,6 +95,77 @@ def upload(port: int, path: str, headers: dict[str, str], size_mb: int) -> float
     return size_mb / (time.monotonic() - began)
 
 
+NGINX_CONF = """\
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+    upstream api {{ server 127.0.0.1:{api_port}; keepalive 64; }}
+    upstream broker {{ server 127.0.0.1:{broker_port}; keepalive 64; }}
+    map $http_authorization $cap_token {{ "~^Bearer (?<t>[A-Za-z0-9._-]+)$" $t; default ""; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            auth_request /_introspect;
+            proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_set_header Authorization "";
+            proxy_set_header X-Api-Key "{api_key}";
+            proxy_pass http://api;
+        }}
+        location = /_introspect {{
+            internal;
+            proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/json;
+            proxy_set_header Authorization "Bearer {service_key}";
+            proxy_set_body '{{"token":"$cap_token"}}';
+            proxy_pass http://broker/v1/introspect;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_row(
+    stack: GatewayStack, root: Path, bearer: dict[str, str], seconds: int, connections: int
+) -> dict[str, float] | None:
+    """nginx as a reverse proxy with ``auth_request`` to the broker's ``/v1/introspect``:
+    what a team would otherwise assemble. (Plain ``auth_request`` reads only the status,
+    and introspection answers 200 for an inactive token too: a real setup needs njs or an
+    adapter to read ``active``; this row measures the cost, not the check.)"""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            root=root, port=port, api_port=stack.api_port, broker_port=stack.broker.port,
+            api_key=stack.api_key, service_key=stack.service_key,
+        )
+    )  # fmt: skip
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        return wrk(f"http://127.0.0.1:{port}/v1/items", bearer, seconds, connections)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int, workers: int) -> None:
     if workers > 1:
         stack.start_gateway(workers=workers)
@@ -110,13 +183,19 @@ def run(stack: GatewayStack, seconds: int, connections: int, stream_mb: int, wor
             wrk(through, bearer, seconds, connections),
         ),
     ]
+    nginx = nginx_row(stack, stack.root / "nginx", bearer, seconds, connections)
+    if nginx is not None:
+        rows.insert(1, ("nginx + auth_request (introspect)", nginx))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     print(f"machine: {machine}, python {platform.python_version()}")
     print(f"small GETs, wrk -t1 -c{connections} -d{seconds}s")
     print(f"{'row':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in rows:
         print(f"{name:32} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:7.0f}")
-    print("nginx + auth_request row: not measured (nginx is not installed on this machine)")
+    if nginx is None:
+        print("nginx + auth_request row: not measured (nginx is not installed: apt-get install nginx)")
+    else:
+        print(f"gateway / nginx + auth_request: {rows[-1][1]['rps'] / nginx['rps']:.2f}x req/s")
     gw_pid = stack.processes["gateway"].proc.pid
     before = rss_mb(gw_pid)  # with workers, the supervisor's: see the note below
     path = f"/v1/bytes/{stream_mb << 20}"

@@ -6,6 +6,7 @@ before anything reaches the upstream.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -183,8 +184,16 @@ def test_a_spent_budget_is_429_and_counted_in_redis(stack: GatewayStack) -> None
 
 
 def test_a_spent_byte_budget_is_429(stack: GatewayStack) -> None:
-    token = stack.token("http-bytes", ["gw-api-budget"])
-    assert stack.request("GET", "/http/api.test/v1/bytes/1100000", token=token)[0] == 200
+    token = stack.token("http-bytes", ["gw-api-budget"])  # bytes: 1MiB
+    # a download past the budget is cut as soon as the request's own bytes pass it
+    conn = http.client.HTTPConnection("127.0.0.1", stack.gateway_port, timeout=10)
+    conn.request("GET", "/http/api.test/v1/bytes/1100000", headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    assert response.status == 200
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    conn.close()
+    assert len(cut.value.partial) <= (1 << 20) + (256 << 10)  # the budget, and at most the chunk that passed it
     before = len(stack.api_requests())
     status, _, body = stack.request("GET", "/http/api.test/v1/items", token=token)
     assert (status, stack.refused(429, body)) == (429, "budget_exhausted")
