@@ -237,15 +237,19 @@ def test_an_upstream_connection_that_carried_a_body_is_never_reused() -> None:
     body as the next request on that connection: after a request with a body, the gateway
     closes the connection instead of pooling it (a real socket, counted)."""
     import asyncio
+    import contextlib
 
     from broker.gateway.upstream import UpstreamPool
 
     async def run() -> list[list[bytes]]:
         lines_by_connection: list[list[bytes]] = []
 
+        writers: list[asyncio.StreamWriter] = []
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             lines: list[bytes] = []
             lines_by_connection.append(lines)
+            writers.append(writer)
             while line := await reader.readline():  # answers every request line at once, reading no body
                 if line.startswith((b"GET ", b"POST ")):
                     lines.append(line.strip())
@@ -253,7 +257,6 @@ def test_an_upstream_connection_that_carried_a_body_is_never_reused() -> None:
                         pass
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     await writer.drain()
-            writer.close()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -271,6 +274,10 @@ def test_an_upstream_connection_that_carried_a_body_is_never_reused() -> None:
             await asyncio.sleep(0.2)
         finally:
             await pool.close()
+            for writer in writers:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
             server.close()
             await server.wait_closed()
         return lines_by_connection
