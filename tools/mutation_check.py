@@ -62,8 +62,8 @@ MUTATIONS = [
     Mutation(
         "exchange: parent cover check deleted",
         "broker/delegation/exchange.py",
-        "        if not any(covers(c, requested) for c in held):",
-        "        if False:",
+        "        covering = [c for c in held if covers(c, requested)]",
+        "        covering = list(held)",
         ("tests/unit/test_exchange_decision.py", "tests/security/test_delegation_properties.py"),
     ),
     Mutation(
@@ -286,7 +286,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a service's refusals spend no rate",
-        "broker/service/introspect.py",
+        "broker/service/refusals.py",
         "    if service is None or isinstance(error, BackendUnavailable):",
         "    if True:",
         ("tests/service/test_refusal_bounds.py",),
@@ -335,8 +335,8 @@ MUTATIONS = [
     Mutation(
         "gateway forwards the agent's credentials",
         "broker/gateway/headers.py",
-        "    names = set(HOP_BY_HOP | AGENT_CREDENTIALS | _ALSO_DROPPED)",
-        "    names = set(HOP_BY_HOP | _ALSO_DROPPED)",
+        "    names = set(HOP_BY_HOP | AGENT_CREDENTIALS | _ALSO_DROPPED | OVERRIDES)",
+        "    names = set(HOP_BY_HOP | _ALSO_DROPPED | OVERRIDES)",
         ("tests/gateway",),
     ),
     Mutation(
