@@ -11,8 +11,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import agent_cmd, gateway_cmd, keys_cmd, ops_cmd, policy_cmd, run_cmd, serve_cmd, token_cmd, vault_cmd
-
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
 
@@ -27,6 +25,18 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from broker.cli import (  # here, not at import: without capbroker[server], main() says what is missing
+        agent_cmd,
+        gateway_cmd,
+        keys_cmd,
+        ops_cmd,
+        policy_cmd,
+        run_cmd,
+        serve_cmd,
+        token_cmd,
+        vault_cmd,
+    )
+
     parser = argparse.ArgumentParser(
         prog="broker",
         description="capbroker: capability-scoped credentials for agents",
@@ -47,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as e:
+        print(
+            f"broker: {e.name} is not installed: the broker, the gateway and the broker command need "
+            "pip install 'capbroker[server]' (pip install capbroker is the verifier library alone)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     result: int = args.run(args)
     return result
 

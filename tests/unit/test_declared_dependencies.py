@@ -84,3 +84,20 @@ def test_the_verifier_library_needs_only_the_base_install() -> None:
     }
     assert not outside, f"broker.verify loads distributions outside the base install: {outside}"
     assert {"litestar", "hvac", "uvicorn", "yaml"}.isdisjoint(modules)
+
+
+def test_the_broker_command_without_the_server_extra_says_what_to_install() -> None:
+    """With only the base install (here: PyYAML and Litestar made unimportable), ``broker``
+    exits 2 naming ``capbroker[server]``, not with a traceback."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['yaml'] = None; sys.modules['litestar'] = None\n"
+        "from broker.cli import main; sys.exit(main(['policy', 'check', '.']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'capbroker[server]'" in done.stderr
+    assert "Traceback" not in done.stderr
