@@ -26,7 +26,8 @@ URL_SCHEMES = (
     SENTINEL_SCHEME,
 )  # every key and channel before ``redis_prefix`` existed
 
-_READABLE_ISSUER = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
+#: what a ``redis_prefix`` may hold (and an issuer, to stand in one as it is)
+_URL_SAFE = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
 
 
 def default_prefix(issuer: str) -> str:
@@ -37,7 +38,7 @@ def default_prefix(issuer: str) -> str:
     ``capbroker:<issuer>:`` when the issuer is plain URL characters (readable in
     ``redis-cli --scan``), else ``capbroker:<sha256 of the issuer, 16 hex>:``; never a
     brace, so a Cluster hash tag in a key name is never spoiled by the prefix."""
-    if _READABLE_ISSUER.fullmatch(issuer):
+    if _URL_SAFE.fullmatch(issuer):
         return f"capbroker:{issuer}:"
     return f"capbroker:{hashlib.sha256(issuer.encode()).hexdigest()[:16]}:"
 
@@ -59,13 +60,10 @@ def deployment_prefix(issuer: str | None, prefix: str | None) -> str:
     )
 
 
-_PREFIX = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
-
-
 def check_prefix(prefix: str) -> str:
     """``prefix`` if it is a valid ``redis_prefix``: 1 to 200 URL-safe characters, no brace
     (a Cluster hash tag in a key name must stay the key's own), no space or control."""
-    if not _PREFIX.fullmatch(prefix):
+    if not _URL_SAFE.fullmatch(prefix):
         raise ValueError(
             "redis_prefix is 1 to 200 of A-Z a-z 0-9 : / . _ ~ - (no braces, spaces or control characters)"
         )
