@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install servers lint typecheck contracts unit mutation fmt clean dev demo
+.PHONY: test install servers lint typecheck contracts unit ha suites mutation fmt clean dev demo
 
-test: lint typecheck contracts unit mutation
+test: lint typecheck contracts suites mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,18 @@ contracts: $(STAMP)
 unit: $(STAMP) servers
 	$(PY) -m pytest --cov --cov-report=term:skip-covered; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# the HA suites (clusters of real processes that mostly wait on I/O): marked `ha`
+ha: $(STAMP) servers
+	$(PY) -m pytest -m ha -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no ha tests: failing"; exit 1; fi; exit $$rc
+
+# the main suite and the HA suites side by side; both must pass
+suites: $(STAMP) servers
+	$(MAKE) --no-print-directory ha > .ha.log 2>&1 & ha=$$!; \
+	  $(MAKE) --no-print-directory unit; unit=$$?; \
+	  wait $$ha; ha_rc=$$?; echo "---- make ha ----"; cat .ha.log; \
+	  test $$unit -eq 0 && test $$ha_rc -eq 0
 
 mutation: $(STAMP)
 	$(PY) tools/mutation_check.py

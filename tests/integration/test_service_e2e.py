@@ -353,7 +353,7 @@ def test_a_dpop_bound_token_delegated_on_b_is_checked_and_revoked_everywhere(sta
     revoked_at = time.monotonic()
     assert status == 200, body
     within(REVOCATION_DEADLINE, lambda: use(child) == "revoked", revoked_at)
-    assert introspect(stack.b, child) == {"active": False}
+    within(REVOCATION_DEADLINE, lambda: introspect(stack.b, child) == {"active": False}, revoked_at)
 
 
 # ---------------------------------------------------------------------- 5. rate limit
@@ -434,8 +434,12 @@ def test_task_squatting_across_processes_locks_nobody_out(stack: Stack) -> None:
     owner = minted(stack.b, task, ["exports-read"], who="analyst")  # the same id: analyst's own task
 
     status, _, body = stack.a.post(f"/v1/tasks/{task}/revoke", who="reviewer")
+    revoked_at = time.monotonic()
     assert (status, body) == (200, {"revoked": True, "task": task, "agent": "reviewer"})
-    assert introspect(stack.b, squatter) == {"active": False}
+    assert introspect(stack.a, squatter) == {"active": False}  # at once on the replica that revoked
+    # on the other replica through its feed: SPEC 5's bound, not at once (a CI run under load
+    # saw the announcement arrive after the next request)
+    within(REVOCATION_DEADLINE, lambda: introspect(stack.b, squatter) == {"active": False}, revoked_at)
     assert introspect(stack.a, owner[0]["token"], service="storage-gateway")["active"] is True
     minted(stack.a, task, ["exports-read"], who="analyst")  # the owner goes on, on either process
     # revoking another agent's id touches nothing and says nothing
