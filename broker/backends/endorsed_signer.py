@@ -63,6 +63,7 @@ from broker.backends import redis_keys
 from broker.backends.redis_options import async_redis, database
 from broker.backends.transit import TransitSigningBackend
 from broker.backends.vault_clients import TokenSource, Verify
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.errors import BackendUnavailable, InvalidRequest
 from broker.service.metrics import session_key_signs_until
 from broker.token.algorithms import Algorithm
@@ -79,7 +80,6 @@ from broker.token.endorsement import (
 )
 from broker.token.keys import MAX_JWKS_KEYS, KeySet, LocalSigner, VerificationKey
 from broker.token.mint import mint
-from broker.token.verify import DEFAULT_MAX_TTL
 
 __all__ = ["EndorsedSigningBackend", "endorsed_keys_key"]
 
@@ -186,7 +186,7 @@ class EndorsedSigningBackend:
         prefix: str = DEFAULT_PREFIX,
         window: int = DEFAULT_WINDOW,
         lead: int = DEFAULT_LEAD,
-        max_token_ttl: int = DEFAULT_MAX_TTL,
+        max_token_ttl: int = MAX_TOKEN_TTL,
         timeout: float = 1.0,
         refresh: float = 1.0,
         vault_silence: float = 1.0,
@@ -244,7 +244,7 @@ class EndorsedSigningBackend:
         prefix: str = DEFAULT_PREFIX,
         window: int = DEFAULT_WINDOW,
         lead: int = DEFAULT_LEAD,
-        max_token_ttl: int = DEFAULT_MAX_TTL,
+        max_token_ttl: int = MAX_TOKEN_TTL,
         timeout: float = 1.0,
         refresh: float = 1.0,
         key_refresh: float = 10.0,
@@ -739,8 +739,8 @@ def _check_settings(*, issuer: str, window: int, lead: int, max_token_ttl: int, 
         raise ValueError("an issuer is required")
     if not 60 <= window <= 86400 or not 0 <= lead <= window:
         raise ValueError("window in [60, 86400] seconds, lead in [0, window]")
-    if not 0 < max_token_ttl <= DEFAULT_MAX_TTL:
-        raise ValueError(f"max_token_ttl in [1, {DEFAULT_MAX_TTL}]")
+    if not 0 < max_token_ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"max_token_ttl in [1, {MAX_TOKEN_TTL}]")
     if not 0 < timeout <= 60 or not 0 < refresh < MAX_STALE:
         raise ValueError(f"timeout in (0, 60], refresh in (0, {MAX_STALE})")
 

@@ -3,12 +3,12 @@
 Pure: no network, no clock reads, no framework.
 """
 
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.policy.decide import Allow, Decision, Deny, TokenPlan, decide
 from broker.policy.durations import parse_duration
 from broker.policy.loader import load_policy
 from broker.policy.model import (
     DEFAULT_TTL,
-    GLOBAL_MAX_TTL,
     Agent,
     Identity,
     JwtIdentity,
@@ -44,5 +44,5 @@ __all__ = [
     "Rate",
     "Location",
     "DEFAULT_TTL",
-    "GLOBAL_MAX_TTL",
+    "MAX_TOKEN_TTL",
 ]

@@ -17,13 +17,13 @@ from typing import TypeVar
 
 from broker.capability import Budget, Capability, Kind, kind_named, validate_resource
 from broker.capability.budget import MAX_BUDGET
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.capability.names import is_audience, is_name
 from broker.errors import BrokerError, PolicyIssue
 from broker.policy.durations import parse_duration
 from broker.policy.model import (
     DEFAULT_DELEGATION_DEPTH,
     DEFAULT_SERVICE_RATE,
-    GLOBAL_MAX_TTL,
     MAX_DELEGATION_DEPTH,
     MAX_KV_USES,
     Agent,
@@ -440,11 +440,11 @@ def _unique(
 
 
 def compile_policy(
-    documents: list[tuple[str, YNode, bytes]], *, global_max_ttl: int = GLOBAL_MAX_TTL
+    documents: list[tuple[str, YNode, bytes]], *, global_max_ttl: int = MAX_TOKEN_TTL
 ) -> Policy | list[PolicyIssue]:
     """``documents`` is ``(filename, parsed root, raw bytes)`` per file, in load order."""
-    if not 0 < global_max_ttl <= GLOBAL_MAX_TTL:
-        raise ValueError(f"the global cap may only be lowered from {GLOBAL_MAX_TTL}s")
+    if not 0 < global_max_ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"the global cap may only be lowered from {MAX_TOKEN_TTL}s")
     issues: list[PolicyIssue] = []
     compilers: list[_FileCompiler] = []
     for filename, root, _ in documents:

@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.errors import PolicyInvalid, PolicyIssue
 from broker.policy.compile import compile_policy
-from broker.policy.model import GLOBAL_MAX_TTL, Policy
+from broker.policy.model import Policy
 from broker.policy.yamlstrict import YNode, parse_yaml_all
 
 
@@ -24,7 +25,7 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_policy(directory: str | Path, *, global_max_ttl: int = GLOBAL_MAX_TTL) -> Policy:
+def load_policy(directory: str | Path, *, global_max_ttl: int = MAX_TOKEN_TTL) -> Policy:
     """The compiled policy; raises ``PolicyInvalid`` listing every problem with file:line."""
     root = Path(directory)
     if not root.is_dir():

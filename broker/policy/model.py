@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from broker.capability import Budget, Capability
+from broker.capability.lifetime import MAX_TOKEN_TTL
 
-#: The global cap on any token's lifetime (SPEC 4). A deployment may only lower it.
-GLOBAL_MAX_TTL: Final = 3600
 #: a ``vault-kv`` token's ``num_uses`` when its scope sets no ``uses:`` (SPEC 2)
 DEFAULT_KV_USES: Final = 10
 #: the most ``uses:`` a scope may set
@@ -128,7 +127,7 @@ class Policy:
     services: Mapping[str, Service]
     digest: str  # sha256 over the files that made it, for /v1/scopes and audit
     files: tuple[str, ...]
-    global_max_ttl: int = GLOBAL_MAX_TTL
+    global_max_ttl: int = MAX_TOKEN_TTL
     _by_key: Mapping[str, Agent | Service] = field(default_factory=dict, repr=False)
 
     def principal_for_key(self, sha256_hex: str) -> Agent | Service | None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from broker.policy.model import GLOBAL_MAX_TTL
-
-# A verifier accepts a token up to its leeway (at most 60 s) after ``exp``; keep each
-# revocation a little longer than that.
-REVOCATION_GRACE = 120
+from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 
 
 def token_revocation_expiry(exp: int) -> int:
@@ -15,11 +11,11 @@ def token_revocation_expiry(exp: int) -> int:
 
 def task_revocation_expiry(now: int) -> int:
     """A task revoked now may hold tokens issued up to now, valid for the global cap."""
-    return now + GLOBAL_MAX_TTL + REVOCATION_GRACE
+    return now + MAX_TOKEN_TTL + REVOCATION_GRACE
 
 
 def agent_cutoff_expiry(cutoff: int) -> int:
-    return cutoff + GLOBAL_MAX_TTL + REVOCATION_GRACE
+    return cutoff + MAX_TOKEN_TTL + REVOCATION_GRACE
 
 
 def task_record_expiry(last_exp: int) -> int:

@@ -32,12 +32,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.token.algorithms import ALGORITHMS, Algorithm, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode, b64url_encode
 from broker.token.claims import MAX_TIME
 from broker.token.keys import KeyFormatError, KeyLookup, Signer, VerificationKey, is_kid, key_from_jwk
 from broker.token.strictjson import StrictJsonError, dumps_canonical, loads_object
-from broker.token.verify import DEFAULT_MAX_TTL, MAX_LEEWAY
+from broker.token.verify import MAX_LEEWAY
 
 __all__ = [
     "ENDORSEMENT_TYP",
@@ -65,7 +66,7 @@ PUBLISH_MARGIN: Final = 120
 #: the longest an endorsement may let a key sign: short-lived is checked, not hoped for
 MAX_SIGN_SPAN: Final = 2 * 86400
 #: the longest a key may stay published after it stopped signing
-MAX_PUBLISH_TAIL: Final = DEFAULT_MAX_TTL + PUBLISH_MARGIN
+MAX_PUBLISH_TAIL: Final = MAX_TOKEN_TTL + PUBLISH_MARGIN
 MAX_ENDORSEMENT_BYTES: Final = 2048
 _FIELDS: Final = ("iss", "jwk", "not_before", "sign_until", "publish_until")
 _HEADER_FIELDS: Final = frozenset({"alg", "typ", "kid"})
@@ -89,13 +90,13 @@ class Windows:
     publish_until: int
 
 
-def windows(now: int, sign_span: int, max_token_ttl: int = DEFAULT_MAX_TTL) -> Windows:
+def windows(now: int, sign_span: int, max_token_ttl: int = MAX_TOKEN_TTL) -> Windows:
     """The windows of a key endorsed at ``now`` that may sign for ``sign_span`` seconds and
     signs tokens of at most ``max_token_ttl`` seconds."""
     if not 0 < sign_span <= MAX_SIGN_SPAN:
         raise ValueError(f"sign span must be 1..{MAX_SIGN_SPAN} seconds")
-    if not 0 < max_token_ttl <= DEFAULT_MAX_TTL:
-        raise ValueError(f"max token ttl must be 1..{DEFAULT_MAX_TTL} seconds")
+    if not 0 < max_token_ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"max token ttl must be 1..{MAX_TOKEN_TTL} seconds")
     return Windows(now, now + sign_span, now + sign_span + max_token_ttl + PUBLISH_MARGIN)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.errors import TokenRejected
 from broker.token.algorithms import verify_signature
 from broker.token.claims import Claims, ClaimsError, claims_from_json
@@ -19,7 +20,6 @@ from broker.token.keys import KeyLookup, VerificationKey
 
 DEFAULT_LEEWAY: Final = 30
 MAX_LEEWAY: Final = 60
-DEFAULT_MAX_TTL: Final = 3600
 
 
 def check_leeway(leeway: int) -> int:
@@ -36,7 +36,7 @@ def verify_token(
     audience: str,
     now: int,
     leeway: int = DEFAULT_LEEWAY,
-    max_ttl: int = DEFAULT_MAX_TTL,
+    max_ttl: int = MAX_TOKEN_TTL,
 ) -> Claims:
     """The token's claims, or ``TokenRejected``. ``now`` is injected (seconds)."""
     check_leeway(leeway)

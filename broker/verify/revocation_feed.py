@@ -58,16 +58,11 @@ from redis import Redis
 from broker.backends import redis_keys as keys
 from broker.backends.redis_keys import URL_SCHEMES
 from broker.backends.redis_options import database, sync_redis
+from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.token.claims import MAX_TIME, Claims
-from broker.token.verify import DEFAULT_MAX_TTL
 
 log = logging.getLogger(__name__)
 
-#: how long the broker keeps a revocation past the last moment it could matter
-#: (``broker.service.retention.REVOCATION_GRACE``; a test checks the two agree)
-REVOCATION_GRACE: Final = 120
-#: the longest a token lives (the global cap), so the longest a task or agent entry matters
-MAX_TOKEN_LIFETIME: Final = DEFAULT_MAX_TTL
 SCAN_PAGE: Final = 1000
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 0.5
@@ -200,7 +195,7 @@ class _FeedState:
             return
         # no expiry on the key (-1) never happens with the broker's writes; keep it for
         # the longest any token lives
-        expires = now + pttl / 1000 if pttl >= 0 else now + MAX_TOKEN_LIFETIME + REVOCATION_GRACE
+        expires = now + pttl / 1000 if pttl >= 0 else now + MAX_TOKEN_TTL + REVOCATION_GRACE
         if kind == "token":
             self._put(self.tokens, ident, expires)
         elif kind == "task":
@@ -278,7 +273,7 @@ class _FeedState:
         if kind == "token":
             self._put(self.tokens, ident, value + REVOCATION_GRACE)
         elif kind == "task":
-            self._put(self.tasks, ident, value + MAX_TOKEN_LIFETIME + REVOCATION_GRACE)
+            self._put(self.tasks, ident, value + MAX_TOKEN_TTL + REVOCATION_GRACE)
         elif kind == "key":
             self._put(self.keys, ident, value)  # the key's own publish_until: it is gone after
         else:
@@ -293,7 +288,7 @@ class _FeedState:
                 if expires <= now:
                     entries.pop(ident, None)
         for agent, cutoff in list(self.cutoffs.items()):
-            if cutoff + MAX_TOKEN_LIFETIME + REVOCATION_GRACE <= now:
+            if cutoff + MAX_TOKEN_TTL + REVOCATION_GRACE <= now:
                 self.cutoffs.pop(agent, None)
         self.purges += 1
 

@@ -30,13 +30,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from broker.backends.redis_keys import URL_SCHEMES
+from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
 from broker.errors import TokenRejected
 from broker.token.claims import Claims
 from broker.token.keys import KeyLookup, KeySet
 from broker.token.seen import SeenTokens
-from broker.token.verify import DEFAULT_LEEWAY, DEFAULT_MAX_TTL, check_claims, check_leeway, signed_claims_and_key
+from broker.token.verify import DEFAULT_LEEWAY, check_claims, check_leeway, signed_claims_and_key
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
@@ -91,7 +92,7 @@ class Verifier:
         redis_prefix: str | None = None,
         introspection: IntrospectionClient | None = None,
         leeway: int = DEFAULT_LEEWAY,
-        max_ttl: int = DEFAULT_MAX_TTL,
+        max_ttl: int = MAX_TOKEN_TTL,
         clock: Callable[[], float] = time.time,
         fetch: Fetch | None = None,
         jwks_cooldown: float = 30.0,
@@ -113,8 +114,8 @@ class Verifier:
             and not callable(getattr(revocation, "is_revoked", None))
         ):
             raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
-        if type(max_ttl) is not int or not 0 < max_ttl <= DEFAULT_MAX_TTL:
-            raise ValueError(f"max_ttl must be 1..{DEFAULT_MAX_TTL} seconds: the global cap is never raised")
+        if type(max_ttl) is not int or not 0 < max_ttl <= MAX_TOKEN_TTL:
+            raise ValueError(f"max_ttl must be 1..{MAX_TOKEN_TTL} seconds: the global cap is never raised")
         if type(proof_max_age) is not int or not 0 < proof_max_age <= MAX_MAX_AGE:
             raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
         if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):

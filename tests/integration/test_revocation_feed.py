@@ -25,12 +25,12 @@ from redis import Redis
 
 from broker.backends import redis_keys as keys
 from broker.backends.redis_state import RedisState
+from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.errors import TokenRejected
 from broker.service import retention
 from broker.token import Actor, KeyRing, LocalSigner
-from broker.token.verify import DEFAULT_MAX_TTL
 from broker.verify import Verifier
-from broker.verify.revocation_feed import MAX_TOKEN_LIFETIME, REVOCATION_GRACE, RevocationFeed, RevocationUnavailable
+from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
 from tests.helpers import claims, good_token, verifier
 from tests.servers.processes import RedisServer, free_port
 
@@ -414,8 +414,8 @@ def test_entries_expire_when_no_acceptable_token_can_need_them(
 
         assert at(exp + REVOCATION_GRACE - 1) == 3
         assert at(exp + REVOCATION_GRACE + 1) == 2  # the token's entry: its exp plus the grace
-        assert at(world.now + MAX_TOKEN_LIFETIME + REVOCATION_GRACE - 1) == 2
-        assert at(world.now + MAX_TOKEN_LIFETIME + REVOCATION_GRACE + 1) == 0  # the task's and the agent's
+        assert at(world.now + MAX_TOKEN_TTL + REVOCATION_GRACE - 1) == 2
+        assert at(world.now + MAX_TOKEN_TTL + REVOCATION_GRACE + 1) == 0  # the task's and the agent's
         revoked = claims(jti="expiring-token-000001", task="expiring-task", agent="expiring-agent")
         assert not feed.is_revoked(revoked)  # (every token they applied to has expired)
     finally:
@@ -423,12 +423,11 @@ def test_entries_expire_when_no_acceptable_token_can_need_them(
 
 
 def test_the_feed_keeps_entries_as_long_as_the_broker_keeps_its_keys() -> None:
-    """The verifier library mirrors the broker's retention (it does not import its policy)."""
-    assert REVOCATION_GRACE == retention.REVOCATION_GRACE
-    assert MAX_TOKEN_LIFETIME == DEFAULT_MAX_TTL
+    """The feed and the broker's retention read one lifetime and one grace
+    (``broker/capability/lifetime.py``); the feed's expiries are checked above."""
     assert retention.token_revocation_expiry(1000) == 1000 + REVOCATION_GRACE
-    assert retention.task_revocation_expiry(1000) == 1000 + MAX_TOKEN_LIFETIME + REVOCATION_GRACE
-    assert retention.agent_cutoff_expiry(1000) == 1000 + MAX_TOKEN_LIFETIME + REVOCATION_GRACE
+    assert retention.task_revocation_expiry(1000) == 1000 + MAX_TOKEN_TTL + REVOCATION_GRACE
+    assert retention.agent_cutoff_expiry(1000) == 1000 + MAX_TOKEN_TTL + REVOCATION_GRACE
 
 
 def test_a_feed_nobody_holds_stops_its_thread(redis_server: RedisServer, ed_signer: LocalSigner) -> None:

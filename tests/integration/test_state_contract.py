@@ -25,6 +25,7 @@ from broker.backends import redis_rounds, redis_state
 from broker.backends.memory_state import MemoryState
 from broker.backends.redis_rounds import SharedRounds
 from broker.backends.redis_state import RedisState
+from broker.capability.lifetime import REVOCATION_GRACE
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StateStore, StoredEvent, TaskClaim
@@ -664,7 +665,7 @@ def test_redis_keys_expire_on_the_retention_schedule(redis_backend: Backend) -> 
 def test_redis_task_record_is_gone_once_its_last_token_expired(redis_backend: Backend) -> None:
     async def body() -> None:
         async with redis_backend.replicas(1) as (store,):
-            long_ago = int(time.time()) - retention.REVOCATION_GRACE - 10
+            long_ago = int(time.time()) - REVOCATION_GRACE - 10
             await store.claim_task("t-old", "alice", ("alice",), long_ago - 300, long_ago)
             assert not await store.task_live("t-old", "alice")
 
