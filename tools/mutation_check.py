@@ -93,6 +93,18 @@ MUTATIONS = [
         ("tests/unit/test_verifier_cache.py", "tests/unit/test_verifier.py"),
     ),
     Mutation(
+        "revocation cut-off boundary moved (a token issued at the cut-off survives)",
+        "broker/token/revoked.py",
+        "    return token or task or any(cutoff is not None and iat <= cutoff for cutoff in cutoffs)",
+        "    return token or task or any(cutoff is not None and iat < cutoff for cutoff in cutoffs)",
+    ),
+    Mutation(
+        "kill switch stops at the token's own agent (delegators ignored)",
+        "broker/token/revoked.py",
+        "    return (claims.agent, *claims.delegators)",
+        "    return (claims.agent,)",
+    ),
+    Mutation(
         "revocation feed staleness unchecked",
         "broker/verify/revocation_feed.py",
         "        if self._monotonic() - self._state.confirmed_at > self._max_staleness:",

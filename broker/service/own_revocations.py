@@ -8,6 +8,7 @@ from typing import Final
 
 from broker.service import retention
 from broker.token.claims import Claims
+from broker.token.revoked import revoked_in
 
 MAX_OWN: Final = 100_000  # entries; past that the oldest expire first
 
@@ -38,12 +39,7 @@ class OwnRevocations:
             self._trim(self._cutoffs)
 
     def revokes(self, claims: Claims) -> bool:
-        if claims.jti in self._tokens or any(ref in self._tasks for ref in claims.task_refs):
-            return True
-        return any(
-            (cutoff := self._cutoffs.get(agent)) is not None and claims.iat <= cutoff
-            for agent in (claims.agent, *claims.delegators)
-        )
+        return revoked_in(claims, self._tokens, self._tasks, self._cutoffs)
 
     @staticmethod
     def _trim(entries: dict[str, int]) -> None:

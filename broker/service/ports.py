@@ -22,6 +22,7 @@ from broker.identity.vault_identity import VaultTokenInfo
 from broker.token.algorithms import Algorithm
 from broker.token.claims import Claims
 from broker.token.keys import KeySet
+from broker.token.revoked import revoked
 
 
 class SigningBackend(Protocol):
@@ -86,7 +87,7 @@ class RevocationState:
     agent_cutoff: int | None  # tokens of the agent with iat <= cutoff are revoked
 
     def revokes(self, iat: int) -> bool:
-        return self.token_revoked or self.task_revoked or (self.agent_cutoff is not None and iat <= self.agent_cutoff)
+        return revoked(iat, token=self.token_revoked, task=self.task_revoked, cutoffs=(self.agent_cutoff,))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from broker.backends import redis_keys as keys
 from broker.backends.redis_keys import URL_SCHEMES
 from broker.backends.redis_options import sync_redis
 from broker.token.claims import Claims
+from broker.token.revoked import revoked
 
 
 class RedisRevocation:
@@ -31,9 +32,12 @@ class RedisRevocation:
         revoked. Raises (any redis or OS error) when the answer cannot be read."""
         names = keys.revocation(self._prefix, claims.jti, claims.task, claims.agent, claims.delegators)
         token, task, any_agents_task, *cutoffs = self._redis.mget(names)
-        if token is not None or task is not None or any_agents_task is not None:
-            return True
-        return any(cutoff is not None and claims.iat <= int(cutoff) for cutoff in cutoffs)
+        return revoked(
+            claims.iat,
+            token=token is not None,
+            task=task is not None or any_agents_task is not None,
+            cutoffs=(None if cutoff is None else int(cutoff) for cutoff in cutoffs),
+        )
 
     def close(self) -> None:
         self._redis.close()

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.token.claims import Claims
+from broker.token.revoked import revoked_in
 
 
 class RevocationCheck(Protocol):
@@ -43,10 +44,4 @@ class StaticRevocationList:
 
     def is_revoked(self, claims: Claims) -> bool:
         """The kill switch reaches delegated tokens: every agent up the ``act`` chain counts."""
-        if claims.jti in self.token_ids or any(ref in self.tasks for ref in claims.task_refs):
-            return True
-        for agent in (claims.agent, *claims.delegators):
-            cutoff = self.agents_before.get(agent)
-            if cutoff is not None and claims.iat <= cutoff:
-                return True
-        return False
+        return revoked_in(claims, self.token_ids, self.tasks, self.agents_before)

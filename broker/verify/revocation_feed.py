@@ -60,6 +60,7 @@ from broker.backends.redis_keys import URL_SCHEMES
 from broker.backends.redis_options import database, sync_redis
 from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.token.claims import MAX_TIME, Claims
+from broker.token.revoked import revoked_in
 
 log = logging.getLogger(__name__)
 
@@ -362,17 +363,7 @@ class RevocationFeed:
         revoked; ``RevocationUnavailable`` if the set may be missing a revocation."""
         if self._monotonic() - self._state.confirmed_at > self._max_staleness:
             raise RevocationUnavailable(self._state.last_error or "revocation feed not confirmed")
-        if claims.jti in self._tokens or (self._tasks and any(ref in self._tasks for ref in claims.task_refs)):
-            return True
-        cutoffs = self._cutoffs
-        if not cutoffs:
-            return False
-        cutoff = cutoffs.get(claims.agent)
-        if cutoff is not None and claims.iat <= cutoff:
-            return True
-        if claims.act is None:
-            return False
-        return any((c := cutoffs.get(agent)) is not None and claims.iat <= c for agent in claims.delegators)
+        return revoked_in(claims, self._tokens, self._tasks, self._cutoffs)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until ``ready``; True if it is."""
