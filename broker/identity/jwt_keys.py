@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from broker.token.algorithms import verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
+from broker.token.keys import public_key_of
 from broker.token.strictjson import StrictJsonError, loads_object
 
 __all__ = [
@@ -193,11 +194,9 @@ def _public_key(jwk: dict[str, Any]) -> tuple[IdentityAlgorithm, IdentityPublicK
             return None
         return "RS256", rsa.RSAPublicNumbers(e, n).public_key()
     if kty == "EC" and crv == "P-256":
-        x, y = _member(jwk, "x", 32), _member(jwk, "y", 32)
-        point = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1())
-        return "ES256", point.public_key()
+        return "ES256", public_key_of(jwk, okp=False)  # the capability keys' own parser
     if kty == "OKP" and crv == "Ed25519":
-        return "EdDSA", ed25519.Ed25519PublicKey.from_public_bytes(_member(jwk, "x", 32))
+        return "EdDSA", public_key_of(jwk, okp=True)
     return None
 
 
