@@ -95,6 +95,11 @@ class _Reader:
         except _Bad:
             return None
 
+    def value(self, node: YMap, what: str, key: str, check: Callable[[object], T]) -> T | None:
+        """The single value under ``key``, checked: ``None`` when absent or bad (the issue,
+        labelled ``"{what} {key}"``, is recorded)."""
+        return self.field(node, key, lambda n: self.scalar(n, f"{what} {key}", check))
+
     def scalar(self, node: YNode, what: str, check: Callable[[object], T]) -> T:
         if not isinstance(node, YScalar):
             raise self.fail(node.line, f"{what} must be a single value")
@@ -243,16 +248,16 @@ class _FileCompiler:
             {"description", "require_pop", "uses", "budget"},
             at=line,
         )
-        kind = r.field(body, "kind", lambda n: r.scalar(n, f"{what} kind", kind_named))
+        kind = r.value(body, what, "kind", kind_named)
         resource = actions = None
         if kind is not None:
             resource = r.field(body, "resource", lambda n: self.scope_resource(n, what, kind))
             actions = r.field(body, "actions", lambda n: self.actions(n, what, kind))
-        audience = r.field(body, "audience", lambda n: r.scalar(n, f"{what} audience", _audience))
+        audience = r.value(body, what, "audience", _audience)
         max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
-        description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
-        require_pop = r.field(body, "require_pop", lambda n: r.scalar(n, f"{what} require_pop", _bool))
-        uses = r.field(body, "uses", lambda n: r.scalar(n, f"{what} uses", _uses))
+        description = r.value(body, what, "description", _text)
+        require_pop = r.value(body, what, "require_pop", _bool)
+        uses = r.value(body, what, "uses", _uses)
         if uses is not None and kind is not None and kind.name != "vault-kv":
             r.fail(body.key_line("uses"), f"{what}: uses is for vault-kv scopes only")
         budget = r.field(body, "budget", lambda n: self.budget(n, f"{what} budget"))
@@ -282,8 +287,8 @@ class _FileCompiler:
         r = self.r
         body = r.mapping(node, what)
         r.fields(body, what, set(), {"requests", "bytes"})
-        requests = r.field(body, "requests", lambda n: r.scalar(n, f"{what} requests", _positive))
-        size = r.field(body, "bytes", lambda n: r.scalar(n, f"{what} bytes", parse_size))
+        requests = r.value(body, what, "requests", _positive)
+        size = r.value(body, what, "bytes", parse_size)
         if requests is None and size is None:
             raise r.fail(node.line, f"{what} sets requests, bytes or both")
         return Budget(requests, size)
@@ -318,16 +323,16 @@ class _FileCompiler:
         before = len(r.issues)
         if method == "key":
             r.fields(inner, label, {"sha256"}, set(), at=body.line)
-            sha = r.field(inner, "sha256", lambda n: r.scalar(n, f"{label} sha256", _sha256))
+            sha = r.value(inner, label, "sha256", _sha256)
             if sha is None or len(r.issues) > before:
                 raise _Bad()
             return KeyIdentity(sha)
         if method == "jwt":
             r.fields(inner, label, {"issuer", "audience", "subject"}, {"claims", "jwks_uri"}, at=body.line)
-            issuer = r.field(inner, "issuer", lambda n: r.scalar(n, f"{label} issuer", _url))
-            audience = r.field(inner, "audience", lambda n: r.scalar(n, f"{label} audience", _text))
-            subject = r.field(inner, "subject", lambda n: r.scalar(n, f"{label} subject", _text))
-            jwks_uri = r.field(inner, "jwks_uri", lambda n: r.scalar(n, f"{label} jwks_uri", _url))
+            issuer = r.value(inner, label, "issuer", _url)
+            audience = r.value(inner, label, "audience", _text)
+            subject = r.value(inner, label, "subject", _text)
+            jwks_uri = r.value(inner, label, "jwks_uri", _url)
             claims = r.field(inner, "claims", lambda n: self.jwt_claims(n, label))
             if issuer is None or audience is None or subject is None or len(r.issues) > before:
                 raise _Bad()
@@ -335,8 +340,8 @@ class _FileCompiler:
         r.fields(inner, label, set(), {"role", "entity", "metadata"})
         if not inner.entries:
             raise r.fail(inner.line, f"{label} needs at least one of role, entity, metadata")
-        role = r.field(inner, "role", lambda n: r.scalar(n, f"{label} role", _text))
-        entity = r.field(inner, "entity", lambda n: r.scalar(n, f"{label} entity", _text))
+        role = r.value(inner, label, "role", _text)
+        entity = r.value(inner, label, "entity", _text)
         metadata = r.field(inner, "metadata", lambda n: self.string_map(n, f"{label} metadata"))
         if len(r.issues) > before:
             raise _Bad()
@@ -374,11 +379,9 @@ class _FileCompiler:
         identity = r.field(body, "identity", lambda n: self.identity(n, what))
         scopes = r.field(body, "scopes", lambda n: r.string_list(n, f"{what} scopes"))
         max_ttl = r.field(body, "max_ttl", lambda n: self.ttl(n, f"{what} max_ttl"))
-        depth = r.field(
-            body, "max_delegation_depth", lambda n: r.scalar(n, f"{what} max_delegation_depth", _delegation_depth)
-        )
-        rate = r.field(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate))
-        description = r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
+        depth = r.value(body, what, "max_delegation_depth", _delegation_depth)
+        rate = r.value(body, what, "rate", _rate)
+        description = r.value(body, what, "description", _text)
         if scopes is not None:
             self.scope_refs.append((name, scopes))
         if len(r.issues) > before or identity is None or scopes is None:
@@ -406,8 +409,8 @@ class _FileCompiler:
         for aud, aline in audiences or []:
             if not is_audience(aud):
                 r.fail(aline, f"{what} audiences: {aud!r} is not a valid audience")
-        r.field(body, "description", lambda n: r.scalar(n, f"{what} description", _text))
-        rate = r.field(body, "rate", lambda n: r.scalar(n, f"{what} rate", _rate))
+        r.value(body, what, "description", _text)
+        rate = r.value(body, what, "rate", _rate)
         if len(r.issues) > before or identity is None or audiences is None:
             return
         audience_names = tuple(a for a, _ in audiences)
