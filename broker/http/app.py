@@ -21,7 +21,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from broker.errors import BrokerError, PolicyInvalid
 from broker.http.hot_paths import HOT_ROUTES, BrokerApp
 from broker.http.problems import broker_error_handler, http_exception_handler
-from broker.http.request_id import stamp_request_id, timing_middleware
 from broker.http.routes import HANDLERS
 from broker.repeat_log import RepeatLog
 from broker.service import admin
@@ -187,8 +186,6 @@ def _litestar_app(
             HTTPException: http_exception_handler,
             Exception: http_exception_handler,
         },
-        before_send=[stamp_request_id],
-        middleware=[timing_middleware],
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="capbroker",

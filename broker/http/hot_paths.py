@@ -5,7 +5,8 @@ serves, so these two skip the framework's per-request machinery (routing tree, r
 response objects, handler signature, middleware stack), which cost about as much CPU as the
 use cases themselves. They are not a second implementation: the same use case, the same
 body rules (``broker.http.bodies``), the same problem+json errors
-(``broker.http.problems``), the same headers and metrics. ``tests/service/test_hot_paths``
+(``broker.http.problems``), and one wrapper around both for the request id, the request
+counter and the latency (``broker.http.request_id.observed``). ``tests/service/test_hot_paths``
 sends one set of requests, good and bad, to both and requires the same answers.
 
 Only these exact method-and-path pairs come here. Anything else (another method, these
@@ -15,7 +16,6 @@ these two operations in the OpenAPI schema.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +27,7 @@ from broker.errors import BrokerError, InvalidRequest, PayloadTooLarge
 from broker.http.bodies import JSON, Parser, json_or_form_parser, json_parser, media_type_of
 from broker.http.calls import call_of, header
 from broker.http.problems import PROBLEM_JSON, STATUS, problem_body, problem_of_error, unhandled
+from broker.http.request_id import observed
 from broker.service import introspect, mint
 from broker.service.broker import Broker, Call
 
@@ -67,7 +68,11 @@ class BrokerApp:
         return self.litestar.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.litestar(scope, receive, send)  # lifespan
+            return
+        send = observed(send, scope, self.broker.metrics)  # request id, counter, latency: once, for both
+        if scope["method"] == "POST":
             route = self.routes.get(scope["path"])
             if route is not None:
                 await self._serve(route, scope, receive, send)
@@ -75,7 +80,6 @@ class BrokerApp:
         await self.litestar(scope, receive, send)
 
     async def _serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         call = call_of(scope)
 
         async def read_body() -> object:
@@ -99,12 +103,8 @@ class BrokerApp:
                 _encode(problem_body(code, call.request_id)),
             )
         headers.append((b"content-length", str(len(payload)).encode()))
-        headers.append((b"x-request-id", call.request_id.encode("ascii")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        metrics = self.broker.metrics
-        metrics.inc("capbroker_http_requests_total", status=f"{status // 100}xx")
-        metrics.observe_latency(time.perf_counter() - started)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, or ``PayloadTooLarge`` as soon as it is known to be over the limit."""

@@ -1,8 +1,10 @@
-"""``X-Request-Id`` on every response, 404s and errors included.
+"""``X-Request-Id``, the request counter and the latency, on every response: the hot paths'
+and the framework's, 404s and errors included.
 
 A caller's own request id is kept when it is short and plain; otherwise a new one is
 made. It is decided once per request, kept in the ASGI scope, and stamped on the
-response by a ``before_send`` hook (which runs for every response the app sends).
+response by ``observed``, which ``broker.http.hot_paths.BrokerApp`` wraps around every
+HTTP request before it picks the hot path or the Litestar app.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import secrets
 import time
 from typing import Any, Final
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Send
+
+from broker.service.metrics import Metrics
 
 _SCOPE_KEY: Final = "capbroker_request_id"
 _ACCEPTED: Final = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
@@ -30,31 +34,20 @@ def request_id_of(scope: Any) -> str:
     return rid
 
 
-async def stamp_request_id(message: Message, scope: Any) -> None:
-    if message["type"] == "http.response.start":
-        rid = request_id_of(scope).encode("ascii")
-        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-        headers.append((b"x-request-id", rid))
-        message["headers"] = headers
-        app = scope.get("app")
-        broker = getattr(getattr(app, "state", None), "broker", None)
-        if broker is not None:
-            broker.metrics.inc("capbroker_http_requests_total", status=f"{message['status'] // 100}xx")
+def observed(send: Send, scope: Any, metrics: Metrics) -> Send:
+    """``send``, with what every response gets, hot path or framework, said once: the
+    request's ``X-Request-Id`` (replacing any a handler set), the request counter by status
+    class, and the latency from now to the response's start."""
+    started = time.perf_counter()
+    rid = request_id_of(scope).encode("ascii")
 
+    async def send_observed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+            headers.append((b"x-request-id", rid))
+            message["headers"] = headers
+            metrics.inc("capbroker_http_requests_total", status=f"{message['status'] // 100}xx")
+            metrics.observe_latency(time.perf_counter() - started)
+        await send(message)
 
-def timing_middleware(app: ASGIApp) -> ASGIApp:
-    """Observe each routed request's latency in the broker's metrics."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-
-        async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                broker = getattr(scope["app"].state, "broker", None)
-                if broker is not None:
-                    broker.metrics.observe_latency(time.perf_counter() - started)
-            await send(message)
-
-        await app(scope, receive, timed_send)
-
-    return middleware
+    return send_observed

@@ -172,7 +172,11 @@ def _run(hot: bool, state: MemoryState | None = None) -> tuple[list[dict[str, An
         metrics = client.get("/metrics").text
     audit = [_normal(json.loads(line)) for line in h.audit_out.getvalue().splitlines()]
     requests = "\n".join(
-        sorted(line for line in metrics.splitlines() if line.startswith("capbroker_http_requests_total"))
+        sorted(
+            line
+            for line in metrics.splitlines()
+            if line.startswith(("capbroker_http_requests_total", "capbroker_http_request_duration_seconds_count"))
+        )
     )
     return answers, audit, requests
 
@@ -203,6 +207,15 @@ def test_the_request_metrics_are_the_same(both: Any) -> None:
     hot, framework = both
     assert hot[2] == framework[2]
     assert 'status="4xx"' in hot[2]
+
+
+def test_every_answered_request_is_timed_once(both: Any) -> None:
+    """The counter and the latency come from one wrapper (``broker.http.request_id.observed``)
+    around the hot paths and the framework: each response counted is timed, none twice."""
+    for _answers, _audit, lines in both:
+        counted = sum(float(line.split()[-1]) for line in lines.splitlines() if "requests_total" in line)
+        timed = next(float(line.split()[-1]) for line in lines.splitlines() if "_count" in line)
+        assert counted == timed >= len(SCRIPT)
 
 
 def test_a_backend_down_is_the_same_503_with_retry_after() -> None:
