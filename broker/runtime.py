@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from broker.audit.checkpointer import Checkpointer
-from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.http.app import create_app
 from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
+from broker.service.audit_checkpointer import Checkpointer
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.broker import Broker
 from broker.service.metrics import Metrics
 from broker.service.ports import Downstream, IssuerKeys, LongTermSigning, StateStore, VaultTokens

@@ -291,7 +291,7 @@ MUTATIONS = [
     ),
     Mutation(
         "refusals beyond the allowance stored",
-        "broker/audit/recorder.py",
+        "broker/service/audit_recorder.py",
         "        if not keep:",
         "        if False:",
         ("tests/service/test_refusal_bounds.py",),

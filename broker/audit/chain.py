@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from broker.audit.checkpoint import ANCHOR_WINDOW, Checkpoint, CheckpointError, verify_checkpoint
-from broker.service.ports import StoredEvent
+from broker.audit.stored import StoredEvent
 from broker.token.keys import KeyLookup
 
 GENESIS = "0" * 64

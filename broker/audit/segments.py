@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from broker.service.ports import StoredEvent
+from broker.audit.stored import StoredEvent
 
 MAGIC = "capbroker_audit_segment"
 VERSION = 1

@@ -23,7 +23,7 @@ from broker.audit.segments import (
     segment_name,
     segment_seq,
 )
-from broker.service.ports import StoredEvent
+from broker.audit.stored import StoredEvent
 
 _TEMP_SUFFIX = ".tmp"
 

@@ -20,10 +20,10 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.audit.segments import SegmentHeader, check_continues, stream_id
+from broker.audit.stored import StoredEvent
 from broker.backends.audit_archive import ArchiveDir
 from broker.backends.redis_options import sync_redis
 from broker.errors import BackendUnavailable
-from broker.service.ports import StoredEvent
 
 _PAGE = 1000
 

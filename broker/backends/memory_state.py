@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.chain import GENESIS, seal
+from broker.audit.stored import StoredEvent
 from broker.backends.downstream_records import MemoryDownstreamRecords
 from broker.backends.gcra import gcra_parameters
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.service import retention
-from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, TaskClaim
 
 _SWEEP_EVERY = 512  # writes between two sweeps of expired entries
 AUDIT_TAIL = 10_000  # audit events kept in memory (the newest)

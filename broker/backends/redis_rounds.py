@@ -29,9 +29,10 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from broker.audit.chain import GENESIS, sealed_with_canonical
+from broker.audit.stored import StoredEvent
 from broker.errors import BackendUnavailable
 from broker.service.metrics import observe_redis
-from broker.service.ports import MintClaim, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, TaskClaim
 
 CLAIM_BATCH: Final = 128  # claims per round at most
 AUDIT_BATCH: Final = 256  # events per round at most

@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
+from broker.audit.stored import StoredEvent
 from broker.backends import redis_keys as keys
 from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
@@ -47,7 +48,7 @@ from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
 from broker.service import retention
-from broker.service.ports import MintClaim, RevocationState, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, TaskClaim
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from broker.audit.chain import ChainReport, ChainWalk, CheckpointKeys
 from broker.audit.segments import ArchiveDamaged
+from broker.audit.stored import StoredEvent
 from broker.config import Settings, SettingsError, load_settings
 from broker.errors import BackendUnavailable
-from broker.service.ports import StoredEvent
 from broker.token.endorsement import is_session_kid
 from broker.token.keys import KeyFormatError, KeySet
 

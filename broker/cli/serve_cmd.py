@@ -171,11 +171,11 @@ def _dev_overlay(policy: Policy, keys: dict[str, str]) -> Policy:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    from broker.audit.recorder import AuditRecorder
     from broker.backends.local_signer import LocalSigningBackend
     from broker.backends.memory_state import MemoryState
     from broker.http.app import create_app
     from broker.policy.loader import load_policy
+    from broker.service.audit_recorder import AuditRecorder
     from broker.service.broker import Broker
 
     try:
@@ -203,8 +203,8 @@ def run_dev(args: argparse.Namespace) -> int:
     overlay = partial(_dev_overlay, keys=keys)
     issuer = f"http://{args.host}:{args.port}"
     state = MemoryState()
-    from broker.audit.checkpointer import Checkpointer
     from broker.backends.oidc_keys import OidcKeys
+    from broker.service.audit_checkpointer import Checkpointer
     from broker.service.metrics import Metrics
 
     signer = LocalSigningBackend.generate()

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.audit.checkpointer import Checkpointer
-from broker.audit.recorder import AuditRecorder
 from broker.errors import BrokerError, PolicyInvalid
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
+from broker.service.audit_checkpointer import Checkpointer
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.decisions import DecisionCache
 from broker.service.metrics import Metrics
 from broker.service.own_revocations import OwnRevocations

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broker.audit.stored import StoredEvent
 from broker.identity.jwt_keys import IdentityKeys
 from broker.identity.vault_identity import VaultTokenInfo
 from broker.token.algorithms import Algorithm
@@ -88,14 +89,6 @@ class RevocationState:
 
     def revokes(self, iat: int) -> bool:
         return revoked(iat, token=self.token_revoked, task=self.task_revoked, cutoffs=(self.agent_cutoff,))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One audit event as stored: its position in the stream and its sealed body."""
-
-    id: str
-    event: Mapping[str, Any]
 
 
 class StateStore(Protocol):

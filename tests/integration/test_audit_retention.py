@@ -19,7 +19,6 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
-from broker.audit.recorder import AuditRecorder
 from broker.audit.segments import segment_name
 from broker.backends.audit_archive import ArchiveDir
 from broker.backends.audit_archiver import AuditArchiver
@@ -30,6 +29,7 @@ from broker.backends.redis_state import RedisState
 from broker.cli import main
 from broker.http.app import create_app
 from broker.policy.loader import load_policy
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.broker import Broker
 from broker.service.credentials import secret_sha256
 from tests.servers.broker_process import PolicyDir

@@ -22,13 +22,13 @@ import hvac
 import pytest
 from litestar.testing import TestClient
 
-from broker.audit.recorder import AuditRecorder
 from broker.backends.local_signer import LocalSigningBackend
 from broker.backends.oidc_keys import OidcKeys
 from broker.backends.redis_state import RedisState
 from broker.backends.vault_lookup import VaultTokenLookup
 from broker.http.app import create_app
 from broker.policy.loader import load_policy
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.broker import Broker
 from tests.servers.oidc_issuer import OidcIssuer, hs256
 from tests.servers.processes import BaoServer, RedisServer

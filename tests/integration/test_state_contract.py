@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.audit.chain import GENESIS, verify_chain
+from broker.audit.stored import StoredEvent
 from broker.backends import redis_keys as keys
 from broker.backends import redis_rounds, redis_state
 from broker.backends.memory_state import MemoryState
@@ -28,7 +29,7 @@ from broker.backends.redis_state import RedisState
 from broker.capability.lifetime import REVOCATION_GRACE
 from broker.errors import BackendUnavailable
 from broker.service import retention
-from broker.service.ports import MintClaim, RevocationState, StateStore, StoredEvent, TaskClaim
+from broker.service.ports import MintClaim, RevocationState, StateStore, TaskClaim
 from tests.servers.processes import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]

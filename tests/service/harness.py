@@ -10,7 +10,6 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.audit.recorder import AuditRecorder
 from broker.backends.local_signer import LocalSigningBackend
 from broker.backends.memory_state import MemoryState
 from broker.http.app import create_app
@@ -18,6 +17,7 @@ from broker.http.hot_paths import BrokerApp
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
 from broker.policy.rekey import with_client_key
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.broker import Broker
 from broker.service.credentials import new_client_secret, secret_sha256
 

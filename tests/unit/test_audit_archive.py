@@ -10,10 +10,10 @@ import pytest
 
 from broker.audit.chain import GENESIS, sealed_with_canonical, verify_chain
 from broker.audit.segments import ArchiveDamaged, SegmentHeader, encode_line, id_after, segment_name
+from broker.audit.stored import StoredEvent
 from broker.backends.audit_archive import ArchiveDir, SegmentExists
 from broker.backends.audit_history import audit_history
 from broker.cli.ops_cmd import since_stream_id
-from broker.service.ports import StoredEvent
 
 
 def chain(n: int, *, start_ms: int = 1_000, prev: str = GENESIS) -> list[tuple[str, dict[str, object], bytes]]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.audit.chain import GENESIS, canonical, event_digest, seal, sealed_with_canonical, verify_chain
-from broker.service.ports import StoredEvent
+from broker.audit.stored import StoredEvent
 
 
 def chain(n: int) -> list[StoredEvent]:

@@ -31,13 +31,13 @@ from broker.audit.checkpoint import (
     flattened,
     verify_checkpoint,
 )
-from broker.audit.checkpointer import Checkpointer
-from broker.audit.recorder import AuditRecorder
+from broker.audit.stored import StoredEvent
 from broker.backends.local_signer import LocalSigningBackend
 from broker.backends.memory_state import MemoryState
 from broker.errors import BackendUnavailable
+from broker.service.audit_checkpointer import Checkpointer
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.metrics import Metrics
-from broker.service.ports import StoredEvent
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.token.endorsement import ENDORSEMENT_TYP, statement_input
 from broker.token.keys import KeySet, LocalSigner

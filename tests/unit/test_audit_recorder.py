@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from broker.audit.recorder import AuditRecorder, redact
 from broker.backends.memory_state import MemoryState
+from broker.service.audit_recorder import AuditRecorder, redact
 
 JWS = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
 SECRET = "cbk_" + "A" * 43

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.audit.chain import canonical
-from broker.audit.recorder import AuditRecorder
 from broker.audit.redaction import REDACTED
 from broker.audit.shape import CORE, MAX_EVENT_BYTES
 from broker.backends.memory_state import MemoryState
+from broker.service.audit_recorder import AuditRecorder
 
 JWS = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
 SECRET = "cbk_" + "A" * 43

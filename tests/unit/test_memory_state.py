@@ -11,10 +11,11 @@ from typing import TypeVar
 import pytest
 
 from broker.audit.chain import GENESIS, verify_chain
+from broker.audit.stored import StoredEvent
 from broker.backends.gcra import gcra_parameters
 from broker.backends.memory_state import MemoryState
 from broker.service import retention
-from broker.service.ports import RevocationState, StoredEvent, TaskClaim
+from broker.service.ports import RevocationState, TaskClaim
 
 T = TypeVar("T")
 NOW = 1_790_000_000

@@ -32,10 +32,11 @@ from broker.audit.checkpoint import (
     checkpoint_payload,
     flattened,
 )
-from broker.audit.recorder import AuditRecorder
+from broker.audit.stored import StoredEvent
 from broker.errors import BackendUnavailable
+from broker.service.audit_recorder import AuditRecorder
 from broker.service.metrics import Metrics
-from broker.service.ports import StatementSigner, StoredEvent
+from broker.service.ports import StatementSigner
 
 __all__ = ["Checkpointer"]
 

@@ -32,7 +32,8 @@ import msgspec
 from broker.audit.redaction import redact_text
 from broker.audit.refusals import DEFAULT_ALLOWANCE, UNIDENTIFIED, Allowance, RefusalLedger, Summary
 from broker.audit.shape import bounded, shaped
-from broker.service.ports import StateStore, StoredEvent
+from broker.audit.stored import StoredEvent
+from broker.service.ports import StateStore
 
 _encode = msgspec.json.Encoder().encode  # the echo only; the chain's bytes are broker.audit.chain's
 
@@ -64,7 +65,7 @@ class AuditRecorder:
         self._clock = clock
         self._flush_pending = False
         self._refusals = RefusalLedger()
-        # told of every event stored by ``record`` (``broker.audit.checkpointer``)
+        # told of every event stored by ``record`` (``broker.service.audit_checkpointer``)
         self.on_stored: Callable[[StoredEvent], None] | None = None
 
     async def record(
