@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from broker.backends.redis_keys import URL_SCHEMES
@@ -104,26 +105,8 @@ class Verifier:
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
-        if (jwks_url is None) == (jwks is None):
-            raise ValueError("give exactly one of jwks_url or jwks")
-        if isinstance(revocation, str) and not revocation.startswith(URL_SCHEMES):
-            raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
-        if (
-            revocation is not None
-            and not isinstance(revocation, str)
-            and not callable(getattr(revocation, "is_revoked", None))
-        ):
-            raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
-        if type(max_ttl) is not int or not 0 < max_ttl <= MAX_TOKEN_TTL:
-            raise ValueError(f"max_ttl must be 1..{MAX_TOKEN_TTL} seconds: the global cap is never raised")
-        if type(proof_max_age) is not int or not 0 < proof_max_age <= MAX_MAX_AGE:
-            raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
-        if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):
-            raise TypeError("proof_replay must have claim(jkt, jti, expires_at, now), such as MemoryReplayCache")
-        if introspection is not None and not callable(getattr(introspection, "is_active", None)):
-            raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
-        if type(cache_size) is not int or cache_size < 0:
-            raise ValueError("cache_size must be a non-negative integer")
+        _check_sources(revocation, introspection, proof_replay)
+        _check_limits(max_ttl, proof_max_age, cache_size)
         self._issuer = issuer
         self._audience = audience
         self._leeway = check_leeway(leeway)
@@ -134,32 +117,62 @@ class Verifier:
         self._introspection = introspection
         self.proof_max_age = proof_max_age
         self._proof_replay: ProofReplayCache = proof_replay if proof_replay is not None else MemoryReplayCache()
-        self._keys: KeyLookup
-        if jwks_url is not None:
-            self._keys = RemoteJwks(
-                jwks_url,
-                fetch=fetch,
-                cooldown=jwks_cooldown,
-                refresh=min(300.0, jwks_max_stale),
-                max_stale=jwks_max_stale,
-                allow_insecure=allow_insecure_jwks,
-            )
-        elif isinstance(jwks, KeySet):
-            self._keys = jwks
-        else:
-            self._keys = KeySet.from_jwks(jwks)
-        self._own_feed: RevocationFeed | None = None
+        remote = JwksSource(fetch, jwks_cooldown, jwks_max_stale, allow_insecure_jwks)
+        self._keys: KeyLookup = _key_lookup(jwks_url, jwks, remote)
         #: some verifications wait on the network (introspection, a JWKS fetch, a Redis read):
         #: the async middleware and guard then verify on a worker thread, off the event loop
         self.may_block = introspection is not None or jwks_url is not None or isinstance(revocation, RedisRevocation)
+        self._own_feed: RevocationFeed | None = None
         if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
-            feed = RevocationFeed(revocation, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer)
-            revocation = self._own_feed = feed
-            self._own_feed.wait_ready(FEED_START_WAIT)
+            revocation = self._own_feed = _started_feed(revocation, redis_prefix, issuer)
         self._revocation: RevocationCheck | None = revocation
         withdrawn = withdrawn_check(revocation)
         if withdrawn is not None:  # a feed also carries key withdrawals: their tokens stop at once
             self._keys = WithoutWithdrawn(self._keys, withdrawn)
+
+    @classmethod
+    def with_redis_feed(
+        cls,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str,
+        redis_url: str,
+        redis_prefix: str | None = None,
+        **tuning: Any,
+    ) -> Verifier:
+        """The usual service: keys from the broker's JWKS, revocations from a local set the
+        broker's Redis keeps current (``RevocationFeed``; ``close()`` stops it)."""
+        return cls(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=jwks_url,
+            revocation=redis_url,
+            redis_prefix=redis_prefix,
+            **tuning,
+        )
+
+    @classmethod
+    def with_introspection(
+        cls, *, issuer: str, audience: str, jwks_url: str, introspection: IntrospectionClient, **tuning: Any
+    ) -> Verifier:
+        """A service without access to the broker's Redis: every verification also asks the
+        broker (RFC 7662) whether the token is still active."""
+        return cls(issuer=issuer, audience=audience, jwks_url=jwks_url, introspection=introspection, **tuning)
+
+    @classmethod
+    def with_keys(
+        cls,
+        *,
+        issuer: str,
+        audience: str,
+        jwks: dict[str, Any] | KeySet,
+        revocation: RevocationCheck | None = None,
+        **tuning: Any,
+    ) -> Verifier:
+        """Keys given, never fetched (tests, air-gapped services), with an optional
+        revocation source such as ``StaticRevocationList``."""
+        return cls(issuer=issuer, audience=audience, jwks=jwks, revocation=revocation, **tuning)
 
     @property
     def issuer(self) -> str:
@@ -301,3 +314,61 @@ class Verifier:
         if not grant.allows(kind, resource, action):
             raise TokenRejected("not_allowed", f"{action} on {kind!r}")
         return grant
+
+
+@dataclass(frozen=True, slots=True)
+class JwksSource:
+    """How a ``jwks_url`` is fetched: the fetch function, the cooldown between refetches of
+    an unknown kid, how stale a set may be served, and whether plain http to a named host
+    is accepted (logged as UNSAFE)."""
+
+    fetch: Fetch | None
+    cooldown: float
+    max_stale: float
+    allow_insecure: bool
+
+
+def _key_lookup(jwks_url: str | None, jwks: dict[str, Any] | KeySet | None, remote: JwksSource) -> KeyLookup:
+    """Exactly one of a URL (fetched, cached, refreshed) or keys given."""
+    if (jwks_url is None) == (jwks is None):
+        raise ValueError("give exactly one of jwks_url or jwks")
+    if jwks_url is not None:
+        return RemoteJwks(
+            jwks_url,
+            fetch=remote.fetch,
+            cooldown=remote.cooldown,
+            refresh=min(300.0, remote.max_stale),
+            max_stale=remote.max_stale,
+            allow_insecure=remote.allow_insecure,
+        )
+    return jwks if isinstance(jwks, KeySet) else KeySet.from_jwks(jwks)
+
+
+def _check_sources(revocation: object, introspection: object, proof_replay: object) -> None:
+    """The pluggable sources have the one method each is called through."""
+    if isinstance(revocation, str):
+        if not revocation.startswith(URL_SCHEMES):
+            raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
+    elif revocation is not None and not callable(getattr(revocation, "is_revoked", None)):
+        raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
+    if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):
+        raise TypeError("proof_replay must have claim(jkt, jti, expires_at, now), such as MemoryReplayCache")
+    if introspection is not None and not callable(getattr(introspection, "is_active", None)):
+        raise TypeError("introspection must be an IntrospectionClient (or have is_active(token))")
+
+
+def _check_limits(max_ttl: object, proof_max_age: object, cache_size: object) -> None:
+    if type(max_ttl) is not int or not 0 < max_ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"max_ttl must be 1..{MAX_TOKEN_TTL} seconds: the global cap is never raised")
+    if type(proof_max_age) is not int or not 0 < proof_max_age <= MAX_MAX_AGE:
+        raise ValueError(f"proof_max_age must be 1..{MAX_MAX_AGE} seconds")
+    if type(cache_size) is not int or cache_size < 0:
+        raise ValueError("cache_size must be a non-negative integer")
+
+
+def _started_feed(redis_url: str, redis_prefix: str | None, issuer: str) -> RevocationFeed:
+    """A feed on the broker's Redis, its keys under ``redis_prefix`` (else derived from the
+    issuer, as the broker derives it), given a moment to load before the first check."""
+    feed = RevocationFeed(redis_url, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer)
+    feed.wait_ready(FEED_START_WAIT)
+    return feed

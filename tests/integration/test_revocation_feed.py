@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import multiprocessing
 import threading
 import time
@@ -249,6 +250,29 @@ def test_a_redis_url_builds_a_feed_that_the_verifier_closes(
         within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
         assert any(t.name == FEED_THREAD for t in threading.enumerate())
     assert code_of(v, token) == "revocation_unavailable"  # closed: nothing vouches for the set any more
+
+
+def test_the_redis_feed_preset_is_a_feed_on_the_brokers_prefix(
+    redis_server: RedisServer, ring: KeyRing, ed_signer: LocalSigner
+) -> None:
+    """``Verifier.with_redis_feed``: keys from the JWKS URL, revocations from a feed."""
+    world = World(redis_server.url, ed_signer)
+    jti = world.jti()
+    token = world.token(jti=jti)
+    with Verifier.with_redis_feed(
+        issuer="https://broker.test",
+        audience="storage-gateway",
+        jwks_url="http://127.0.0.1:1/.well-known/jwks.json",
+        redis_url=redis_server.url,
+        fetch=lambda _url: json.dumps(ring.keyset.to_jwks()).encode(),
+        clock=lambda: float(world.now + 10),
+    ) as v:
+        assert code_of(v, token) is None
+        on_default_prefix = World(redis_server.url, ed_signer)
+        on_default_prefix.prefix = keys.default_prefix("https://broker.test")
+        on_default_prefix.state(lambda s: s.revoke_token(jti, world.now + 300))
+        within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
+    assert code_of(v, token) == "revocation_unavailable"
 
 
 def test_a_verification_costs_no_redis_round_trip(

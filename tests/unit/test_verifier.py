@@ -251,3 +251,36 @@ def test_proof_settings_are_checked(ring: KeyRing) -> None:
     with pytest.raises(TypeError, match="proof_replay"):
         verifier(ring, proof_replay=set())
     verifier(ring, proof_max_age=300)
+
+
+def test_the_presets_build_the_verifier_they_name(ring: KeyRing, ed_signer: LocalSigner) -> None:
+    """``with_keys`` and ``with_introspection`` are the constructor with one source each."""
+    revoked = StaticRevocationList()
+    token = good_token(ed_signer)
+    fixed = Verifier.with_keys(issuer=ISSUER, audience=AUDIENCE, jwks=ring.keyset, revocation=revoked)
+    assert fixed.verify(token, now=NOW).task == "t1"
+    revoked.token_ids.add(fixed.verify(token, now=NOW).token_id)
+    with pytest.raises(TokenRejected) as e:
+        fixed.verify(token, now=NOW)
+    assert e.value.code == "revoked"
+
+    class Asked:
+        def __init__(self) -> None:
+            self.tokens: list[str] = []
+
+        def is_active(self, token: str) -> bool:
+            self.tokens.append(token)
+            return False
+
+    broker = Asked()
+    remote = Verifier.with_introspection(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_url="http://127.0.0.1:1/.well-known/jwks.json",
+        introspection=broker,  # type: ignore[arg-type]
+        fetch=lambda _url: json.dumps(ring.keyset.to_jwks()).encode(),
+    )
+    assert remote.may_block
+    with pytest.raises(TokenRejected) as e:
+        remote.verify(token, now=NOW)
+    assert (e.value.code, broker.tokens) == ("revoked", [token])
