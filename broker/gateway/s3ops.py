@@ -169,7 +169,7 @@ def _query(raw_query: str) -> dict[str, str]:
         return params
     for part in raw_query.split("&"):
         raw_name, _, raw_value = part.partition("=")
-        if raw_name.lower() in _PRESIGNED or percent_decode_or_raw(raw_name).lower() in _PRESIGNED:
+        if raw_name.lower() in _PRESIGNED or _decoded_name(raw_name).lower() in _PRESIGNED:
             raise denied("presigned (query) authentication is not accepted")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,40}", raw_name):
             raise denied("query parameter outside the allowed set")
@@ -187,7 +187,7 @@ def _query(raw_query: str) -> dict[str, str]:
     return params
 
 
-def percent_decode_or_raw(text: str) -> str:
+def _decoded_name(text: str) -> str:
     try:
         return percent_decode(text)
     except KeyRefused:
@@ -244,7 +244,8 @@ def _list_accesses(bucket: str, query: Mapping[str, str]) -> tuple[Access, ...]:
     folder = prefix[: prefix.rfind("/") + 1]
     try:
         resource = folder_resource(bucket, folder)
-        object_resource(bucket, prefix) if not prefix.endswith("/") else None
+        if folder != prefix:  # the partial last segment obeys the key rules too
+            object_resource(bucket, prefix)
     except KeyRefused as e:
         raise denied(f"list prefix refused: {e.reason}") from None
     return (Access("list", resource),)
