@@ -95,6 +95,12 @@ def test_a_copy_out_of_scope_is_refused() -> None:
     assert not passes("PUT", "/acme/public/leak", "", {"x-amz-copy-source": "acme/tasks/t1/a"})
 
 
+def test_a_copy_source_in_cgi_spelling_is_refused() -> None:
+    """A server that reads ``x_amz_copy_source`` as ``x-amz-copy-source`` would copy a
+    source the gateway never checked."""
+    assert not passes("PUT", "/acme/tasks/t1/stolen", "", {"x_amz_copy_source": "acme/tasks/t2/secret"})
+
+
 def test_a_copy_of_an_old_version_is_refused() -> None:
     assert not passes("PUT", "/acme/tasks/t1/b", "", {"x-amz-copy-source": "acme/tasks/t1/a?versionId=1"})
 
