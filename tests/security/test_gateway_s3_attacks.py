@@ -197,7 +197,14 @@ def test_a_method_override_or_unknown_parameter_is_refused() -> None:
 # ------------------------------------------------------------------ properties
 
 KEY_CHARS = string.ascii_letters + string.digits + "._~@:+=,-/%\\ \x00\n" + "é"
-keys = st.text(alphabet=KEY_CHARS, min_size=0, max_size=40)
+SEGMENT = st.one_of(
+    st.text(alphabet=string.ascii_letters + string.digits + "._~@:+=,-", min_size=1, max_size=8),
+    st.sampled_from([".", "..", "", "%2F", "%2e%2e", "a%5Cb", "%00", "a b"]),
+)
+keys = st.one_of(
+    st.lists(SEGMENT, min_size=1, max_size=5).map("/".join),  # mostly well-formed, some traps
+    st.text(alphabet=KEY_CHARS, min_size=0, max_size=40),  # anything
+)
 raw_paths = st.one_of(
     keys.map(lambda k: "/acme/" + k),
     keys.map(lambda k: "/acme/" + quote(k, safe="/~")),
@@ -210,6 +217,13 @@ queries = st.one_of(
     keys.map(lambda k: "list-type=2&prefix=" + quote(k, safe="")),
     keys.map(lambda k: "prefix=" + k),
 )
+#: (method, query, copy?) of every mapped object operation, and a few that are not
+SHAPES = st.sampled_from([
+    ("GET", "", False), ("HEAD", "", False), ("PUT", "", False), ("DELETE", "", False),
+    ("POST", "uploads", False), ("PUT", "partNumber=1&uploadId=u", False), ("POST", "uploadId=u", False),
+    ("DELETE", "uploadId=u", False), ("GET", "uploadId=u", False), ("PUT", "", True),
+    ("PUT", "partNumber=2&uploadId=u", True), ("PUT", "acl", False), ("GET", "versionId=1", False),
+])  # fmt: skip
 methods = st.sampled_from(["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"])
 copy_headers = st.one_of(st.just({}), keys.map(lambda k: {"x-amz-copy-source": "acme/" + quote(k, safe="/")}))
 
@@ -242,6 +256,24 @@ def test_an_accepted_request_only_asks_for_clean_resources_in_the_bucket(
         assert _clean(access.resource), access
     if op.key is not None:
         assert op.accesses[-1].resource == f"s3://acme/{op.key}"
+
+
+@FAST
+@given(SHAPES, keys, keys)
+def test_an_object_operation_asks_exactly_for_its_key_and_source(
+    shape: tuple[str, str, bool], key: str, source: str
+) -> None:
+    method, query, copy = shape
+    headers = {"x-amz-copy-source": "acme/" + quote(source, safe="/~")} if copy else {}
+    try:
+        op = classify(method, "/acme/" + quote(key, safe="/~"), query, headers, B)
+    except S3Refused:
+        return
+    assert op.key == key
+    assert op.accesses[-1].resource == f"s3://acme/{key}"
+    assert all(_clean(a.resource) for a in op.accesses)
+    if copy:
+        assert op.accesses[0] == Access("read", f"s3://acme/{source}")
 
 
 @FAST
