@@ -80,7 +80,7 @@ class Settings:
     # this many seconds after the oldest of them (broker.audit.checkpoint)
     audit_checkpoint_events: int = DEFAULT_EVERY_EVENTS
     audit_checkpoint_interval: float = DEFAULT_INTERVAL
-    # retention (SPEC 5): Redis keeps about tail + segment events; older ones move to
+    # retention (docs/settings.md, "Audit"): Redis keeps about tail + segment events; older ones move to
     # segment files in this directory, which every replica must share (broker.backends.audit_archiver)
     audit_archive_dir: str = ""
     audit_tail_events: int = 10_000

@@ -17,7 +17,7 @@ Domain errors know nothing of HTTP; the service maps codes to status codes in on
     │   └── AgentRevoked              agent_revoked
     ├── RateLimited                   rate_limited
     ├── BackendUnavailable            backend_unavailable
-    ├── GatewayError                  (the gateway's refusals, SPEC 9)
+    ├── GatewayError                  (the gateway's refusals, docs/gateway.md)
     │   ├── CapabilityDenied          capability_denied
     │   ├── BudgetExhausted           budget_exhausted
     │   ├── UpstreamUnavailable       upstream_unavailable
@@ -190,7 +190,7 @@ class BackendUnavailable(BrokerError):
 
 
 class GatewayError(BrokerError):
-    """A request the gateway refuses to forward, or could not forward (SPEC 9)."""
+    """A request the gateway refuses to forward, or could not forward (docs/gateway.md)."""
 
 
 class CapabilityDenied(GatewayError):

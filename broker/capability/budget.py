@@ -1,4 +1,4 @@
-"""``Budget``: how much one token may use through a gateway (SPEC 9), from its scope.
+"""``Budget``: how much one token may use through a gateway (docs/gateway.md), from its scope.
 
 ``requests`` counts requests, ``bytes`` counts body bytes in both directions; either may
 be absent (no limit on it), not both. Serialised as ``{"requests": N, "bytes": B}`` with

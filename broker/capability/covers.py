@@ -1,4 +1,4 @@
-"""``covers``: the one matching function (SPEC 2.1). It is a partial order on capabilities."""
+"""``covers``: the one matching function (README, "Writing a policy file"). It is a partial order on capabilities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The closed set of capability kinds and, for each, its closed set of actions (SPEC 2.1)."""
+"""The closed set of capability kinds and, for each, its closed set of actions (README, "Writing a policy file")."""
 
 from __future__ import annotations
 

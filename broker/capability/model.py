@@ -24,7 +24,7 @@ class Capability:
     resource: str
     actions: tuple[str, ...]
     scope: str
-    #: the scope's gateway budget, if it sets one (SPEC 9); not part of ``covers``
+    #: the scope's gateway budget, if it sets one (docs/gateway.md); not part of ``covers``
     budget: Budget | None = None
 
     def __post_init__(self) -> None:

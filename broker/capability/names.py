@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Final, TypeGuard
 
-#: scope, agent and service names (SPEC 2)
+#: scope, agent and service names (README, "Writing a policy file")
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-#: task ids (SPEC 3)
+#: task ids (docs/tokens.md)
 TASK: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 #: audiences: a service name or an https URL-like identifier, never with spaces
 AUDIENCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -33,7 +33,7 @@ ANY_AGENT: Final = "*"
 def task_ref(owner: str, task: str) -> str:
     """A task's identity: the agent at the root of its tokens' chain, and its id.
 
-    Task ids are scoped to their agent (SPEC 4): two agents using the same id have two
+    Task ids are scoped to their agent (docs/api.md): two agents using the same id have two
     tasks. Agent names hold no ``/``, so ``owner/task`` names exactly one pair. ``owner``
     is an agent name or ``ANY_AGENT``.
     """

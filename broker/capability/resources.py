@@ -1,4 +1,4 @@
-"""The closed, strict resource grammar of SPEC 2.1.
+"""The closed, strict resource grammar of the policy files (README, "Writing a policy file").
 
 Nothing is normalised and then matched: a resource that is not already in its one
 canonical spelling is refused. Checks, in order:

@@ -1,4 +1,4 @@
-"""Token exchange (RFC 8693 shape, SPEC 4): narrow a capability token for a sub-agent.
+"""Token exchange (RFC 8693 shape, docs/api.md): narrow a capability token for a sub-agent.
 
 ``parse_exchange_request`` reads the body strictly; ``decide_exchange`` decides, as a
 value, what the delegated token may carry. The rules, each a ``Deny`` with a stable code:

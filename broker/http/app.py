@@ -190,7 +190,7 @@ def _litestar_app(
         openapi_config=OpenAPIConfig(
             title="capbroker",
             version="0.1.0",
-            description="Capability-scoped credentials for AI agents (SPEC 4).",
+            description="Capability-scoped credentials for AI agents (docs/api.md).",
             path="/schema",
             render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],  # /schema/openapi.json, /schema/swagger
             components=Components(

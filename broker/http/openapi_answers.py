@@ -1,4 +1,4 @@
-"""Success body schemas for the OpenAPI document (issue 13 item 7: they were empty).
+"""Success body schemas for the OpenAPI document (without them its answers were empty).
 
 Handlers build their answers as plain JSON; these dataclasses only describe them for
 ``/schema/openapi.json``. Fields an answer always carries are required; the rest have
@@ -32,7 +32,7 @@ class MintedToken:
 
 @dataclass
 class MintAnswer:
-    """One token per audience; ``credentials`` carries downstream secrets (SPEC 6)."""
+    """One token per audience; ``credentials`` carries downstream secrets (docs/downstream.md)."""
 
     task: str
     expires_at: str

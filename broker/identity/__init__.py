@@ -1,1 +1,1 @@
-"""Agent identity methods beyond static keys (SPEC 2.2): pure matching of presented identities."""
+"""Agent identity methods beyond static keys (README, "Agent identities"): pure matching of presented identities."""

@@ -1,4 +1,4 @@
-"""The ``jwt`` agent identity (SPEC 2.2): verify an outside issuer's JWT, match it to policy. Pure.
+"""The ``jwt`` agent identity (README, "Agent identities"): verify an outside issuer's JWT, match it to policy. Pure.
 
 An agent presents an identity JWT (a GitHub Actions OIDC token, a Kubernetes projected
 service-account token, a SPIFFE JWT-SVID) as its bearer credential. The broker

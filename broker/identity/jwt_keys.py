@@ -1,4 +1,4 @@
-"""Key sets of outside OIDC issuers, for ``jwt`` agent identities (SPEC 2.2). Pure.
+"""Key sets of outside OIDC issuers, for ``jwt`` agent identities (README, "Agent identities"). Pure.
 
 Each key's algorithm is fixed by its type, never taken from a token::
 

@@ -1,4 +1,4 @@
-"""The ``vault`` identity method (SPEC 2.2): a presented Vault token, matched. Pure.
+"""The ``vault`` identity method (README, "Agent identities"): a presented Vault token, matched. Pure.
 
 An agent logs in to Vault/OpenBao itself (AppRole, Kubernetes, JWT, ...) and presents the
 token it got. The broker looks the token up with its own token (``auth/token/lookup``,

@@ -9,7 +9,7 @@ from broker.capability import is_root_resource
 from broker.errors import PolicyIssue
 from broker.policy.model import Policy
 
-#: the kinds a gateway serves, and so counts budgets for (SPEC 9)
+#: the kinds a gateway serves, and so counts budgets for (docs/gateway.md)
 GATEWAY_KINDS = frozenset({"git", "http", "bucket"})
 #: git write tokens live at most this long before a warning
 GIT_WRITE_MAX_TTL = 15 * 60

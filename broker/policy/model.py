@@ -9,11 +9,11 @@ from typing import Final
 from broker.capability import Budget, Capability
 from broker.capability.lifetime import MAX_TOKEN_TTL
 
-#: a ``vault-kv`` token's ``num_uses`` when its scope sets no ``uses:`` (SPEC 2)
+#: a ``vault-kv`` token's ``num_uses`` when its scope sets no ``uses:`` (README, "Writing a policy file")
 DEFAULT_KV_USES: Final = 10
 #: the most ``uses:`` a scope may set
 MAX_KV_USES: Final = 1000
-#: ``ttl`` when a mint request gives none (SPEC 4).
+#: ``ttl`` when a mint request gives none (docs/api.md).
 DEFAULT_TTL: Final = 300
 #: How many times a token may be exchanged down a chain of sub-agents, unless the agent
 #: that minted it sets ``max_delegation_depth`` (0 forbids delegation).
@@ -43,7 +43,7 @@ class Scope:
     require_pop: bool
     where: Location
     uses: int | None = None  # vault-kv only: how many requests its Vault token may make
-    #: what a token of this scope may use through a gateway (SPEC 9); None: no limit
+    #: what a token of this scope may use through a gateway (docs/gateway.md); None: no limit
     budget: Budget | None = None
 
     @property
@@ -92,7 +92,7 @@ class Rate:
         return f"{self.count}/{unit}"
 
 
-#: A service's ``rate:`` when its policy entry sets none (SPEC 2). Only a service's refused
+#: A service's ``rate:`` when its policy entry sets none (README, "Writing a policy file"). Only a service's refused
 #: requests spend it (a successful introspection costs no Redis round trip).
 DEFAULT_SERVICE_RATE: Final = Rate(60, 60)
 

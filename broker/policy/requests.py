@@ -1,4 +1,4 @@
-"""Mint requests, parsed strictly from their JSON form (SPEC 4)."""
+"""Mint requests, parsed strictly from their JSON form (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the policy files mean in Vault (SPEC 6): the per-scope ACL policies, the task
+"""What the policy files mean in Vault (docs/downstream.md): the per-scope ACL policies, the task
 policy and the token role that ``broker vault sync`` writes. Pure: text and values only.
 
 - ``capbroker-scope-<name>`` for each ``vault-kv`` and ``database`` scope: exactly the

@@ -1,6 +1,6 @@
 """Who is calling: an agent, a service or an admin, from the bearer credential.
 
-Agents and services prove who they are with any identity method of SPEC 2.2
+Agents and services prove who they are with any identity method (README, "Agent identities")
 (``broker.service.identify``); admins only with a ``cbk_`` client secret whose SHA-256
 the settings hold.
 """

@@ -23,7 +23,7 @@ ADMIN_CLIENT_ID: Final = "admin"
 
 
 def new_client_secret() -> str:
-    """``cbk_`` + 32 bytes from the OS CSPRNG, base64url (SPEC 2.2)."""
+    """``cbk_`` + 32 bytes from the OS CSPRNG, base64url (README, "Agent identities")."""
     return CLIENT_SECRET_PREFIX + b64url_encode(secrets.token_bytes(32))
 
 

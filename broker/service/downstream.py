@@ -1,4 +1,4 @@
-"""Downstream credentials, rooted in the task (SPEC 6): issue them with a mint, revoke them
+"""Downstream credentials, rooted in the task (docs/downstream.md): issue them with a mint, revoke them
 with the task, the token that carried them, or the agent.
 
 - The task token: the first downstream credential of a task creates one Vault token for

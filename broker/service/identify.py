@@ -1,4 +1,4 @@
-"""Who presented this credential: the identity methods of SPEC 2.2, resolved against one
+"""Who presented this credential: the identity methods of README's "Agent identities", resolved against one
 policy snapshot.
 
 - ``key``: a ``cbk_`` client secret, matched by its SHA-256.

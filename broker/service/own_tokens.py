@@ -31,7 +31,7 @@ async def own_token_claims(
     The leeway defaults to ``broker.clock_skew``: a token minted by a replica whose
     clock runs a little ahead is not "not yet valid" here.
     """
-    keyset = _unwithdrawn(broker, await broker.signer.keyset())  # also the Vault gate (SPEC 7), on every call
+    keyset = _unwithdrawn(broker, await broker.signer.keyset())  # also the Vault gate, on every call
     claims = broker.seen_tokens.get(token, keyset)
     key = None
     if claims is None:

@@ -1,4 +1,4 @@
-"""The claims of a capability token (SPEC 3), type-checked in both directions.
+"""The claims of a capability token (docs/tokens.md), type-checked in both directions.
 
 Serialisation is canonical: claims in the fixed order below, optional ones only when set.
 Unknown claims are refused on verification: a claim this verifier does not understand

@@ -1,4 +1,4 @@
-"""Verify a capability token strictly (SPEC 3). Every failure is a ``TokenRejected``.
+"""Verify a capability token strictly (docs/tokens.md). Every failure is a ``TokenRejected``.
 
 Order: size and alphabet; three segments; header (alg in {EdDSA, ES256}, typ cap+jwt,
 kid grammar, no other field); key by kid; the token's alg must equal the key's; the
