@@ -105,6 +105,12 @@ MUTATIONS = [
         "    return (claims.agent,)",
     ),
     Mutation(
+        "session key signs though its endorsement left the published set",
+        "broker/token/published.py",
+        "        if key.kid not in published:",
+        "        if False:",
+    ),
+    Mutation(
         "revocation feed staleness unchecked",
         "broker/verify/revocation_feed.py",
         "        if self._monotonic() - self._state.confirmed_at > self._max_staleness:",
@@ -115,7 +121,7 @@ MUTATIONS = [
     Mutation(
         "session key signs without Vault heard",
         "broker/backends/endorsed_signer.py",
-        "        await self._require_vault()\n        key = self._ready_key(claims.exp)",
+        "        await self._vault.require(self._closed)\n        key = self._ready_key(claims.exp)",
         "        key = self._ready_key(claims.exp)",
         ("tests/integration/test_endorsed_signer.py",),
         integration=True,
@@ -226,8 +232,8 @@ MUTATIONS = [
     Mutation(
         "a vanished session key is not withdrawn",
         "broker/backends/endorsed_signer.py",
-        "        if gone:\n",
-        "        if False:\n",
+        "        if gone:  # deleted,",
+        "        if False:  # deleted,",
         ("tests/integration/test_endorsed_signer.py",),
         integration=True,
     ),

@@ -49,18 +49,21 @@ key's public half and time windows (``broker.token.endorsement``), once per ``wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from broker.backends import redis_keys
-from broker.backends.redis_options import async_redis, database
+from broker.backends.endorsement_store import (
+    EndorsementStore,
+    RedisEndorsementStore,
+    endorsed_keys_key,
+    withdraw_keys,
+)
+from broker.backends.redis_options import async_redis
 from broker.backends.transit import TransitSigningBackend
 from broker.backends.vault_clients import TokenSource, Verify
 from broker.capability.lifetime import MAX_TOKEN_TTL
@@ -72,16 +75,16 @@ from broker.token.endorsement import (
     ENDORSEMENT_TYP,
     Endorsement,
     EndorsementError,
-    claimed_publish_until,
     endorsement_payload,
     new_session_kid,
     verify_endorsement,
     windows,
 )
-from broker.token.keys import MAX_JWKS_KEYS, KeySet, LocalSigner, VerificationKey
+from broker.token.keys import MAX_JWKS_KEYS, KeySet, LocalSigner
 from broker.token.mint import mint
+from broker.token.published import GC_GRACE, Entries, SessionKey, View, build_view, choose, expired, vanished
 
-__all__ = ["EndorsedSigningBackend", "endorsed_keys_key"]
+__all__ = ["GC_GRACE", "EndorsedSigningBackend", "SignerSettings", "endorsed_keys_key", "withdraw_keys"]
 
 log = logging.getLogger("broker.signing")
 
@@ -95,140 +98,148 @@ MAX_STALE: Final = 5.0
 RETRY: Final = 0.5
 #: a keyset(kid=...) miss re-reads Redis at most this often (seconds)
 MISS_COOLDOWN: Final = 0.1
-#: entries are removed from Redis this long (seconds) after the publish_until they state
-GC_GRACE: Final = 300
 #: more entries than this in the hash and nothing is published (someone is filling it)
 MAX_ENTRIES: Final = 1024
 _MARGIN: Final = 0.25  # past the Redis socket timeout, as RedisState
-_T = TypeVar("_T")
-
-
-# KEYS: the endorsed-keys hash, then the withdrawal key of each kid. ARGV: the channel,
-# then per kid: the kid, the withdrawal's expiry (epoch seconds), its announcement.
-# Marks each kid withdrawn (durable, for every reader) and removes its entry, then
-# announces it: never announced unstored, as revocations.
-_WITHDRAW = """
-for i = 2, #KEYS do
-  local a = 2 + (i - 2) * 3
-  redis.call('SET', KEYS[i], '1', 'EXAT', ARGV[a + 1])
-  redis.call('HDEL', KEYS[1], ARGV[a])
-  redis.call('PUBLISH', ARGV[1], ARGV[a + 2])
-end
-return #KEYS - 1
-"""
-
-
-async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> None:
-    """Withdraw session keys (kid -> the end of their publication) for good: every broker
-    stops publishing and signing with them, and every verifier with a revocation feed
-    refuses their tokens, within a second; an entry written back later is ignored."""
-    kids = sorted(until)
-    if not kids:
-        return
-    args: list[str | int] = [redis_keys.revocation_channel(prefix, database(redis))]
-    for kid in kids:
-        args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
-    names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]
-    await redis.eval(_WITHDRAW, len(names), *names, *args)
-
-
-def endorsed_keys_key(prefix: str) -> str:
-    """The hash of stored endorsements: session kid -> compact endorsement."""
-    return f"{prefix}endorsed-keys"
-
-
-@dataclass(slots=True, eq=False)
-class _SessionKey:
-    signer: LocalSigner = field(repr=False)
-    endorsement: Endorsement
-    used: bool = False
-
-    @property
-    def kid(self) -> str:
-        return self.signer.kid
 
 
 @dataclass(frozen=True, slots=True)
-class _View:
-    """One read of the hash: what is published, as of ``read_at`` (monotonic)."""
+class SignerSettings:
+    """The session-key signer's settings, checked once.
 
-    keyset: KeySet
-    session_kids: frozenset[str]
-    entries: tuple[Endorsement, ...]  # every verified entry still published at build time
-    transit: KeySet
-    read_at: float
-    seq: int
-    valid_until: float  # wall clock: the first publish_until among entries
+    ``issuer``: the broker's issuer (endorsements are bound to it); ``window``: seconds
+    between endorsements (each key signs for ``window + lead``); ``lead``: seconds a
+    successor is published before its first token; ``max_token_ttl``: the global token
+    lifetime cap; ``timeout``: the Redis socket timeout, and how long ``sign`` waits for a
+    key; ``refresh``: how old the published view may get before it is re-read;
+    ``vault_silence``: how long Vault may go unheard before ``sign`` refuses (Vault sealed
+    or down means no token within about a second, though the session key would still sign).
+    """
+
+    issuer: str
+    window: int = DEFAULT_WINDOW
+    lead: int = DEFAULT_LEAD
+    max_token_ttl: int = MAX_TOKEN_TTL
+    timeout: float = 1.0
+    refresh: float = 1.0
+    vault_silence: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ValueError("an issuer is required")
+        if not 60 <= self.window <= 86400 or not 0 <= self.lead <= self.window:
+            raise ValueError("window in [60, 86400] seconds, lead in [0, window]")
+        if not 0 < self.max_token_ttl <= MAX_TOKEN_TTL:
+            raise ValueError(f"max_token_ttl in [1, {MAX_TOKEN_TTL}]")
+        if not 0 < self.timeout <= 60 or not 0 < self.refresh < MAX_STALE:
+            raise ValueError(f"timeout in (0, 60], refresh in (0, {MAX_STALE})")
+        if not 0 < self.vault_silence <= 60:
+            raise ValueError("vault_silence in (0, 60]")
+
+
+class _VaultLiveness:
+    """Whether Vault answered lately, and the long-term key's versions it last gave.
+
+    A heartbeat reads the Transit key in the background about twice per ``silence``; a
+    request waits for it only when the last answer is too old. While Vault is unreachable
+    the last good key set serves for at most ``keep`` seconds (a key's whole signing span).
+    """
+
+    def __init__(self, transit: TransitSigningBackend, settings: SignerSettings) -> None:
+        self._transit, self._silence = transit, settings.vault_silence
+        self._keep, self._wait = settings.window + settings.lead, settings.timeout + _MARGIN
+        self._heard = -math.inf  # the last successful read of the Transit key (monotonic)
+        self._error = ""  # why the last read failed
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._keys: KeySet | None = None
+        self._keys_at = -math.inf
+        self.forced_at = -math.inf  # the last read that bypassed the Transit backend's cache
+
+    async def require(self, closed: bool) -> None:
+        """Vault heard from within ``silence``, or ``BackendUnavailable``."""
+        tick = time.monotonic()
+        if tick - self._heard >= self._silence / 2:
+            self._start(closed)
+        if tick - self._heard < self._silence:
+            return
+        if self._heartbeat is not None and not self._heartbeat.done():
+            await asyncio.wait([self._heartbeat], timeout=self._wait)
+        if time.monotonic() - self._heard >= self._silence:
+            raise BackendUnavailable(self._error or "vault: not answering, so nothing is signed")
+
+    async def keyset(self, *, force: bool = False) -> KeySet:
+        """The long-term key's published versions (``force``: not from the cache); while
+        Vault is unreachable, the last good read for at most ``keep`` seconds."""
+        tick = time.monotonic()
+        try:
+            if force:
+                self.forced_at = tick
+                keys = await self._transit.read_keyset()
+            else:
+                keys = await self._transit.keyset()
+        except BackendUnavailable:
+            if self._keys is not None and tick - self._keys_at <= self._keep:
+                return self._keys
+            raise
+        self._keys, self._keys_at = keys, tick
+        return keys
+
+    def task(self) -> asyncio.Task[None] | None:
+        return self._heartbeat
+
+    def _start(self, closed: bool) -> None:
+        if closed or (self._heartbeat is not None and not self._heartbeat.done()):
+            return
+        task = asyncio.get_running_loop().create_task(self._hear(), name="capbroker-signing-vault-heartbeat")
+        task.add_done_callback(_settled)
+        self._heartbeat = task
+
+    async def _hear(self) -> None:
+        try:
+            keys = await self._transit.read_keyset()
+        except BackendUnavailable as e:
+            self._error = e.reason
+            raise
+        self._keys, self._keys_at = keys, time.monotonic()
+        self._heard, self._error = self._keys_at, ""
 
 
 class EndorsedSigningBackend:
     """``SigningBackend`` with per-process session keys endorsed by a Transit key (see the
     module docstring).
 
-    Takes ownership of ``transit`` and ``redis`` (closed by ``aclose``); build it with
-    ``connect`` to get both with the broker's timeouts. ``issuer`` is the broker's issuer
-    (endorsements are bound to it). ``window``: seconds between endorsements (each key
-    signs for ``window + lead``); ``lead``: seconds a successor is published before its
-    first token; ``max_token_ttl``: the global token lifetime cap; ``timeout``: Redis
-    socket timeout, and how long ``sign`` waits for a key; ``refresh``: how old the
-    published view may get before it is re-read; ``vault_silence``: how long Vault may go
-    unheard before ``sign`` refuses (SPEC 7: Vault sealed or down means no token, about a
-    second, even though the session key itself would still sign); ``clock``: wall clock,
-    epoch seconds.
+    Takes ownership of ``transit`` and ``store`` (closed by ``aclose``); build it with
+    ``connect`` to get both with the broker's timeouts. ``settings``: ``SignerSettings``;
+    ``clock``: wall clock, epoch seconds. The decisions (what is published, which key
+    signs) are ``broker.token.published``'s; this class reads, stores and schedules.
     """
 
     def __init__(
         self,
         *,
         transit: TransitSigningBackend,
-        redis: Redis,
-        issuer: str,
-        prefix: str = DEFAULT_PREFIX,
-        window: int = DEFAULT_WINDOW,
-        lead: int = DEFAULT_LEAD,
-        max_token_ttl: int = MAX_TOKEN_TTL,
-        timeout: float = 1.0,
-        refresh: float = 1.0,
-        vault_silence: float = 1.0,
+        store: EndorsementStore,
+        settings: SignerSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not 0 < vault_silence <= 60:
-            raise ValueError("vault_silence in (0, 60]")
-        _check_settings(
-            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
-        )
-        self._transit, self._redis, self._issuer = transit, redis, issuer
-        self._hash, self._prefix = endorsed_keys_key(prefix), prefix
-        self._window, self._lead, self._max_ttl = window, lead, max_token_ttl
-        self._timeout, self._refresh, self._clock = timeout, refresh, clock
-        self._current: _SessionKey | None = None
-        self._next: _SessionKey | None = None
-        self._view: _View | None = None
+        self._transit, self._store, self._settings, self._clock = transit, store, settings, clock
+        self._vault = _VaultLiveness(transit, settings)
+        self._entries = Entries(settings.issuer, transit.alg)
+        self._current: SessionKey | None = None
+        self._next: SessionKey | None = None
+        self._view: View | None = None
         self._seq = 0
         self._view_task: asyncio.Task[None] | None = None
         self._key_task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None  # re-reads the view every refresh, traffic or not
         self._retry_at = -math.inf  # no endorsement attempt before (monotonic)
         self._view_retry_at = -math.inf  # no (unforced) read of the view before (monotonic)
         self._view_error = ""  # why the last read of the published view failed
         self._key_error = ""  # why the last endorsement failed
-        self._too_many = False
         self._miss_at = -math.inf
-        self._transit_keys: KeySet | None = None
-        self._transit_at = -math.inf
-        self._forced_at = -math.inf
-        # stored entries (field, value) already checked: verified (with the long-term key's
-        # JWK that verified them) or refused (with the key set they were checked against,
-        # and the publish_until they claim, for removing them once long past)
-        self._verified: dict[tuple[str, str], tuple[Endorsement, dict[str, str]]] = {}
-        self._rejected: dict[tuple[str, str], tuple[KeySet, int | None]] = {}
-        self.rejected_entries = 0  # distinct stored values refused (the metric)
+        self._reported: SessionKey | None = None  # the key the signing-end gauge shows
+        self._too_many = False
         self._closed = False
-        self._vault_silence = vault_silence
-        self._vault_heard = -math.inf  # the last successful read of the Transit key (monotonic)
-        self._vault_error = ""  # why the last read failed
-        self._reported: _SessionKey | None = None  # the key the signing-end gauge shows
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None  # re-reads the view every refresh, traffic or not
 
     @classmethod
     def connect(
@@ -253,19 +264,17 @@ class EndorsedSigningBackend:
         clock: Callable[[], float] = time.time,
     ) -> EndorsedSigningBackend:
         """The backend over a Transit key (``TransitSigningBackend`` with ``timeout`` and
-        ``key_refresh``) and a Redis client with the fail-fast options."""
-        _check_settings(
-            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh
-        )
+        ``key_refresh``) and a Redis store with the fail-fast options."""
+        settings = SignerSettings(
+            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh,
+            vault_silence=vault_silence,
+        )  # fmt: skip
         transit = TransitSigningBackend(
             addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=timeout, refresh=key_refresh,
             verify=verify,
         )  # fmt: skip
-        redis = async_redis(redis_url, timeout)
-        return cls(
-            transit=transit, redis=redis, issuer=issuer, prefix=prefix, window=window, lead=lead,
-            max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh, vault_silence=vault_silence, clock=clock,
-        )  # fmt: skip
+        store = RedisEndorsementStore(async_redis(redis_url, timeout), prefix, timeout)
+        return cls(transit=transit, store=store, settings=settings, clock=clock)
 
     @property
     def alg(self) -> Algorithm:
@@ -276,17 +285,22 @@ class EndorsedSigningBackend:
         """The session key that signs now, if any."""
         return self._current.kid if self._current is not None else None
 
+    @property
+    def rejected_entries(self) -> int:
+        """Distinct stored values refused (the metric)."""
+        return self._entries.refused
+
     # ------------------------------------------------------------------ the port
 
     async def sign(self, claims: Claims) -> str:
         """Sign in process with an endorsed, stored, published session key; never without."""
         if self._closed:
             raise BackendUnavailable("signer: the backend is closed")
-        if claims.iss != self._issuer:
+        if claims.iss != self._settings.issuer:
             raise InvalidRequest("the token's issuer is not the one this signer's keys are endorsed for")
-        if claims.exp - claims.iat > self._max_ttl:
+        if claims.exp - claims.iat > self._settings.max_token_ttl:
             raise InvalidRequest("the token outlives the lifetime cap its key is published for")
-        await self._require_vault()
+        await self._vault.require(self._closed)
         key = self._ready_key(claims.exp)
         if key is None:
             key = await self._wait_for_key(claims.exp)
@@ -298,10 +312,10 @@ class EndorsedSigningBackend:
 
     async def keyset(self, *, kid: str | None = None) -> KeySet:
         """The Transit versions and every published session key. With ``kid`` not among
-        them, Redis is read again first (at most every ``MISS_COOLDOWN`` seconds)."""
+        them, the store is read again first (at most every ``MISS_COOLDOWN`` seconds)."""
         if self._closed:
             raise BackendUnavailable("signer: the backend is closed")
-        await self._require_vault()  # SPEC 7: introspection and exchange answer 503 too
+        await self._vault.require(self._closed)  # introspection and exchange answer 503 too
         view = self._view
         tick = time.monotonic()
         miss = kid is not None and view is not None and view.keyset.key_for(kid) is None
@@ -310,7 +324,7 @@ class EndorsedSigningBackend:
             await self._bounded(self._start_view_refresh(force=True))
         elif view is None or tick - view.read_at >= MAX_STALE:
             await self._bounded(self._start_view_refresh())
-        elif tick - view.read_at >= self._refresh:
+        elif tick - view.read_at >= self._settings.refresh:
             self._start_view_refresh()
         view = self._fresh_view()
         if view is None:
@@ -353,7 +367,7 @@ class EndorsedSigningBackend:
         if self._closed:
             return
         self._closed = True
-        for task in (self._watch, self._view_task, self._key_task, self._heartbeat):
+        for task in (self._watch, self._view_task, self._key_task, self._vault.task()):
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -361,54 +375,25 @@ class EndorsedSigningBackend:
         self._current = self._next = None  # the private keys go with them
         if unused:
             try:
-                await self._call(self._redis.hdel(self._hash, *unused))
+                await self._store.remove(unused)
             except BackendUnavailable:
                 log.warning("could not withdraw unused session keys %s", unused)
-        await self._redis.aclose()
+        await self._store.aclose()
         await self._transit.aclose()
 
     async def wait_idle(self) -> None:
         """Wait (at most about ``timeout``) for the background work in flight: a re-read
         of the published keys, a successor's endorsement. For tests and shutdown."""
-        for task in (self._view_task, self._key_task, self._heartbeat):
+        for task in (self._view_task, self._key_task, self._vault.task()):
             if task is not None and task.get_loop() is asyncio.get_running_loop():
                 await self._bounded(task)
 
     def __repr__(self) -> str:  # never a private key
-        return f"EndorsedSigningBackend(transit={self._transit!r}, hash={self._hash!r}, kid={self.kid!r})"
-
-    # ------------------------------------------------------------------ Vault liveness
-
-    async def _require_vault(self) -> None:
-        """Vault heard from within ``vault_silence``, or ``BackendUnavailable``. The check
-        runs in the background about twice per ``vault_silence``; a request waits for it
-        only when the last answer is too old."""
-        tick = time.monotonic()
-        if tick - self._vault_heard >= self._vault_silence / 2:
-            self._start_heartbeat()
-        if tick - self._vault_heard < self._vault_silence:
-            return
-        await self._bounded(self._heartbeat)
-        if time.monotonic() - self._vault_heard >= self._vault_silence:
-            raise BackendUnavailable(self._vault_error or "vault: not answering, so nothing is signed")
-
-    def _start_heartbeat(self) -> None:
-        if self._closed or (self._heartbeat is not None and not self._heartbeat.done()):
-            return
-        self._heartbeat = self._spawn(self._hear_vault(), "vault-heartbeat")
-
-    async def _hear_vault(self) -> None:
-        try:
-            keys = await self._transit.read_keyset()
-        except BackendUnavailable as e:
-            self._vault_error = e.reason
-            raise
-        self._transit_keys, self._transit_at = keys, time.monotonic()
-        self._vault_heard, self._vault_error = self._transit_at, ""
+        return f"EndorsedSigningBackend(transit={self._transit!r}, store={self._store!r}, kid={self.kid!r})"
 
     # ------------------------------------------------------------------ choosing a key
 
-    def _ready_key(self, exp: int) -> _SessionKey | None:
+    def _ready_key(self, exp: int) -> SessionKey | None:
         """The key to sign a token expiring at ``exp`` with, now, if there is one; starts
         the background work that is due (a re-read, a successor)."""
         view = self._view
@@ -418,40 +403,20 @@ class EndorsedSigningBackend:
         if view is None or self._view_error or tick - view.read_at >= MAX_STALE:
             self._start_view_refresh()
             return None
-        if tick - view.read_at >= self._refresh:
+        if tick - view.read_at >= self._settings.refresh:
             self._start_view_refresh()
-        now = self._clock()
-        key = self._pick(now, exp, view)
-        current = self._current
-        if key is None or (
-            current is not None and self._next is None and now >= current.endorsement.sign_until - self._lead
-        ):
+        choice = choose(
+            self._current, self._next, view.session_kids, now=self._clock(), exp=exp, lead=self._settings.lead
+        )
+        for key in choice.dropped:
+            log.warning("session key %s withdrawn: %s", key.kid, "its endorsement is no longer published")
+        self._current, self._next = choice.current, choice.next
+        if choice.renew:
             self._start_renewal()
-        return key
+        return choice.key
 
-    def _pick(self, now: float, exp: int, view: _View) -> _SessionKey | None:
-        for key in (self._current, self._next):
-            if key is None:
-                continue
-            if key.kid not in view.session_kids:
-                self._drop(key, "its endorsement is no longer published")
-                continue
-            e = key.endorsement
-            if e.signs_at(now) and e.covers_exp(exp):
-                if key is self._next:
-                    self._current, self._next = key, None
-                return key
-        return None
-
-    def _drop(self, key: _SessionKey, why: str) -> None:
-        log.warning("session key %s withdrawn: %s", key.kid, why)
-        if key is self._current:
-            self._current = None
-        if key is self._next:
-            self._next = None
-
-    async def _wait_for_key(self, exp: int) -> _SessionKey:
-        deadline = time.monotonic() + self._timeout + _MARGIN
+    async def _wait_for_key(self, exp: int) -> SessionKey:
+        deadline = time.monotonic() + self._settings.timeout + _MARGIN
         while True:
             key = self._ready_key(exp)
             if key is not None:
@@ -493,7 +458,7 @@ class EndorsedSigningBackend:
 
     async def _watch_view(self) -> None:
         while not self._closed:
-            await asyncio.sleep(self._refresh)
+            await asyncio.sleep(self._settings.refresh)
             self._start_view_refresh()
 
     def _start_renewal(self) -> None:
@@ -512,7 +477,7 @@ class EndorsedSigningBackend:
     async def _bounded(self, task: asyncio.Task[None] | None) -> None:
         """Wait for background work, at most about ``timeout``; its failure is recorded."""
         if task is not None and not task.done():
-            await asyncio.wait([task], timeout=self._timeout + _MARGIN)
+            await asyncio.wait([task], timeout=self._settings.timeout + _MARGIN)
 
     async def _refresh_in_background(self, force: bool) -> None:
         try:
@@ -542,21 +507,20 @@ class EndorsedSigningBackend:
             self._current, self._next = key, None
         self._key_error = ""
 
-    async def _endorse_new(self) -> _SessionKey:
+    async def _endorse_new(self) -> SessionKey:
         """A new session key, endorsed by Transit, verified, stored and read back."""
+        s = self._settings
         signer = LocalSigner.generate(self.alg, new_session_kid())
-        w = windows(int(self._clock()), self._window + self._lead, self._max_ttl)
-        compact = await self._transit.sign_statement(
-            ENDORSEMENT_TYP, endorsement_payload(signer.public, self._issuer, w)
-        )
-        transit = await self._transit_keyset()  # the read sign_statement just made
+        w = windows(int(self._clock()), s.window + s.lead, s.max_token_ttl)
+        compact = await self._transit.sign_statement(ENDORSEMENT_TYP, endorsement_payload(signer.public, s.issuer, w))
+        transit = await self._vault.keyset()  # the read sign_statement just made
         try:
-            endorsement = verify_endorsement(compact, transit, issuer=self._issuer, alg=self.alg)
+            endorsement = verify_endorsement(compact, transit, issuer=s.issuer, alg=self.alg)
         except EndorsementError as e:
             raise BackendUnavailable(f"vault: the endorsement does not verify ({e.code})") from None
         if endorsement.key != signer.public:  # cannot happen: the payload came from signer.public
             raise BackendUnavailable("signer: the endorsement names another key")
-        if await self._call(self._redis.hsetnx(self._hash, signer.kid, compact)) != 1:
+        if not await self._store.add(signer.kid, compact):
             raise BackendUnavailable("redis: a session key of that kid is already stored")
         await self._refresh_view()
         if signer.kid not in self._published_kids():
@@ -565,7 +529,7 @@ class EndorsedSigningBackend:
             "session key %s endorsed by %s: signs until %d, published until %d",
             signer.kid, endorsement.endorser, endorsement.sign_until, endorsement.publish_until,
         )  # fmt: skip
-        return _SessionKey(signer, endorsement)
+        return SessionKey(signer, endorsement)
 
     def _published_kids(self) -> frozenset[str]:
         view = self._fresh_view()
@@ -573,7 +537,7 @@ class EndorsedSigningBackend:
 
     # ------------------------------------------------------------------ the published view
 
-    def _fresh_view(self) -> _View | None:
+    def _fresh_view(self) -> View | None:
         """The view if younger than ``MAX_STALE``, with keys past publish_until dropped."""
         view = self._view
         if view is None or time.monotonic() - view.read_at >= MAX_STALE:
@@ -587,162 +551,38 @@ class EndorsedSigningBackend:
     async def _refresh_view(self, *, force_transit: bool = False) -> None:
         self._seq += 1
         seq, read_at = self._seq, time.monotonic()
-        reply = await self._call(self._redis.hgetall(self._hash))
-        stored = {k: v for k, v in reply.items() if isinstance(k, str) and isinstance(v, str)}
-        if len(stored) != len(reply) or len(stored) > MAX_ENTRIES:
+        stored = await self._store.entries()
+        if len(stored) > MAX_ENTRIES:
             raise BackendUnavailable("redis: the endorsed-keys hash is malformed or too large")
-        withdrawn = await self._withdrawn(stored)
+        withdrawn = await self._store.withdrawn(stored)
         stored = {kid: value for kid, value in stored.items() if kid not in withdrawn}
-        transit = await self._transit_keyset(force=force_transit)
-        entries, unknown_endorser = self._verify_all(stored, transit)
-        if unknown_endorser and not force_transit and time.monotonic() - self._forced_at >= self._refresh:
-            transit = await self._transit_keyset(force=True)  # a rotation we have not read yet?
-            entries, _ = self._verify_all(stored, transit)
-        await self._collect(stored, entries)
-        await self._withdraw_vanished(entries, seq)
+        transit = await self._vault.keyset(force=force_transit)
+        entries, unknown_endorser = self._entries.verify_all(stored, transit)
+        if (
+            unknown_endorser
+            and not force_transit
+            and time.monotonic() - self._vault.forced_at >= self._settings.refresh
+        ):
+            transit = await self._vault.keyset(force=True)  # a rotation we have not read yet?
+            entries, _ = self._entries.verify_all(stored, transit)
+        old = expired(self._entries.ends(stored, entries), self._clock())
+        if old:
+            with contextlib.suppress(BackendUnavailable):  # best effort: removed on a later read
+                await self._store.remove(old)
+        gone = vanished(self._view, seq, entries, self._clock())
+        if gone:  # deleted, refused or marked withdrawn before their publish_until: final
+            log.warning("session keys %s left the published set: withdrawn for good", sorted(gone))
+            await self._store.withdraw(gone)
         view = self._build(entries, transit, read_at, seq)
         if self._view is None or seq > self._view.seq:  # a read that started later wins
             self._view = view
 
-    async def _withdrawn(self, stored: dict[str, str]) -> frozenset[str]:
-        """The stored kids marked withdrawn: never published again, whatever the entry says."""
-        if not stored:
-            return frozenset()
-        names = [redis_keys.withdrawn_key(self._prefix, kid) for kid in stored]
-        flags = await self._call(self._redis.mget(names))
-        return frozenset(kid for kid, flag in zip(stored, flags, strict=True) if flag is not None)
-
-    async def _withdraw_vanished(self, entries: list[Endorsement], seq: int) -> None:
-        """Keys the last view published that this read no longer finds (deleted, refused,
-        or marked withdrawn) before their publish_until: withdraw them for good and tell
-        every verifier, so a deletion is final and reaches them within a second. Only
-        against an older view: a read that started earlier knows nothing newer."""
-        previous = self._view
-        if previous is None or previous.seq >= seq:
-            return
-        now, live = self._clock(), {e.kid for e in entries}
-        gone = {e.kid: e.publish_until for e in previous.entries if e.kid not in live and e.published_at(now)}
-        if gone:
-            log.warning("session keys %s left the published set: withdrawn for good", sorted(gone))
-            await self._call(withdraw_keys(self._redis, self._prefix, gone))
-
-    def _verify_all(self, stored: dict[str, str], transit: KeySet) -> tuple[list[Endorsement], bool]:
-        """The entries that verify; whether one was refused for an unknown long-term kid."""
-        transit_jwks = {k.kid: k.to_jwk() for k in transit}
-        entries: list[Endorsement] = []
-        unknown_endorser = False
-        for entry in stored.items():
-            known, refused = self._verified.get(entry), self._rejected.get(entry)
-            if known is not None and transit_jwks.get(known[0].endorser) == known[1]:
-                endorsement: Endorsement | None = known[0]
-            elif refused is not None and refused[0] is transit:
-                endorsement = None
-            else:
-                endorsement, code = self._verify_one(entry, transit)
-                unknown_endorser |= code == "unknown_endorser"
-            if endorsement is not None:
-                entries.append(endorsement)
-        self._verified = {k: v for k, v in self._verified.items() if stored.get(k[0]) == k[1]}
-        self._rejected = {k: v for k, v in self._rejected.items() if stored.get(k[0]) == k[1]}
-        return entries, unknown_endorser
-
-    def _verify_one(self, entry: tuple[str, str], transit: KeySet) -> tuple[Endorsement | None, str]:
-        name, value = entry
-        endorser = None
-        try:
-            endorsement = verify_endorsement(value, transit, issuer=self._issuer, alg=self.alg)
-            endorser = transit.key_for(endorsement.endorser)
-            code = "" if endorsement.kid == name else "stored_under_another_kid"
-        except EndorsementError as e:
-            code = e.code
-        if code or endorser is None:
-            if entry not in self._rejected:
-                self.rejected_entries += 1
-                log.warning("endorsed-keys entry %r is not published: %s", name[:80], code)
-            self._rejected[entry] = (transit, claimed_publish_until(value))
-            return None, code
-        self._verified[entry] = (endorsement, endorser.to_jwk())
-        return endorsement, ""
-
-    async def _collect(self, stored: dict[str, str], entries: list[Endorsement]) -> None:
-        """Remove entries long past their publish_until (best effort): verified ones, and
-        refused ones by the end they claim (those of a retired Transit version, say);
-        refused entries that do not even parse stay, as evidence."""
-        now = self._clock()
-        ends = {e.kid: e.publish_until for e in entries}
-        for entry in stored.items():
-            claimed = self._rejected.get(entry, (None, None))[1]
-            if entry[0] not in ends and claimed is not None:
-                ends[entry[0]] = claimed
-        old = [name for name, end in ends.items() if end + GC_GRACE < now]
-        if old:
-            try:
-                await self._call(self._redis.hdel(self._hash, *old))
-            except BackendUnavailable:
-                return
-
-    def _build(self, entries: Iterable[Endorsement], transit: KeySet, read_at: float, seq: int) -> _View:
-        now = self._clock()
-        live = sorted((e for e in entries if e.published_at(now)), key=lambda e: (e.not_before, e.kid), reverse=True)
-        keys: list[VerificationKey] = list(transit)
-        seen = {k.kid for k in keys}
-        published: list[Endorsement] = []
-        for e in live:
-            if len(keys) >= MAX_JWKS_KEYS:
-                if not self._too_many:
-                    log.warning("more than %d keys to publish: the oldest session keys are left out", MAX_JWKS_KEYS)
-                self._too_many = True
-                break
-            if e.kid not in seen:
-                seen.add(e.kid)
-                keys.append(e.published_key)
-                published.append(e)
-        return _View(
-            keyset=KeySet(keys),
-            session_kids=frozenset(e.kid for e in published),
-            entries=tuple(live),
-            transit=transit,
-            read_at=read_at,
-            seq=seq,
-            valid_until=min((e.publish_until for e in live), default=math.inf),
-        )
-
-    async def _transit_keyset(self, *, force: bool = False) -> KeySet:
-        """The long-term key's published versions; while Vault is unreachable, the last
-        good read for at most ``window + lead`` seconds."""
-        tick = time.monotonic()
-        try:
-            if force:
-                self._forced_at = tick
-                keys = await self._transit.read_keyset()
-            else:
-                keys = await self._transit.keyset()
-        except BackendUnavailable:
-            if self._transit_keys is not None and tick - self._transit_at <= self._window + self._lead:
-                return self._transit_keys
-            raise
-        self._transit_keys, self._transit_at = keys, tick
-        return keys
-
-    # ------------------------------------------------------------------ Redis
-
-    async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
-        try:
-            return await asyncio.wait_for(awaitable, self._timeout + _MARGIN)
-        except (RedisError, OSError) as e:  # OSError covers TimeoutError
-            raise BackendUnavailable(f"redis: {type(e).__name__}") from None
-
-
-def _check_settings(*, issuer: str, window: int, lead: int, max_token_ttl: int, timeout: float, refresh: float) -> None:
-    if not issuer:
-        raise ValueError("an issuer is required")
-    if not 60 <= window <= 86400 or not 0 <= lead <= window:
-        raise ValueError("window in [60, 86400] seconds, lead in [0, window]")
-    if not 0 < max_token_ttl <= MAX_TOKEN_TTL:
-        raise ValueError(f"max_token_ttl in [1, {MAX_TOKEN_TTL}]")
-    if not 0 < timeout <= 60 or not 0 < refresh < MAX_STALE:
-        raise ValueError(f"timeout in (0, 60], refresh in (0, {MAX_STALE})")
+    def _build(self, entries: Iterable[Endorsement], transit: KeySet, read_at: float, seq: int) -> View:
+        view = build_view(entries, transit, self._clock(), read_at, seq)
+        if view.left_out and not self._too_many:
+            log.warning("more than %d keys to publish: the oldest session keys are left out", MAX_JWKS_KEYS)
+            self._too_many = True
+        return view
 
 
 def _settled(task: asyncio.Task[None]) -> None:
