@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.backends import redis_keys
-from broker.backends.redis_options import async_redis, database
+from broker.backends.redis_options import async_redis, database, publish_command
 from broker.backends.transit import TransitSigningBackend
 from broker.backends.vault_clients import TokenSource, Verify
 from broker.errors import BackendUnavailable, InvalidRequest
@@ -129,7 +129,8 @@ async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> Non
     for kid in kids:
         args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
     names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]
-    await redis.eval(_WITHDRAW, len(names), *names, *args)
+    script = _WITHDRAW.replace("'PUBLISH'", repr(publish_command(redis)))  # sharded on a cluster
+    await redis.eval(script, len(names), *names, *args)
 
 
 def endorsed_keys_key(prefix: str) -> str:

@@ -42,15 +42,8 @@ class RedisCluster:
 
     def start(self) -> RedisCluster:
         for i in range(self.primaries):
-            bus = free_port()  # the cluster bus: its own free port (not port + 10000, maybe past 65535)
-            server = RedisServer(
-                self.workdir / f"node{i}",
-                args=(
-                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-port", str(bus), "--appendonly", "yes"),
-                ),
-            )
-            self.nodes.append(server.start())
+            server, bus = self._node_server(self.workdir / f"node{i}")
+            self.nodes.append(server)
             self.buses.append(bus)
         share = SLOTS // self.primaries
         for i, server in enumerate(self.nodes):
@@ -108,6 +101,49 @@ class RedisCluster:
             if server.port not in (source.port, to.port):
                 with _node(server.port) as other:
                     other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def _node_server(self, workdir: Path) -> tuple[RedisServer, int]:
+        bus = free_port()  # the cluster bus: its own free port (not port + 10000, maybe past 65535)
+        server = RedisServer(
+            workdir,
+            args=(
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-port", str(bus), "--appendonly", "yes"),
+            ),
+        )
+        return server.start(), bus
+
+    def add_replica(self, workdir: Path, *, of: RedisServer) -> RedisServer:
+        """A new node that replicates the primary ``of``, once it is in sync."""
+        replica, bus = self._node_server(workdir)
+        with _node(of.port) as primary:
+            primary_id = primary.execute_command("CLUSTER", "MYID")
+            primary.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port, bus)
+        deadline = time.monotonic() + 30.0
+        with _node(replica.port) as client:
+            while True:  # REPLICATE needs the node to know its primary first (gossip)
+                try:
+                    client.execute_command("CLUSTER", "REPLICATE", primary_id)
+                    break
+                except redis_py.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        with _node(of.port) as primary:
+            while primary.info("replication").get("slave0", {}).get("state") != "online":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync within 30s")
+                time.sleep(0.1)
+        return replica
+
+    def remove(self, server: RedisServer) -> None:
+        """Stop a node added by ``add_replica`` and make the others forget it."""
+        with _node(server.port) as client:
+            node_id = client.execute_command("CLUSTER", "MYID")
+        server.stop()
+        for node in self.nodes:
+            with _node(node.port) as client:
+                client.execute_command("CLUSTER", "FORGET", node_id)
 
     def flush(self) -> None:
         for server in self.nodes:
