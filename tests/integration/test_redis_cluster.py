@@ -33,7 +33,9 @@ from broker.backends import redis_keys as keys
 from broker.backends.audit_archive import ArchiveDir
 from broker.backends.audit_archiver import AuditArchiver
 from broker.backends.redis_state import RedisState
-from broker.errors import BackendUnavailable
+from broker.capability import Budget
+from broker.errors import BackendUnavailable, BudgetExhausted
+from broker.gateway.budgets import RedisLedger
 from broker.token import Actor
 from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
@@ -207,6 +209,27 @@ def test_the_audit_archiver_archives_and_trims_the_stream_on_the_cluster(
     left = asyncio.run(body())
     assert 5 <= len(left) < 15  # the tail stays; whole segments moved out
     assert len(list((tmp_path / "archive").iterdir())) >= 2
+
+
+def test_gateway_budgets_count_across_ledgers_on_the_cluster(redis_cluster: RedisCluster) -> None:
+    p = prefix()
+    budget = Budget(requests=2, bytes=1000)
+
+    async def body() -> None:
+        a, b = RedisLedger(redis_cluster.url, p), RedisLedger(redis_cluster.url, p)
+        exp = int(time.time()) + 300
+        try:
+            await a.begin("jti-1", exp, budget)
+            await b.begin("jti-1", exp, budget)
+            with pytest.raises(BudgetExhausted):
+                await a.begin("jti-1", exp, budget)
+            assert await b.add_bytes("jti-2", exp, 300) == 300
+            assert await a.add_bytes("jti-2", exp, 300) == 600
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(body())
 
 
 # ---------------------------------------------------------------- broker serve
