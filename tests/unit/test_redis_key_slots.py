@@ -57,10 +57,11 @@ def test_one_mint_claim_round_over_many_agents_touches_one_slot(prefix: str, cla
     assert one_slot(*touched)
 
 
-@given(prefixes, names, names, agent_lists, names, names)
+@given(prefixes, st.tuples(names, names, names, names), agent_lists)
 def test_revocation_scripts_and_their_announcement_share_the_slot(
-    prefix: str, jti: str, task: str, agents: list[str], kid: str, ref: str
+    prefix: str, ids: tuple[str, str, str, str], agents: list[str]
 ) -> None:
+    jti, task, kid, ref = ids
     state = keys.state_prefix(prefix, cluster=True)
     touched = [
         keys.revocation_channel(state),
