@@ -462,6 +462,8 @@ class RedisState:
                         yield None
             except (RedisError, OSError):
                 reconnect = True
+                if self._primaries is not None:  # the slot may have moved: read the map again
+                    await self._primaries.refresh(channel)
                 await asyncio.sleep(1.0)
             finally:
                 if pubsub is not None:

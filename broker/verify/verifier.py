@@ -106,7 +106,7 @@ class Verifier:
         if (jwks_url is None) == (jwks is None):
             raise ValueError("give exactly one of jwks_url or jwks")
         if isinstance(revocation, str) and not revocation.startswith(URL_SCHEMES):
-            raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
+            raise TypeError(f"revocation must be a Redis URL ({', '.join(URL_SCHEMES)}) or an object with is_revoked")
         if (
             revocation is not None
             and not isinstance(revocation, str)
