@@ -153,10 +153,13 @@ def test_policy_announcements_reach_other_processes_on_the_cluster(redis_cluster
         speaker = RedisState.from_url(redis_cluster.url, prefix=p)
         reloads = listener.policy_reloads("listener")
         try:
-            first = asyncio.ensure_future(anext(reloads))
-            await asyncio.sleep(0.3)  # the subscription is made when the generator first runs
-            await speaker.announce_policy_reload("speaker")
-            await asyncio.wait_for(first, 5.0)
+            heard = asyncio.ensure_future(anext(reloads))
+            deadline = time.monotonic() + 10.0
+            while not heard.done():  # announced until heard: the subscription is made in the generator
+                assert time.monotonic() < deadline, "no announcement heard within 10s"
+                await speaker.announce_policy_reload("speaker")
+                await asyncio.wait([heard], timeout=0.2)
+            await heard
         finally:
             await reloads.aclose()
             await listener.aclose()
