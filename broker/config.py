@@ -101,14 +101,22 @@ class Settings:
         return self.redis_prefix or redis_keys.default_prefix(self.issuer)
 
     @property
+    def state_prefix(self) -> str:
+        """``key_prefix`` as the keys of the state slot carry it: ``{<key_prefix>}`` on a
+        Redis Cluster, where they must share a slot (``broker.backends.redis_keys``)."""
+        return redis_keys.state_prefix(self.key_prefix, cluster=redis_keys.on_cluster(self.redis_url))
+
+    @property
     def wait_replicas(self) -> int | None:
         """``redis_wait_replicas`` as ``RedisState`` takes it (None: auto)."""
         return None if self.redis_wait_replicas == "auto" else int(self.redis_wait_replicas)
 
     @property
     def stream(self) -> str:
-        """The audit stream: ``audit_stream``, or ``<key_prefix>audit``."""
-        return self.audit_stream or redis_keys.audit_stream(self.key_prefix)
+        """The audit stream: ``audit_stream``, or ``<key_prefix>audit``; on a Redis Cluster
+        in a hash tag of its own, which its head and archiver lease share."""
+        stream = self.audit_stream or redis_keys.audit_stream(self.key_prefix)
+        return redis_keys.cluster_stream(stream, cluster=redis_keys.on_cluster(self.redis_url))
 
 
 _FIELDS: dict[str, type] = {
@@ -314,6 +322,13 @@ def _check(s: Settings) -> None:
             redis_options.parse_sentinel_url(s.redis_url)
         except ValueError as e:
             raise SettingsError(f"redis_url: {e}") from None
+    if redis_keys.on_cluster(s.redis_url):
+        try:
+            redis_options.parse_cluster_url(s.redis_url)
+        except ValueError as e:
+            raise SettingsError(f"redis_url: {e}") from None
+        if s.redis_ca_file:
+            raise SettingsError("redis_ca_file is for a rediss:// redis_url; a redis+cluster:// one has no TLS")
     if s.redis_prefix:
         try:
             redis_keys.check_prefix(s.redis_prefix)

@@ -91,7 +91,7 @@ def signing_backend(settings: Settings, token: TokenSource | None = None) -> Lon
             vault_token=token if token is not None else settings.vault_token,
             redis_url=settings.redis_url,
             issuer=settings.issuer,
-            prefix=settings.key_prefix,
+            prefix=settings.state_prefix,  # the endorsed keys and withdrawals: the state slot
             mount=settings.transit_mount,
             key=settings.transit_key,
             alg=settings.signing_alg,
@@ -227,13 +227,21 @@ def redis_durability(settings: Settings, *, wait: float = REDIS_START_WAIT) -> V
     """May ``broker serve`` start on this Redis, and what must it warn about?
     (``broker.backends.redis_durability``). A Redis that does not answer within ``wait``
     seconds cannot be checked: refused, whatever is asserted."""
-    from broker.backends.redis_durability import RedisUnreachable, Verdict, durability_verdict, read_redis_config
+    from broker.backends.redis_durability import (
+        RedisUnreachable,
+        Verdict,
+        combined,
+        durability_verdict,
+        read_redis_configs,
+    )
+    from broker.backends.redis_keys import on_cluster
 
     try:
-        found = read_redis_config(settings.redis_url, timeout=settings.backend_timeout, wait=wait)
+        found = read_redis_configs(settings.redis_url, timeout=settings.backend_timeout, wait=wait)
     except RedisUnreachable as e:
         return Verdict(f"Redis did not answer within {wait:g}s ({e}), so its durability cannot be checked")
-    return durability_verdict(settings.redis_durability, found)
+    cluster = on_cluster(settings.redis_url)
+    return combined([durability_verdict(settings.redis_durability, one, cluster_url=cluster) for one in found])
 
 
 def build_app(settings: Settings, *, handle_sighup: bool = True) -> BrokerApp:

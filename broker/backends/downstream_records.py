@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from broker.backends import redis_keys as keys
+from broker.backends.redis_options import transactions
 from broker.errors import BackendUnavailable
 from broker.service.ports import TaskToken
 
@@ -42,18 +43,24 @@ def _text(value: str | bytes) -> str:
 
 
 class RedisDownstreamRecords:
-    def __init__(self, client: Redis, prefix: str, call: Callable[[Awaitable[Any]], Awaitable[Any]]) -> None:
+    def __init__(
+        self, client: Redis, prefix: str, call: Callable[[Awaitable[Any]], Awaitable[Any]], *, tagged: str = ""
+    ) -> None:
+        """``tagged``: the prefix of the task records (the state tag on a cluster, where the
+        task token and the agent's set are written in one transaction); the carried
+        credentials, one key per token, stay under ``prefix``, spread."""
         self._redis, self._prefix, self._call = client, prefix, call
+        self._tagged = tagged or prefix
 
     async def task_token(self, ref: str) -> TaskToken | None:
-        raw = await self._call(self._redis.get(keys.task_vault_token(self._prefix, ref)))
+        raw = await self._call(self._redis.get(keys.task_vault_token(self._tagged, ref)))
         return None if raw is None else _from_json(raw)
 
     async def put_task_token(self, ref: str, agent: str, record: TaskToken, *, replace: bool) -> TaskToken:
         """Store ``record`` (only if none is stored, unless ``replace``); the one stored."""
-        key = keys.task_vault_token(self._prefix, ref)
-        agent_key = keys.agent_vault_tasks(self._prefix, agent)
-        pipe = self._redis.pipeline(transaction=True)
+        key = keys.task_vault_token(self._tagged, ref)
+        agent_key = keys.agent_vault_tasks(self._tagged, agent)
+        pipe = self._redis.pipeline(transaction=transactions(self._redis))
         pipe.set(key, _to_json(record), nx=not replace, exat=record.expires + MARGIN)
         pipe.get(key)
         # the agent's tasks, scored by expiry: past ones leave as new ones come (bounded by
@@ -66,15 +73,15 @@ class RedisDownstreamRecords:
         return _from_json(stored)
 
     async def forget_task_token(self, ref: str) -> None:
-        await self._call(self._redis.delete(keys.task_vault_token(self._prefix, ref)))
+        await self._call(self._redis.delete(keys.task_vault_token(self._tagged, ref)))
 
     async def agent_task_tokens(self, agent: str) -> list[str]:
-        members = await self._call(self._redis.zrange(keys.agent_vault_tasks(self._prefix, agent), 0, -1))
+        members = await self._call(self._redis.zrange(keys.agent_vault_tasks(self._tagged, agent), 0, -1))
         return sorted(_text(m) for m in members)
 
     async def note_carried(self, jti: str, accessors: list[str], expires: int) -> None:
         key = keys.carried_credentials(self._prefix, jti)
-        pipe = self._redis.pipeline(transaction=True)
+        pipe = self._redis.pipeline(transaction=transactions(self._redis))
         pipe.sadd(key, *accessors)
         pipe.expireat(key, expires + MARGIN)
         await self._call(pipe.execute())

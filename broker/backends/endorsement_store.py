@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.backends import redis_keys
-from broker.backends.redis_options import database
+from broker.backends.redis_options import database, publish_command
 from broker.errors import BackendUnavailable
 
 __all__ = [
@@ -92,7 +92,8 @@ async def withdraw_keys(redis: Redis, prefix: str, until: dict[str, int]) -> Non
     for kid in kids:
         args += [kid, until[kid], redis_keys.revocation_message("key", kid, until[kid])]
     names = [endorsed_keys_key(prefix), *(redis_keys.withdrawn_key(prefix, kid) for kid in kids)]
-    await redis.eval(_WITHDRAW, len(names), *names, *args)
+    script = _WITHDRAW.replace("'PUBLISH'", repr(publish_command(redis)))  # sharded on a cluster
+    await redis.eval(script, len(names), *names, *args)
 
 
 class RedisEndorsementStore:

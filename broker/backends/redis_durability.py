@@ -17,8 +17,13 @@ and the operator asserts them: ``asserted-aof`` or ``asserted-rdb`` (each also a
 ``noeviction``). Without an assertion the broker refuses to start. When ``CONFIG``
 answers, what it says is checked whatever is asserted: facts win over assertions.
 
-``read_redis_config`` is the I/O (one ``CONFIG GET``); ``durability_verdict`` the pure
-decision, unit-tested without a server.
+On a Redis Cluster (``redis+cluster://``) every primary is read and judged: the first
+refusal wins, and every warning is printed. A plain URL that reaches a cluster node
+(``cluster-enabled yes``) is refused: the broker would write untagged keys that the slots
+scatter, and announce where no verifier listens (``broker.backends.redis_keys``).
+
+``read_redis_configs`` is the I/O (one ``CONFIG GET`` per primary); ``durability_verdict``
+and ``combined`` the pure decision, unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Final
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from broker.backends.redis_options import sync_redis
+from broker.backends.redis_options import is_cluster, sync_redis
 
 #: the values of the ``redis_durability`` setting (``broker.config`` checks them)
 DURABILITY_MODES: Final = ("checked", "accept-volatile", "asserted-aof", "asserted-rdb")
@@ -51,6 +56,7 @@ class RedisConfig:
     appendfsync: str  # "always" | "everysec" | "no"
     save: str  # "" when RDB snapshots are off, else "3600 1 300 100 ..."
     maxmemory_policy: str  # "noeviction", "allkeys-lru", ...
+    cluster_enabled: str = "no"  # "yes" on a Redis Cluster node
 
     @property
     def aof(self) -> bool:
@@ -73,13 +79,19 @@ class Verdict:
 _LOST: Final = "revocations, task revocations, kill-switch cut-offs and replay claims"
 
 
-def durability_verdict(mode: str, found: RedisConfig | None) -> Verdict:
+def durability_verdict(mode: str, found: RedisConfig | None, *, cluster_url: bool = False) -> Verdict:
     """The decision for ``mode`` given what ``CONFIG GET`` said (``None``: CONFIG is
-    unavailable on this server)."""
+    unavailable on this server); ``cluster_url``: the URL is a ``redis+cluster://`` one."""
     if mode not in DURABILITY_MODES:  # settings validate it; never an allow by accident
         return Verdict(f"redis_durability {mode!r} is not one of {', '.join(DURABILITY_MODES)}")
     if found is None:
         return _asserted(mode)
+    if found.cluster_enabled == "yes" and not cluster_url:
+        return Verdict(
+            "this Redis is a Redis Cluster node, reached by a plain URL: the broker's keys would not share "
+            "the slots its scripts need, and no verifier would hear its announcements. List the nodes in a "
+            "redis+cluster://HOST:PORT[,HOST:PORT...] redis_url."
+        )
     if found.maxmemory_policy != "noeviction":
         return Verdict(
             f"Redis maxmemory-policy is {found.maxmemory_policy!r}: under memory pressure it would evict "
@@ -126,33 +138,57 @@ def _asserted(mode: str) -> Verdict:
     )
 
 
-def read_redis_config(
+def combined(verdicts: list[Verdict]) -> Verdict:
+    """One verdict for several servers (a cluster's primaries): the first refusal, else
+    every distinct warning."""
+    for verdict in verdicts:
+        if verdict.refusal is not None:
+            return verdict
+    return Verdict(None, tuple(dict.fromkeys(w for v in verdicts for w in v.warnings)))
+
+
+def read_redis_configs(
     url: str,
     *,
     timeout: float,
     wait: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
-) -> RedisConfig | None:
-    """``CONFIG GET`` of the durability settings; ``None`` when the server refuses the
-    command (renamed or denied). ``RedisUnreachable`` when it does not answer within
-    ``wait`` seconds (retried every half second: at start, Redis may still be coming up).
-    The error names the exception class only, never the URL (it may carry a password)."""
-    client: Redis = sync_redis(url, timeout)
+) -> list[RedisConfig | None]:
+    """``CONFIG GET`` of the durability settings, of each primary (one for a plain URL);
+    ``None`` for a server that refuses the command (renamed or denied).
+    ``RedisUnreachable`` when it does not answer within ``wait`` seconds (retried every
+    half second: at start, Redis may still be coming up). The error names the exception
+    class only, never the URL (it may carry a password)."""
     deadline = time.monotonic() + wait
-    try:
-        while True:
+    while True:
+        try:
+            client: Redis = sync_redis(url, timeout)  # a cluster client connects at once
             try:
-                answer = client.config_get(*CONFIG_NAMES)
-                break
-            except ResponseError:
-                return None  # "unknown command", "NOPERM": the server answered, CONFIG is off
-            except (RedisError, OSError) as e:
-                if time.monotonic() >= deadline:
-                    raise RedisUnreachable(f"redis: {type(e).__name__}") from None
-                sleep(0.5)
-    finally:
-        client.close()
-    values = {str(k): str(v) for k, v in dict(answer).items()}
+                return [_config(answer) for answer in _answers(client)]
+            finally:
+                client.close()
+        except (RedisError, OSError) as e:
+            if time.monotonic() >= deadline:
+                raise RedisUnreachable(f"redis: {type(e).__name__}") from None
+            sleep(0.5)
+
+
+def _answers(client: Redis) -> list[object]:
+    """Each server's answer to ``CONFIG GET``, or the ``ResponseError`` it gave."""
+    nodes = [client.get_redis_connection(n) for n in client.get_primaries()] if is_cluster(client) else [client]  # type: ignore[attr-defined]
+    answers: list[object] = []
+    for node in nodes:
+        try:
+            answers.append(node.config_get(*CONFIG_NAMES, "cluster-enabled"))
+        except ResponseError as e:  # "unknown command", "NOPERM": the server answered, CONFIG is off
+            answers.append(e)
+    return answers
+
+
+def _config(answer: object) -> RedisConfig | None:
+    if not isinstance(answer, dict):
+        return None
+    values = {str(k): str(v) for k, v in answer.items()}
     missing = [name for name in CONFIG_NAMES if name not in values]
     if missing:
         return None  # a proxy or a server that hides them: treat as unavailable (assert)
@@ -161,4 +197,5 @@ def read_redis_config(
         appendfsync=values["appendfsync"],
         save=values["save"],
         maxmemory_policy=values["maxmemory-policy"],
+        cluster_enabled=values.get("cluster-enabled", "no"),
     )

@@ -4,6 +4,27 @@ Pure (it imports only the name grammars) on purpose: ``broker.verify`` imports i
 must not pull in the broker's backends. Every name is ``<prefix><kind>:<id>`` with the
 caller's id last, so two different (kind, id) pairs can never name the same key, whatever
 characters the id holds.
+
+On a Redis Cluster (a ``redis+cluster://`` URL) some names carry a hash tag, so that the
+keys one command or script touches share a slot. Only there: a broker upgraded over an
+existing single Redis keeps its key names (no revocation forgotten), and verifiers that
+predate the tags keep reading them. Three groups:
+
+- **the state tag** ``{<prefix>}`` (``state_prefix``): revocations (tokens, tasks, agent
+  cut-offs, withdrawn keys), suspensions, rate limits, task records (and their Vault task
+  tokens), the endorsed session keys and both channels. One revocation check MGETs the
+  token, both task names and the cut-off of every agent up the delegation chain; one
+  mint-claim script carries the claims of many agents; a revocation script writes and
+  announces; a feed loads every revocation with one SCAN of one node. So they share one
+  slot, on one primary. They are small (a few keys per agent and task), and that primary
+  is the one every mint and check talks to anyway.
+- **the audit tag** ``{<stream>}`` (``cluster_stream``): the audit stream, its head and the
+  archiver lease, which the compare-and-append and the archiver's scripts touch together.
+  The audit chain is one sequence: it cannot be spread, so it gets a slot of its own,
+  usually on another primary than the state.
+- **untagged**: replay claims (``once``), delegations (``children``), the Vault
+  credentials carried by a token and the gateway's budgets. Each command touches one key,
+  and they are the bulk of the keys, so they spread over every primary.
 """
 
 from __future__ import annotations
@@ -18,13 +39,9 @@ DEFAULT_PREFIX = "capbroker:"
 DEFAULT_STREAM = "capbroker:audit"
 LEGACY_PREFIX = "capbroker:"  # every key and channel before ``redis_prefix`` existed
 SENTINEL_SCHEME = "redis+sentinel://"
+CLUSTER_SCHEME = "redis+cluster://"
 #: the Redis URLs ``broker.backends.redis_options`` connects to
-URL_SCHEMES = (
-    "redis://",
-    "rediss://",
-    "unix://",
-    SENTINEL_SCHEME,
-)  # every key and channel before ``redis_prefix`` existed
+URL_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME, CLUSTER_SCHEME)
 
 #: what a ``redis_prefix`` may hold (and an issuer, to stand in one as it is)
 _URL_SAFE = re.compile(r"[A-Za-z0-9:/._~-]{1,200}")
@@ -68,6 +85,30 @@ def check_prefix(prefix: str) -> str:
             "redis_prefix is 1 to 200 of A-Z a-z 0-9 : / . _ ~ - (no braces, spaces or control characters)"
         )
     return prefix
+
+
+def on_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (then the names carry hash tags)."""
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def state_prefix(prefix: str, *, cluster: bool) -> str:
+    """The prefix of the keys and channels of the state tag (see the module docstring):
+    ``{<prefix>}`` on a cluster, so they all hash to one slot, else ``prefix`` itself."""
+    return f"{{{prefix}}}" if cluster else prefix
+
+
+def cluster_stream(stream: str, *, cluster: bool) -> str:
+    """The audit stream's name: on a cluster ``{<stream>}`` (its head and archiver lease,
+    named after it, then share its slot), unless the configured name already has a tag."""
+    return f"{{{stream}}}" if cluster and not has_tag(stream) else stream
+
+
+def has_tag(name: str) -> bool:
+    """Whether Redis Cluster hashes ``name`` by a tag: a ``{`` followed later by a ``}``
+    with at least one character between them."""
+    start = name.find("{")
+    return start >= 0 and name.find("}", start + 1) > start + 1
 
 
 def audit_stream(prefix: str) -> str:

@@ -150,9 +150,13 @@ class SharedRounds:
             pipe = self._redis.pipeline(transaction=False)
             if send_claims:
                 keys = [k for c in claims for k in c.keys]
-                pipe.evalsha(claim_sha, len(keys), *keys, *(a for c in claims for a in c.args))
+                # as a raw command: redis-py's cluster pipeline refuses its ``evalsha`` method,
+                # though it routes the command by its keys like any other
+                pipe.execute_command("EVALSHA", claim_sha, len(keys), *keys, *(a for c in claims for a in c.args))
             if send_events:
-                pipe.evalsha(append_sha, 2, self._head_key, self._stream, GENESIS, head, *stored, prev)
+                pipe.execute_command(
+                    "EVALSHA", append_sha, 2, self._head_key, self._stream, GENESIS, head, *stored, prev
+                )
             started = time.perf_counter()
             try:
                 replies = iter(await self._call(pipe.execute(raise_on_error=False)))

@@ -33,9 +33,10 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
@@ -43,7 +44,8 @@ from broker.audit.stored import StoredEvent
 from broker.backends import redis_keys as keys
 from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
-from broker.backends.redis_options import async_redis, database
+from broker.backends.redis_cluster import SlotPrimaries
+from broker.backends.redis_options import async_redis, database, is_cluster, publish_command, transactions
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
@@ -180,17 +182,19 @@ return {1, ids}
 class ReplicaCount:
     """How many replicas must acknowledge a revocation when ``redis_wait_replicas`` is
     ``auto``: one if the primary reports any connected replica, else none (a single Redis).
-    ``INFO replication`` is read at most every ``REPLICAS_REFRESH`` seconds."""
+    ``INFO replication`` is read at most every ``REPLICAS_REFRESH`` seconds (on a cluster,
+    from the primary of the state slot: ``primary`` gives its client)."""
 
-    def __init__(self, client: Redis, clock: Callable[[], float]) -> None:
-        self._client = client
+    def __init__(self, primary: Callable[[], Awaitable[Redis]], clock: Callable[[], float]) -> None:
+        self._primary = primary
         self._clock = clock
         self._known: tuple[float, int] | None = None  # (read at, replicas needed)
 
     async def needed(self, call: Callable[[Awaitable[Any]], Awaitable[Any]]) -> int:
         now = self._clock()
         if self._known is None or now - self._known[0] >= REPLICAS_REFRESH:
-            info = await call(self._client.info("replication"))
+            client = await call(self._primary())
+            info = await call(client.info("replication"))
             self._known = (now, 1 if int(info.get("connected_slaves", 0)) > 0 else 0)
         return self._known[1]
 
@@ -213,12 +217,19 @@ class RedisState:
             raise ValueError("timeout must be positive")
         self._redis = client
         self._timeout = timeout
-        self._stream = stream
-        self._prefix = prefix
+        cluster = is_cluster(client)
+        self._stream = stream = keys.cluster_stream(stream, cluster=cluster)
+        self._prefix = prefix  # the keys spread over a cluster's slots (``redis_keys``)
+        self._tagged = keys.state_prefix(prefix, cluster=cluster)  # the keys of the state slot
+        # on a cluster: plain connections to the state slot's primary, for WAIT and SSUBSCRIBE
+        self._primaries = SlotPrimaries(cast(AsyncRedisCluster, client), timeout) if cluster else None
         # replicas that must hold a revocation before it is acknowledged (``WAIT``);
         # None: one when the primary has any (``ReplicaCount``), else none
-        self._replicas = ReplicaCount(client, clock) if wait_replicas is None else wait_replicas
+        self._replicas = ReplicaCount(self._state_primary, clock) if wait_replicas is None else wait_replicas
         self._db = database(client)  # channel names carry it: pub/sub ignores the DB number
+        self._publish = publish_command(client)  # sharded on a cluster
+        self._revoke_script = _REVOKE.replace("'PUBLISH'", repr(self._publish))
+        self._revoke_agent_script = _REVOKE_AGENT.replace("'PUBLISH'", repr(self._publish))
         # mint claims and audit appends: every one queued meanwhile, in one shared round trip
         self._rounds = SharedRounds(
             client,
@@ -246,7 +257,17 @@ class RedisState:
 
     def downstream_records(self) -> RedisDownstreamRecords:
         """The downstream credentials' records, under this store's prefix and client."""
-        return RedisDownstreamRecords(self._redis, self._prefix, self._call)
+        return RedisDownstreamRecords(self._redis, self._prefix, self._call, tagged=self._tagged)
+
+    async def _state_primary(self) -> Redis:
+        """The client that reaches the primary holding the state slot: on a cluster a plain
+        connection to it, else the store's own client."""
+        if self._primaries is None:
+            return self._redis
+        return await self._primaries.client_for(self._revocation_channel())
+
+    def _revocation_channel(self) -> str:
+        return keys.revocation_channel(self._tagged, self._db)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         """One bounded round trip; every I/O failure becomes ``BackendUnavailable``."""
@@ -259,19 +280,19 @@ class RedisState:
 
     async def take_rate(self, agent: str, count: int, per_seconds: int) -> float:
         interval, limit = gcra_parameters(count, per_seconds)
-        wait = await self._call(self._take_rate(keys=[keys.rate(self._prefix, agent)], args=[interval, limit]))
+        wait = await self._call(self._take_rate(keys=[keys.rate(self._tagged, agent)], args=[interval, limit]))
         return _integer(wait) / 1_000_000
 
     # ------------------------------------------------------------------ tasks
 
     def _task_claim_keys(self, task: str, owner: str, agents: Sequence[str]) -> list[str]:
         out = [
-            keys.revoked_task(self._prefix, task_ref(owner, task)),
-            keys.revoked_task(self._prefix, task_ref(ANY_AGENT, task)),
-            keys.task(self._prefix, task_ref(owner, task)),
+            keys.revoked_task(self._tagged, task_ref(owner, task)),
+            keys.revoked_task(self._tagged, task_ref(ANY_AGENT, task)),
+            keys.task(self._tagged, task_ref(owner, task)),
         ]
         for agent in agents:
-            out += [keys.suspended(self._prefix, agent), keys.agent_cutoff(self._prefix, agent)]
+            out += [keys.suspended(self._tagged, agent), keys.agent_cutoff(self._tagged, agent)]
         return out
 
     async def claim_task(self, task: str, owner: str, agents: Sequence[str], iat: int, expires_at: int) -> TaskClaim:
@@ -293,12 +314,12 @@ class RedisState:
         commit, ``SharedRounds``), which runs their claims in arrival order, each as if alone."""
         interval, limit = gcra_parameters(*rate) if rate is not None else (0, 0)
         revoked, any_agents, record, suspended, cutoff = self._task_claim_keys(task, agent, (agent,))
-        claim_keys = (keys.rate(self._prefix, agent), revoked, any_agents, record, suspended, cutoff)
+        claim_keys = (keys.rate(self._tagged, agent), revoked, any_agents, record, suspended, cutoff)
         expiry = retention.task_record_expiry(expires_at)
         return await self._rounds.claim(Claim(claim_keys, (interval, limit, iat, expiry)))
 
     async def task_live(self, task: str, owner: str) -> bool:
-        return bool(await self._call(self._redis.exists(keys.task(self._prefix, task_ref(owner, task)))))
+        return bool(await self._call(self._redis.exists(keys.task(self._tagged, task_ref(owner, task)))))
 
     # ------------------------------------------------------------------ revocation
 
@@ -307,8 +328,8 @@ class RedisState:
         ``if_exists``, only if that key exists."""
         message = keys.revocation_message(kind, ident, value)
         names = [key, if_exists] if if_exists else [key]
-        args: list[str | int] = [expiry, keys.revocation_channel(self._prefix, self._db), message]
-        return bool(await self._durably(_REVOKE, names, args))
+        args: list[str | int] = [expiry, keys.revocation_channel(self._tagged, self._db), message]
+        return bool(await self._durably(self._revoke_script, names, args))
 
     async def _durably(self, script: str, names: list[str], args: list[str | int]) -> Any:
         """Run a revocation script; where the deployment has replicas, acknowledged only once
@@ -319,42 +340,49 @@ class RedisState:
         needed = self._replicas if isinstance(self._replicas, int) else await self._replicas.needed(self._call)
         if needed == 0:
             return await self._call(self._redis.eval(script, len(names), *names, *args))
-        pipe = self._redis.pipeline(transaction=False)
+        # on a cluster, a plain connection to the slot's primary (``redis_cluster``)
+        primary = await self._call(self._state_primary())
+        pipe = primary.pipeline(transaction=False)
         pipe.eval(script, len(names), *names, *args)
         pipe.execute_command("WAIT", needed, max(1, int(self._timeout * 750)))  # within the socket timeout
-        result, acknowledged = await self._call(pipe.execute())
+        try:
+            result, acknowledged = await self._call(pipe.execute())
+        except BackendUnavailable:
+            if self._primaries is not None:  # the slot may have moved (MOVED): read the map again
+                await self._primaries.refresh(names[0])
+            raise
         if int(acknowledged) < needed:
             raise BackendUnavailable(f"redis: the revocation reached {acknowledged} of {needed} replicas in time")
         return result
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
-        key = keys.revoked_token(self._prefix, jti)
+        key = keys.revoked_token(self._tagged, jti)
         await self._revoke(key, retention.token_revocation_expiry(expires_at), "token", jti, expires_at)
 
     async def revoke_task(self, task: str, owner: str | None, now: int, *, only_if_live: bool = False) -> bool:
         ref = task_ref(ANY_AGENT if owner is None else owner, task)
-        key = keys.revoked_task(self._prefix, ref)
-        record = keys.task(self._prefix, ref) if only_if_live else ""
+        key = keys.revoked_task(self._tagged, ref)
+        record = keys.task(self._tagged, ref) if only_if_live else ""
         return await self._revoke(key, retention.task_revocation_expiry(now), "task", ref, now, if_exists=record)
 
     async def revoke_agent(self, agent: str, cutoff: int) -> None:
-        names = [keys.agent_cutoff(self._prefix, agent), keys.suspended(self._prefix, agent)]
+        names = [keys.agent_cutoff(self._tagged, agent), keys.suspended(self._tagged, agent)]
         message = keys.revocation_message("agent", agent, cutoff)
-        channel = keys.revocation_channel(self._prefix, self._db)
+        channel = keys.revocation_channel(self._tagged, self._db)
         args: list[str | int] = [cutoff, retention.agent_cutoff_expiry(cutoff), channel, message]
-        await self._durably(_REVOKE_AGENT, names, args)
+        await self._durably(self._revoke_agent_script, names, args)
 
     async def reinstate_agent(self, agent: str) -> bool:
-        return bool(await self._call(self._redis.delete(keys.suspended(self._prefix, agent))))
+        return bool(await self._call(self._redis.delete(keys.suspended(self._tagged, agent))))
 
     async def is_suspended(self, agent: str) -> bool:
-        return bool(await self._call(self._redis.exists(keys.suspended(self._prefix, agent))))
+        return bool(await self._call(self._redis.exists(keys.suspended(self._tagged, agent))))
 
     async def revocation_state(
         self, jti: str, task: str, agent: str, delegators: Sequence[str] = ()
     ) -> RevocationState:
         token, task_revoked, any_agents_task, *cutoffs = await self._call(
-            self._redis.mget(keys.revocation(self._prefix, jti, task, agent, tuple(delegators)))
+            self._redis.mget(keys.revocation(self._tagged, jti, task, agent, tuple(delegators)))
         )
         known = [_integer(c) for c in cutoffs if c is not None]
         return RevocationState(
@@ -371,7 +399,7 @@ class RedisState:
 
     async def add_delegation(self, parent_jti: str, child_jti: str, parent_exp: int) -> None:
         key = keys.delegations(self._prefix, parent_jti)
-        pipe = self._redis.pipeline(transaction=True)
+        pipe = self._redis.pipeline(transaction=transactions(self._redis))
         pipe.sadd(key, child_jti)
         pipe.expireat(key, retention.token_revocation_expiry(parent_exp))
         await self._call(pipe.execute())
@@ -406,35 +434,50 @@ class RedisState:
         return GENESIS if head is None else _text(head)
 
     async def announce_policy_reload(self, origin: str) -> None:
-        await self._call(self._redis.publish(keys.policy_channel(self._prefix, self._db), origin))
+        channel = keys.policy_channel(self._tagged, self._db)
+        await self._call(self._redis.execute_command(self._publish, channel, origin))  # type: ignore[no-untyped-call]
 
     async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
         """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
-        channel = keys.policy_channel(self._prefix, self._db)
+        channel = keys.policy_channel(self._tagged, self._db)
         reconnect = False  # the first subscription misses nothing: the policy was just loaded
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = None
             try:
-                await pubsub.subscribe(channel)
+                if self._primaries is None:
+                    pubsub = self._redis.pubsub()
+                    await pubsub.subscribe(channel)
+                else:  # sharded, on the node serving the channel's slot (``redis_cluster``)
+                    pubsub = (await self._primaries.client_for(channel)).pubsub()
+                    await pubsub.ssubscribe(channel)
                 if reconnect:
                     yield None
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                    if message is not None and _text(message.get("data")) != origin:
+                    message = await pubsub.get_message(timeout=5.0) or {}
+                    kind = message.get("type")
+                    if kind == "sunsubscribe":  # the slot moved: subscribe again, on its new owner
+                        reconnect = True
+                        break
+                    if kind in ("message", "smessage") and _text(message.get("data")) != origin:
                         yield None
             except (RedisError, OSError):
                 reconnect = True
+                if self._primaries is not None:  # the slot may have moved: read the map again
+                    await self._primaries.refresh(channel)
                 await asyncio.sleep(1.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
         await self._rounds.aclose()
+        if self._primaries is not None:
+            await self._primaries.aclose()
         await self._call(self._redis.aclose())
 
 

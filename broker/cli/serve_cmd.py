@@ -146,10 +146,11 @@ def _redis_fit(settings: Settings) -> bool:
 
 
 def _legacy_refusal(settings: Settings) -> str | None:
+    from broker.backends.redis_keys import on_cluster
     from broker.backends.redis_legacy import legacy_keys_present, legacy_refusal
 
-    if settings.redis_prefix:
-        return None
+    if settings.redis_prefix or on_cluster(settings.redis_url):
+        return None  # no deployment before redis_prefix ran on a cluster (it was not supported)
     try:
         present = legacy_keys_present(settings.redis_url, timeout=max(settings.backend_timeout, 2.0))
     except Exception as e:  # noqa: BLE001 -- the durability check just reached it; say which, never the URL

@@ -35,10 +35,10 @@ async def _withdraw(config: str | None, kid: str) -> int:
     settings = load_settings(config)
     redis = async_redis(settings.redis_url, settings.backend_timeout)
     try:
-        stored = await redis.hget(endorsed_keys_key(settings.key_prefix), kid)
+        stored = await redis.hget(endorsed_keys_key(settings.state_prefix), kid)
         # until the key would have left the JWKS anyway; the longest possible if unknown
         until = claimed_publish_until(stored) or int(time.time()) + MAX_SIGN_SPAN + MAX_PUBLISH_TAIL
-        await withdraw_keys(redis, settings.key_prefix, {kid: until})
+        await withdraw_keys(redis, settings.state_prefix, {kid: until})
         return until
     finally:
         await redis.aclose()

@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 from redis.asyncio import Redis
 
-from broker.backends.redis_options import async_redis
+from broker.backends.redis_options import async_redis, transactions
 from broker.capability import Budget
 from broker.errors import BackendUnavailable, BudgetExhausted
 
@@ -94,7 +94,7 @@ class RedisLedger:
     async def begin(self, jti: str, exp: int, budget: Budget) -> None:
         key = budget_key(self._prefix, jti)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=transactions(self._redis)) as pipe:
                 pipe.hincrby(key, "requests", 1)
                 pipe.hget(key, "bytes")
                 pipe.expireat(key, exp + KEEP_AFTER_EXPIRY)
@@ -107,7 +107,7 @@ class RedisLedger:
     async def add_bytes(self, jti: str, exp: int, size: int) -> int:
         key = budget_key(self._prefix, jti)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=transactions(self._redis)) as pipe:
                 pipe.hincrby(key, "bytes", size)
                 pipe.expireat(key, exp + KEEP_AFTER_EXPIRY)
                 total, _ = await pipe.execute()

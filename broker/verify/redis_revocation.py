@@ -24,7 +24,8 @@ class RedisRevocation:
             raise ValueError(f"a Redis URL starts with one of {', '.join(URL_SCHEMES)}")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        self._prefix = keys.deployment_prefix(issuer, prefix)
+        # the revocation keys carry the state tag on a cluster (``redis_keys``): one MGET, one slot
+        self._prefix = keys.state_prefix(keys.deployment_prefix(issuer, prefix), cluster=keys.on_cluster(url))
         self._redis = sync_redis(url, timeout)
 
     def is_revoked(self, claims: Claims) -> bool:

@@ -38,6 +38,14 @@ Redis when its key expires, by the key's TTL). The verifier's ``max_ttl`` is at 
 Redis is reached with explicit socket timeouts and no retries (``fail_fast``); the feed's
 own loop is the only retry, and it is visible: ``ready`` is false and every check fails
 until it succeeds.
+
+On a Redis Cluster (``redis+cluster://``) the announcements are sharded: the feed asks the
+cluster's slot map which primary serves the channel (every revocation key shares its slot,
+``redis_keys``), and on a plain connection to it sends ``SSUBSCRIBE`` and ``SCAN``s that
+node alone. When the slot moves (a reshard, a failover) the node says ``sunsubscribe``
+or the connection breaks: the feed starts again on the new owner, as after any error. A
+plain URL that reaches a cluster node is refused (the feed stays down, failing closed): it
+would listen where the broker never announces and read untagged keys nobody writes.
 """
 
 from __future__ import annotations
@@ -54,10 +62,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from broker.backends import redis_keys as keys
-from broker.backends.redis_keys import URL_SCHEMES
-from broker.backends.redis_options import database, sync_redis
+from broker.backends.redis_keys import URL_SCHEMES, on_cluster
+from broker.backends.redis_options import database, is_cluster, parse_cluster_url, sync_redis
 from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.token.claims import MAX_TIME, Claims
 from broker.token.revoked import revoked_in
@@ -151,17 +160,33 @@ class _FeedState:
         client: Redis = sync_redis(self.url, self.timeout)
         conn: Any = None
         try:
-            conn = client.connection_pool.get_connection()
-            conn.send_command("SUBSCRIBE", self.channel)
+            node, subscribe = self._node(client)
+            conn = node.connection_pool.get_connection()
+            conn.send_command(subscribe, self.channel)
             reply = conn.read_response()
-            if not (isinstance(reply, list) and reply[:2] == ["subscribe", self.channel]):
+            if not (isinstance(reply, list) and reply[:2] == [subscribe.lower(), self.channel]):
                 raise FeedProtocolError("no subscription")
-            self._load(client)
+            self._load(node)
             self._listen(conn)
         finally:
             if conn is not None:
                 conn.disconnect()
             client.close()
+
+    def _node(self, client: Redis) -> tuple[Redis, str]:
+        """The client of the node to listen on and load from, and how to subscribe there:
+        on a cluster, the primary serving the channel's slot, sharded; else ``client``
+        itself, which must not be a cluster node (module docstring)."""
+        if is_cluster(client):
+            node: Any = client.get_node_from_key(self.channel)  # type: ignore[attr-defined]
+            return node.redis_connection, "SSUBSCRIBE"
+        try:
+            enabled = str(client.info("cluster").get("cluster_enabled", "0"))
+        except ResponseError:  # INFO denied (an ACL): not a node that serves a cluster's keys
+            enabled = "0"
+        if enabled != "0":
+            raise FeedProtocolError("a cluster node on a plain redis:// URL: use redis+cluster://")
+        return client, "SUBSCRIBE"
 
     def _load(self, client: Redis) -> None:
         """The durable state, page by page: one SCAN and one pipelined read per page."""
@@ -241,7 +266,7 @@ class _FeedState:
     def _handle(self, reply: object, pending: deque[tuple[int, float]]) -> None:
         if not isinstance(reply, list) or len(reply) < 2:
             raise FeedProtocolError("unexpected reply")
-        if reply[0] == "message" and len(reply) == 3 and reply[1] == self.channel:
+        if reply[0] in ("message", "smessage") and len(reply) == 3 and reply[1] == self.channel:
             self._apply(reply[2])
         elif reply[0] == "pong":
             while pending and str(pending[0][0]) != reply[1]:
@@ -322,12 +347,16 @@ class RevocationFeed:
             raise ValueError("timeout and purge_every must be positive")
         if not 0 < ping_interval <= max_staleness / 2:
             raise ValueError("ping_interval must be positive and at most half of max_staleness")
-        probe = sync_redis(url, timeout)  # a malformed URL fails here, not in the thread
-        db = database(probe)
-        probe.close()
+        if on_cluster(url):  # a malformed URL fails here, not in the thread
+            parse_cluster_url(url)
+            db = 0  # a cluster has no other (and its client would connect at once)
+        else:
+            probe = sync_redis(url, timeout)
+            db = database(probe)
+            probe.close()
         self._settings: dict[str, Any] = {
             "url": url,
-            "prefix": keys.deployment_prefix(issuer, prefix),
+            "prefix": keys.state_prefix(keys.deployment_prefix(issuer, prefix), cluster=on_cluster(url)),
             "db": db,
             "timeout": timeout,
             "max_staleness": max_staleness,

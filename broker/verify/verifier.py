@@ -348,7 +348,7 @@ def _check_sources(revocation: object, introspection: object, proof_replay: obje
     """The pluggable sources have the one method each is called through."""
     if isinstance(revocation, str):
         if not revocation.startswith(URL_SCHEMES):
-            raise TypeError("revocation must be a redis://, rediss:// or unix:// URL, or an object with is_revoked")
+            raise TypeError(f"revocation must be a Redis URL ({', '.join(URL_SCHEMES)}) or an object with is_revoked")
     elif revocation is not None and not callable(getattr(revocation, "is_revoked", None)):
         raise TypeError("revocation must be an object with is_revoked(claims), such as StaticRevocationList")
     if proof_replay is not None and not callable(getattr(proof_replay, "claim", None)):

@@ -1,4 +1,5 @@
-"""Session servers: one real redis-server and one real OpenBao dev server on loopback.
+"""Session servers: one real redis-server, a 3-primary Redis Cluster (when asked for) and
+one real OpenBao dev server on loopback.
 
 Tests that break a server (stop, pause, seal) take ``own_redis`` / ``own_bao`` instead,
 fresh instances that only they touch.
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.redis_cluster import RedisCluster
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +23,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real 3-primary Redis Cluster, started once for the session (only if a test asks)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

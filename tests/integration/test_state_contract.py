@@ -1,6 +1,7 @@
-"""One contract, two StateStores: every test runs against MemoryState and against
-RedisState on a real redis-server. "Two replicas" are two RedisState objects on the same
-Redis (and, for the one-process MemoryState, the same object twice).
+"""One contract, two StateStores: every test runs against MemoryState, against RedisState
+on a real redis-server and (``ha`` suite) against RedisState on a real 3-primary Redis
+Cluster. "Two replicas" are two RedisState objects on the same Redis (and, for the
+one-process MemoryState, the same object twice).
 
 Each test gets a fresh key prefix and stream, so tests never see each other's state.
 """
@@ -24,6 +25,7 @@ from broker.audit.stored import StoredEvent
 from broker.backends import redis_keys as keys
 from broker.backends import redis_rounds, redis_state
 from broker.backends.memory_state import MemoryState
+from broker.backends.redis_options import async_redis
 from broker.backends.redis_rounds import SharedRounds
 from broker.backends.redis_state import RedisState
 from broker.capability.lifetime import REVOCATION_GRACE
@@ -31,6 +33,7 @@ from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StateStore, TaskClaim
 from tests.servers.processes import RedisServer
+from tests.servers.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -65,7 +68,7 @@ class Backend:
             stored = self.memory._events[index]
             self.memory._events[index] = replace(stored, event={**stored.event, field: value})
             return
-        raw = Redis.from_url(self.url, decode_responses=True)
+        raw = async_redis(self.url, 5.0)
         try:
             entries = await raw.xrange(self.stream) or []
             await raw.delete(self.stream)
@@ -80,12 +83,16 @@ class Backend:
             await raw.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.ha)])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         return Backend("memory", memory=MemoryState())
-    server: RedisServer = request.getfixturevalue("redis_server")
     prefix = f"test:{uuid.uuid4().hex}:"
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        stream = keys.cluster_stream(f"{prefix}audit", cluster=True)
+        return Backend("cluster", url=cluster.url, prefix=prefix, stream=stream)
+    server: RedisServer = request.getfixturevalue("redis_server")
     return Backend("redis", url=server.url, prefix=prefix, stream=f"{prefix}audit")
 
 

@@ -97,7 +97,8 @@ class BrokerProcess:
 
     @property
     def audit_stream(self) -> str:
-        return redis_keys.audit_stream(self.key_prefix)
+        stream = redis_keys.audit_stream(self.key_prefix)
+        return redis_keys.cluster_stream(stream, cluster=redis_keys.on_cluster(self.redis_url))
 
     @property
     def log_path(self) -> Path:
