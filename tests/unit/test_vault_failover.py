@@ -7,7 +7,7 @@ and where the next request starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -111,7 +111,7 @@ def answer(status: int) -> requests.Response:
 
 
 @pytest.fixture
-def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Callable[[], Any]]]:
+def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], Any]]:
     """Behaviour per node host; records the URLs sent in ``behaviour["sent"]``."""
     behaviour: dict[str, Any] = {"sent": []}
 
@@ -124,7 +124,7 @@ def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Callable[[
         return outcome
 
     monkeypatch.setattr(HTTPAdapter, "send", send)
-    yield behaviour
+    return behaviour
 
 
 def get(adapter: FailoverAdapter, path: str = "/v1/transit/keys/k") -> requests.Response:
@@ -184,7 +184,7 @@ def test_a_url_outside_the_nodes_is_sent_as_it_is(fake_nodes: Any) -> None:
 
 def test_the_fail_fast_session_of_a_list_fails_over(fake_nodes: Any) -> None:
     fake_nodes.update(n0=refused, n1=lambda: answer(200), n2=lambda: answer(200))
-    session = fail_fast_session(True, addr=",".join(NODES))
+    session = fail_fast_session(verify=True, addr=",".join(NODES))
     assert session.get(NODES[0] + "/v1/sys/health", timeout=1.0).status_code == 200
     assert fake_nodes["sent"][-1] == "http://n1:8200/v1/sys/health"
 
