@@ -18,11 +18,11 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.audit.checkpoint import DEFAULT_EVERY_EVENTS, DEFAULT_INTERVAL
-from broker.backends import redis_keys, redis_options
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 from broker.token.algorithms import Algorithm
 from broker.vault_addrs import VaultAddrError, parse_vault_addrs
+from broker.verify import redis_keys, redis_options
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -104,7 +104,7 @@ class Settings:
     @property
     def state_prefix(self) -> str:
         """``key_prefix`` as the keys of the state slot carry it: ``{<key_prefix>}`` on a
-        Redis Cluster, where they must share a slot (``broker.backends.redis_keys``)."""
+        Redis Cluster, where they must share a slot (``broker.verify.redis_keys``)."""
         return redis_keys.state_prefix(self.key_prefix, cluster=redis_keys.on_cluster(self.redis_url))
 
     @property

@@ -234,7 +234,7 @@ def redis_durability(settings: Settings, *, wait: float = REDIS_START_WAIT) -> V
         durability_verdict,
         read_redis_configs,
     )
-    from broker.backends.redis_keys import on_cluster
+    from broker.verify.redis_keys import on_cluster
 
     try:
         found = read_redis_configs(settings.redis_url, timeout=settings.backend_timeout, wait=wait)

@@ -224,7 +224,7 @@ MUTATIONS = [
     ),
     Mutation(
         "pub/sub channels ignore the Redis DB",
-        "broker/backends/redis_keys.py",
+        "broker/verify/redis_keys.py",
         '    return prefix if db == 0 else f"{prefix}db{db}:"',
         "    return prefix",
         ("tests/unit/test_redis_prefix.py",),

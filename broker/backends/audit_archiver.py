@@ -41,10 +41,10 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.audit.segments import ArchiveDamaged, SegmentHeader, encode_line, id_after
-from broker.backends import redis_keys as keys
 from broker.backends.audit_archive import ArchiveDir, SegmentExists
-from broker.backends.redis_options import async_redis
 from broker.errors import BackendUnavailable
+from broker.verify import redis_keys as keys
+from broker.verify.redis_options import async_redis
 
 log = logging.getLogger("broker.audit")
 

@@ -22,8 +22,8 @@ from broker.audit.chain import GENESIS
 from broker.audit.segments import SegmentHeader, check_continues, stream_id
 from broker.audit.stored import StoredEvent
 from broker.backends.audit_archive import ArchiveDir
-from broker.backends.redis_options import sync_redis
 from broker.errors import BackendUnavailable
+from broker.verify.redis_options import sync_redis
 
 _PAGE = 1000
 

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from broker.backends import redis_keys as keys
-from broker.backends.redis_options import transactions
 from broker.errors import BackendUnavailable
 from broker.service.ports import TaskToken
+from broker.verify import redis_keys as keys
+from broker.verify.redis_options import transactions
 
 T = TypeVar("T")
 #: records outlive what they name by this much (clock skew, leeway)

@@ -63,7 +63,6 @@ from broker.backends.endorsement_store import (
     endorsed_keys_key,
     withdraw_keys,
 )
-from broker.backends.redis_options import async_redis
 from broker.backends.transit import TransitSigningBackend
 from broker.backends.vault_clients import TokenSource, Verify
 from broker.capability.lifetime import MAX_TOKEN_TTL
@@ -83,6 +82,7 @@ from broker.token.endorsement import (
 from broker.token.keys import MAX_JWKS_KEYS, KeySet, LocalSigner
 from broker.token.mint import mint
 from broker.token.published import GC_GRACE, Entries, SessionKey, View, build_view, choose, expired, vanished
+from broker.verify.redis_options import async_redis
 
 __all__ = ["GC_GRACE", "EndorsedSigningBackend", "SignerSettings", "endorsed_keys_key", "withdraw_keys"]
 

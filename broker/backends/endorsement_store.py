@@ -21,9 +21,9 @@ from typing import Final, Protocol, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from broker.backends import redis_keys
-from broker.backends.redis_options import database, publish_command
 from broker.errors import BackendUnavailable
+from broker.verify import redis_keys
+from broker.verify.redis_options import database, publish_command
 
 __all__ = [
     "EndorsementStore",

@@ -24,7 +24,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
-from broker.backends.redis_options import client_options
+from broker.verify.redis_options import client_options
 
 
 class SlotPrimaries:

@@ -20,7 +20,7 @@ answers, what it says is checked whatever is asserted: facts win over assertions
 On a Redis Cluster (``redis+cluster://``) every primary is read and judged: the first
 refusal wins, and every warning is printed. A plain URL that reaches a cluster node
 (``cluster-enabled yes``) is refused: the broker would write untagged keys that the slots
-scatter, and announce where no verifier listens (``broker.backends.redis_keys``).
+scatter, and announce where no verifier listens (``broker.verify.redis_keys``).
 
 ``read_redis_configs`` is the I/O (one ``CONFIG GET`` per primary); ``durability_verdict``
 and ``combined`` the pure decision, unit-tested without a server.
@@ -36,7 +36,7 @@ from typing import Final
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from broker.backends.redis_options import is_cluster, sync_redis
+from broker.verify.redis_options import is_cluster, sync_redis
 
 #: the values of the ``redis_durability`` setting (``broker.config`` checks them)
 DURABILITY_MODES: Final = ("checked", "accept-volatile", "asserted-aof", "asserted-rdb")

@@ -14,8 +14,8 @@ from typing import Final
 
 from redis import Redis
 
-from broker.backends.redis_keys import LEGACY_PREFIX, audit_head, audit_stream
-from broker.backends.redis_options import sync_redis
+from broker.verify.redis_keys import LEGACY_PREFIX, audit_head, audit_stream
+from broker.verify.redis_options import sync_redis
 
 #: keys every deployment before ``redis_prefix`` wrote (its audit chain, its session keys)
 LEGACY_MARKERS: Final = (

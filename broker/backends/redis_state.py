@@ -41,16 +41,16 @@ from redis.exceptions import RedisError
 
 from broker.audit.chain import GENESIS
 from broker.audit.stored import StoredEvent
-from broker.backends import redis_keys as keys
 from broker.backends.downstream_records import RedisDownstreamRecords
 from broker.backends.gcra import gcra_parameters
 from broker.backends.redis_cluster import SlotPrimaries
-from broker.backends.redis_options import async_redis, database, is_cluster, publish_command, transactions
 from broker.backends.redis_rounds import Claim, Scripts, SharedRounds
 from broker.capability.names import ANY_AGENT, task_ref
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, TaskClaim
+from broker.verify import redis_keys as keys
+from broker.verify.redis_options import async_redis, database, is_cluster, publish_command, transactions
 
 T = TypeVar("T")
 

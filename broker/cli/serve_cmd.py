@@ -146,8 +146,8 @@ def _redis_fit(settings: Settings) -> bool:
 
 
 def _legacy_refusal(settings: Settings) -> str | None:
-    from broker.backends.redis_keys import on_cluster
     from broker.backends.redis_legacy import legacy_keys_present, legacy_refusal
+    from broker.verify.redis_keys import on_cluster
 
     if settings.redis_prefix or on_cluster(settings.redis_url):
         return None  # no deployment before redis_prefix ran on a cluster (it was not supported)

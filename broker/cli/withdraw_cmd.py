@@ -30,7 +30,7 @@ def register(keys_commands: Any) -> None:
 
 async def _withdraw(config: str | None, kid: str) -> int:
     from broker.backends.endorsed_signer import endorsed_keys_key, withdraw_keys
-    from broker.backends.redis_options import async_redis
+    from broker.verify.redis_options import async_redis
 
     settings = load_settings(config)
     redis = async_redis(settings.redis_url, settings.backend_timeout)

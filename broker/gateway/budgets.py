@@ -15,9 +15,9 @@ from typing import Final, Protocol
 
 from redis.asyncio import Redis
 
-from broker.backends.redis_options import async_redis, transactions
 from broker.capability import Budget
 from broker.errors import BackendUnavailable, BudgetExhausted
+from broker.verify.redis_options import async_redis, transactions
 
 FLUSH_BYTES: Final = 8 << 20
 #: a byte budget is counted at least every eighth of it (at most every 16 KiB), so one

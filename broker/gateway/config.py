@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from broker.backends.redis_keys import URL_SCHEMES, default_prefix
 from broker.capability.names import is_audience
 from broker.capability.resources import validate_resource
 from broker.errors import InvalidRequest, PolicyIssue
 from broker.policy.yamlstrict import YMap, YNode, YScalar, YSeq, parse_yaml
 from broker.vault_addrs import VaultAddrError, parse_vault_addrs
+from broker.verify.redis_keys import URL_SCHEMES, default_prefix
 
 KINDS: Final = ("git", "http", "bucket")
 CONTAINMENTS: Final = ("revoke-task", "deny")

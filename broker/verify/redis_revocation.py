@@ -9,11 +9,11 @@ and the ``Verifier`` rejects the token (``revocation_unavailable``). It never sk
 
 from __future__ import annotations
 
-from broker.backends import redis_keys as keys
-from broker.backends.redis_keys import URL_SCHEMES
-from broker.backends.redis_options import sync_redis
 from broker.token.claims import Claims
 from broker.token.revoked import revoked
+from broker.verify import redis_keys as keys
+from broker.verify.redis_keys import URL_SCHEMES
+from broker.verify.redis_options import sync_redis
 
 
 class RedisRevocation:

@@ -64,12 +64,12 @@ from typing import Any, Final
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from broker.backends import redis_keys as keys
-from broker.backends.redis_keys import URL_SCHEMES, on_cluster
-from broker.backends.redis_options import database, is_cluster, parse_cluster_url, sync_redis
 from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.token.claims import MAX_TIME, Claims
 from broker.token.revoked import revoked_in
+from broker.verify import redis_keys as keys
+from broker.verify.redis_keys import URL_SCHEMES, on_cluster
+from broker.verify.redis_options import database, is_cluster, parse_cluster_url, sync_redis
 
 log = logging.getLogger(__name__)
 

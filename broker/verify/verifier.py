@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.backends.redis_keys import URL_SCHEMES
 from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
 from broker.dpop.proof import CheckedProof
@@ -42,6 +41,7 @@ from broker.token.verify import DEFAULT_LEEWAY, check_claims, check_leeway, sign
 from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
+from broker.verify.redis_keys import URL_SCHEMES
 from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation import RevocationCheck
 from broker.verify.revocation_feed import RevocationFeed

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.backends.redis_keys import default_prefix
 from broker.gateway.config import ConfigError, load_config
+from broker.verify.redis_keys import default_prefix
 
 SPEC_EXAMPLE = """\
 issuer: https://broker.internal

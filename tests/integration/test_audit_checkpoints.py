@@ -23,11 +23,11 @@ import redis
 
 from broker.audit.chain import seal
 from broker.audit.checkpoint import CHECKPOINT_TYP, flattened
-from broker.backends.redis_keys import audit_head, audit_stream, default_prefix
 from broker.backends.transit import TransitSigningBackend
 from broker.token.b64 import b64url_decode, b64url_encode
 from broker.token.endorsement import statement_input
 from broker.token.keys import KeySet, LocalSigner
+from broker.verify.redis_keys import audit_head, audit_stream, default_prefix
 from tests.integration.test_service_e2e import broker_cli
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer

@@ -24,7 +24,6 @@ from broker.backends.audit_archive import ArchiveDir
 from broker.backends.audit_archiver import AuditArchiver
 from broker.backends.audit_history import RedisTail, audit_history
 from broker.backends.local_signer import LocalSigningBackend
-from broker.backends.redis_keys import audit_archiver_lease
 from broker.backends.redis_state import RedisState
 from broker.cli import main
 from broker.http.app import create_app
@@ -32,6 +31,7 @@ from broker.policy.loader import load_policy
 from broker.service.audit_recorder import AuditRecorder
 from broker.service.broker import Broker
 from broker.service.credentials import secret_sha256
+from broker.verify.redis_keys import audit_archiver_lease
 from tests.servers.broker_process import PolicyDir
 from tests.servers.processes import RedisServer
 

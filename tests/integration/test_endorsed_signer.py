@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from broker.backends import endorsed_signer
 from broker.backends.endorsed_signer import GC_GRACE, RETRY, EndorsedSigningBackend, endorsed_keys_key
-from broker.backends.redis_keys import withdrawn_key
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest, TokenRejected
 from broker.service.ports import SigningBackend
@@ -46,6 +45,7 @@ from broker.token.mint import mint
 from broker.token.strictjson import loads_object
 from broker.token.verify import signed_claims_and_key
 from broker.verify import RevocationFeed, Verifier
+from broker.verify.redis_keys import withdrawn_key
 from tests.helpers import AUDIENCE, ISSUER, claims
 from tests.log_guard import forbid_in_logs
 from tests.servers.processes import BaoServer, RedisServer

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from broker.backends import redis_keys
 from broker.backends.endorsement_store import (
     EndorsementStore,
     MemoryEndorsementStore,
     RedisEndorsementStore,
     endorsed_keys_key,
 )
-from broker.backends.redis_options import async_redis
 from broker.errors import BackendUnavailable
+from broker.verify import redis_keys
+from broker.verify.redis_options import async_redis
 from tests.servers.processes import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]

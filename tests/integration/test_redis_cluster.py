@@ -29,7 +29,6 @@ import pytest
 import redis as redis_py
 from redis.crc import key_slot
 
-from broker.backends import redis_keys as keys
 from broker.backends.audit_archive import ArchiveDir
 from broker.backends.audit_archiver import AuditArchiver
 from broker.backends.redis_state import RedisState
@@ -37,6 +36,7 @@ from broker.capability import Budget
 from broker.errors import BackendUnavailable, BudgetExhausted
 from broker.gateway.budgets import RedisLedger
 from broker.token import Actor
+from broker.verify import redis_keys as keys
 from broker.verify.redis_revocation import RedisRevocation
 from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
 from tests.helpers import claims

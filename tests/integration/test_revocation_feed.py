@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from broker.backends import redis_keys as keys
 from broker.backends.redis_state import RedisState
 from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
 from broker.errors import TokenRejected
 from broker.service import retention
 from broker.token import Actor, KeyRing, LocalSigner
 from broker.verify import Verifier
+from broker.verify import redis_keys as keys
 from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
 from tests.helpers import claims, good_token, verifier
 from tests.servers.processes import RedisServer, free_port

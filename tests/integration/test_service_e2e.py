@@ -31,11 +31,10 @@ from typing import Any
 import pytest
 import redis
 
-from broker.backends import redis_keys
 from broker.dpop.client import DpopKey
 from broker.errors import TokenRejected
 from broker.service.credentials import new_client_secret, secret_sha256
-from broker.verify import Verifier
+from broker.verify import Verifier, redis_keys
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
 from tests.servers.vault_setup import setup_transit

@@ -22,16 +22,16 @@ from redis.asyncio import Redis
 
 from broker.audit.chain import GENESIS, verify_chain
 from broker.audit.stored import StoredEvent
-from broker.backends import redis_keys as keys
 from broker.backends import redis_rounds, redis_state
 from broker.backends.memory_state import MemoryState
-from broker.backends.redis_options import async_redis
 from broker.backends.redis_rounds import SharedRounds
 from broker.backends.redis_state import RedisState
 from broker.capability.lifetime import REVOCATION_GRACE
 from broker.errors import BackendUnavailable
 from broker.service import retention
 from broker.service.ports import MintClaim, RevocationState, StateStore, TaskClaim
+from broker.verify import redis_keys as keys
+from broker.verify.redis_options import async_redis
 from tests.servers.processes import RedisServer
 from tests.servers.redis_cluster import RedisCluster
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.backends import redis_keys
 from broker.policy.loader import load_policy
 from broker.policy.model import KeyIdentity
 from broker.service.credentials import new_client_secret, secret_sha256
+from broker.verify import redis_keys
 from tests.servers.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.backends.redis_keys import default_prefix
 from broker.service.credentials import new_client_secret, secret_sha256
+from broker.verify.redis_keys import default_prefix
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.git_upstream import make_repo
 from tests.servers.processes import BaoServer, RedisServer, free_port

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from broker.backends.redis_durability import RedisConfig, Verdict, combined, durability_verdict
-from broker.backends.redis_options import parse_cluster_url
 from broker.config import Settings, SettingsError, load_settings
+from broker.verify.redis_options import parse_cluster_url
 
 AOF = RedisConfig("yes", "everysec", "", "noeviction")
 NODE = RedisConfig("yes", "everysec", "", "noeviction", cluster_enabled="yes")

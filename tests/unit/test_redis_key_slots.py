@@ -20,9 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from broker.backends import redis_keys as keys
 from broker.backends.endorsed_signer import endorsed_keys_key
 from broker.capability.names import ANY_AGENT, task_ref
+from broker.verify import redis_keys as keys
 
 prefixes = st.from_regex(r"[A-Za-z0-9:/._~-]{1,40}", fullmatch=True)
 names = st.text(min_size=1, max_size=30)  # ids may hold anything, braces included

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.backends import redis_keys
 from broker.backends.redis_legacy import legacy_refusal
-from broker.verify import RedisRevocation
+from broker.verify import RedisRevocation, redis_keys
 
 
 def test_the_default_prefix_is_the_issuer_or_its_hash_never_a_brace() -> None:

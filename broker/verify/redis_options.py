@@ -18,7 +18,7 @@ from redis.cluster import ClusterNode as SyncClusterNode
 from redis.retry import Retry
 from redis.sentinel import Sentinel as SyncSentinel
 
-from broker.backends.redis_keys import CLUSTER_SCHEME, SENTINEL_SCHEME
+from broker.verify.redis_keys import CLUSTER_SCHEME, SENTINEL_SCHEME
 
 
 def database(client: Any) -> int:

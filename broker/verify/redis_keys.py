@@ -40,7 +40,7 @@ DEFAULT_STREAM = "capbroker:audit"
 LEGACY_PREFIX = "capbroker:"  # every key and channel before ``redis_prefix`` existed
 SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
-#: the Redis URLs ``broker.backends.redis_options`` connects to
+#: the Redis URLs ``broker.verify.redis_options`` connects to
 URL_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME, CLUSTER_SCHEME)
 
 #: what a ``redis_prefix`` may hold (and an issuer, to stand in one as it is)
