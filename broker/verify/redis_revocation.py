@@ -19,6 +19,9 @@ from broker.verify.redis_options import sync_redis
 class RedisRevocation:
     """Reads the revocations the broker writes, for one verifying service."""
 
+    #: every check is a Redis round trip: async callers verify off the event loop
+    waits_on_network = True
+
     def __init__(self, url: str, *, issuer: str | None = None, prefix: str | None = None, timeout: float = 1.0) -> None:
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"a Redis URL starts with one of {', '.join(URL_SCHEMES)}")

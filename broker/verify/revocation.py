@@ -6,6 +6,8 @@ that into ``TokenRejected("revocation_unavailable")``: it never skips the check.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Protocol
 
 from broker.capability.names import ANY_AGENT, task_ref
@@ -45,3 +47,16 @@ class StaticRevocationList:
     def is_revoked(self, claims: Claims) -> bool:
         """The kill switch reaches delegated tokens: every agent up the ``act`` chain counts."""
         return revoked_in(claims, self.token_ids, self.tasks, self.agents_before)
+
+
+def import_with_redis(module: str) -> ModuleType:
+    """Import a module of the Redis revocation sources; without redis-py installed, an
+    error that says what to install (the verifier library's base install has no Redis)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "redis":
+            raise
+        raise ModuleNotFoundError(
+            "reading the broker's Redis needs redis-py: pip install 'capbroker[redis]'", name=e.name
+        ) from e

@@ -28,7 +28,7 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from broker.capability.lifetime import MAX_TOKEN_TTL
 from broker.dpop import DEFAULT_MAX_AGE, MAX_MAX_AGE, MemoryReplayCache, ProofError, ProofReplayCache, check_proof
@@ -42,10 +42,11 @@ from broker.verify.grant import Grant
 from broker.verify.introspection import IntrospectionClient
 from broker.verify.jwks import Fetch, RemoteJwks
 from broker.verify.redis_keys import URL_SCHEMES
-from broker.verify.redis_revocation import RedisRevocation
-from broker.verify.revocation import RevocationCheck
-from broker.verify.revocation_feed import RevocationFeed
+from broker.verify.revocation import RevocationCheck, import_with_redis
 from broker.verify.withdrawn import WithoutWithdrawn, withdrawn_check
+
+if TYPE_CHECKING:
+    from broker.verify.revocation_feed import RevocationFeed
 
 DEFAULT_CACHE_SIZE: Final = 10_000
 #: how long a verifier built with a Redis URL waits, when built, for its feed's first load
@@ -121,7 +122,11 @@ class Verifier:
         self._keys: KeyLookup = _key_lookup(jwks_url, jwks, remote)
         #: some verifications wait on the network (introspection, a JWKS fetch, a Redis read):
         #: the async middleware and guard then verify on a worker thread, off the event loop
-        self.may_block = introspection is not None or jwks_url is not None or isinstance(revocation, RedisRevocation)
+        self.may_block = (
+            introspection is not None
+            or jwks_url is not None
+            or bool(getattr(revocation, "waits_on_network", False))  # a RedisRevocation: a read per call
+        )
         self._own_feed: RevocationFeed | None = None
         if isinstance(revocation, str):  # last: nothing after it can fail and orphan the feed
             revocation = self._own_feed = _started_feed(revocation, redis_prefix, issuer)
@@ -369,6 +374,9 @@ def _check_limits(max_ttl: object, proof_max_age: object, cache_size: object) ->
 def _started_feed(redis_url: str, redis_prefix: str | None, issuer: str) -> RevocationFeed:
     """A feed on the broker's Redis, its keys under ``redis_prefix`` (else derived from the
     issuer, as the broker derives it), given a moment to load before the first check."""
-    feed = RevocationFeed(redis_url, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer)
+    feeds = import_with_redis("broker.verify.revocation_feed")  # redis-py only for a Redis URL
+    feed: RevocationFeed = feeds.RevocationFeed(
+        redis_url, prefix=redis_prefix or None, issuer=None if redis_prefix else issuer
+    )
     feed.wait_ready(FEED_START_WAIT)
     return feed

@@ -31,7 +31,8 @@ def _normal(name: str) -> str:
 
 def test_every_imported_distribution_is_declared() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    specs = [*project["dependencies"], *project["optional-dependencies"]["server"]]
+    extras = project["optional-dependencies"]
+    specs = [*project["dependencies"], *extras["server"], *extras["redis"]]  # server names capbroker[redis]
     declared = {_normal(re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]) for spec in specs}
     providers = packages_distributions()
     undeclared = {}
@@ -84,6 +85,33 @@ def test_the_verifier_library_needs_only_the_base_install() -> None:
     }
     assert not outside, f"broker.verify loads distributions outside the base install: {outside}"
     assert {"litestar", "hvac", "uvicorn", "yaml"}.isdisjoint(modules)
+
+
+def test_the_verifier_imports_without_redis_and_a_redis_source_says_what_to_install() -> None:
+    """``redis`` is for services that read the broker's Redis (``capbroker[redis]``): with
+    it unimportable, ``broker.verify`` and a verifier on keys still work, and naming a Redis
+    source fails with the extra to install, not a bare import error."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import broker.verify as v\n"
+        "from broker.token import KeyRing, LocalSigner\n"
+        "v.Verifier(issuer='https://b', audience='a', jwks=KeyRing([LocalSigner.generate()]).keyset)\n"
+        "try:\n"
+        "    v.RevocationFeed\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print(e)\n"
+        "try:\n"
+        "    v.Verifier(issuer='https://b', audience='a', jwks={'keys': []}, revocation='redis://127.0.0.1:1/0')\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("pip install 'capbroker[redis]'") == 2, done.stdout
 
 
 def test_the_broker_command_without_the_server_extra_says_what_to_install() -> None:
