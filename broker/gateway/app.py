@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, TextIO
 
 import httpx
@@ -57,6 +57,7 @@ from broker.gateway.mapping import RECEIVE_PACK, Target, split_route, target_of
 from broker.gateway.metrics import Metrics
 from broker.gateway.pktline import outside_prefix
 from broker.gateway.pushcheck import push_prefix, read_push_commands
+from broker.gateway.relay import AgentLeft, StreamAborted, agent_body, stream_back
 from broker.gateway.secrets import SecretStore
 from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
@@ -83,15 +84,6 @@ _STATUS: Final = {
 
 #: verifier codes that say a backend is down, not that the token is bad (SPEC 9: 503)
 UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
-
-
-class AgentLeft(Exception):
-    """The agent went away (or its request broke) mid-body: the upstream connection is
-    closed without ending the body, so a cut request is never taken as whole."""
-
-
-class StreamAborted(Exception):
-    """A response already started could not be finished; the connection is dropped."""
 
 
 def problem(code: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -310,47 +302,15 @@ class GatewayApp:
         if attached is not None:
             headers.append(attached)
         url = with_credential_query(target.upstream_url, route.credential, secret)
-
-        async def body() -> AsyncIterator[bytes]:
-            for chunk in prefix:
-                await meter.count(len(chunk), inbound=True)
-                yield chunk
-            going = more
-            while going:
-                message = await receive()
-                if message["type"] == "http.disconnect":  # never end a cut body as if whole
-                    raise AgentLeft
-                chunk = bytes(message.get("body", b""))
-                going = bool(message.get("more_body", False))
-                if chunk:
-                    await meter.count(len(chunk), inbound=True)
-                    yield chunk
-
         method = str(scope["method"])
         has_body = method not in ("GET", "HEAD")  # a GET or HEAD with a body was refused before
+        body = agent_body(receive, meter, prefix, more=more) if has_body else None
         began = time.monotonic()
-        response = await self.upstream.send(method, url, headers, body() if has_body else None)
+        response = await self.upstream.send(method, url, headers, body)
         waited = time.monotonic() - began
         line.upstream_ms = round(waited * 1000, 2)
-        try:
-            line.status, line.decision = response.status, "allow"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [*response_headers(response.headers, secret, route.credential), _rid(line)],
-                }
-            )
-            try:
-                async for chunk in response.body():
-                    await meter.count(len(chunk), inbound=False)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except BrokerError as e:
-                line.code = e.code
-                raise StreamAborted(type(e).__name__) from None
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            response.close()
+        back = [*response_headers(response.headers, secret, route.credential), _rid(line)]
+        await stream_back(send, response, back, meter, line)
         return waited
 
 
