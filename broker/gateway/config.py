@@ -21,7 +21,7 @@ from broker.capability.resources import validate_resource
 from broker.errors import InvalidRequest, PolicyIssue
 from broker.policy.yamlstrict import YMap, YNode, YScalar, YSeq, parse_yaml
 
-KINDS: Final = ("git", "http")
+KINDS: Final = ("git", "http", "bucket")
 CONTAINMENTS: Final = ("revoke-task", "deny")
 PRESENTATIONS: Final = ("basic", "bearer", "header", "query")
 _URL_FIELDS: Final = ("issuer", "jwks_url", "public_url", "vault_addr")
@@ -47,6 +47,9 @@ _TOKEN_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _PARAM = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _PUSH_REFS = re.compile(r"refs/[A-Za-z0-9._/{}-]*/")
 _PLACEHOLDERS = re.compile(r"\{(task|agent)\}")
+_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+#: the fields of a bucket credential (a KV v2 secret or a JSON file) and their default names
+S3_FIELDS: Final = ("access_key_id", "secret_access_key", "session_token")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
 _UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -60,7 +63,10 @@ class Credential:
     """Where the upstream secret lives and how it is presented upstream.
 
     Exactly one of ``file`` (the file holds the secret) or ``vault`` (a KV v2 path such as
-    ``secret/data/gateway/github``, with ``field``)."""
+    ``secret/data/gateway/github``, with ``field``). A bucket route's credential
+    (``present`` is ``sigv4``) has no ``field``: it names the secret's fields holding the
+    access key id, the secret access key and, optionally, a session token (in a file:
+    a JSON object with those fields)."""
 
     file: str | None
     vault: str | None
@@ -69,24 +75,35 @@ class Credential:
     username: str | None = None
     header: str | None = None
     param: str | None = None
+    access_key_id: str | None = None  # sigv4: field names in the KV secret or JSON file
+    secret_access_key: str | None = None
+    session_token: str | None = None
 
     @property
     def source(self) -> str:
         """A name for the secret's location, safe to log (never the secret)."""
-        return f"file:{self.file}" if self.file is not None else f"vault:{self.vault}#{self.field}"
+        if self.file is not None:
+            return f"file:{self.file}"
+        return f"vault:{self.vault}#{self.field or self.access_key_id}"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: str  # git | http
+    kind: str  # git | http | bucket
     audience: str
-    match: str  # git: the capability host; http: HOST[:PORT] of the origin
+    match: str  # git: the capability host; http: HOST[:PORT] of the origin; bucket: the bucket
     origin: str | None  # http: https://HOST[:PORT], the capability resources' prefix
     upstream: str  # base URL, without a trailing slash
     credential: Credential
     push_refs: str | None = None  # git: writes only under this prefix ({agent} and {task} substituted)
     strip_headers: tuple[str, ...] = ()  # lower case
     strip_query: tuple[str, ...] = ()
+    region: str | None = None  # bucket: the SigV4 signing region
+
+    @property
+    def bucket(self) -> str | None:
+        """bucket: the one bucket served (capability resources ``s3://BUCKET/...``)."""
+        return self.match if self.kind == "bucket" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +242,49 @@ def _credential(value: object, kind: str, name: str) -> Credential:
     return Credential(file, vault, field, str(present), username, header, param)
 
 
+def _s3_credential(value: object, name: str) -> Credential:
+    """``{vault: PATH, access_key_id: F, secret_access_key: F, session_token: F}`` or
+    ``{file: PATH}`` (a JSON object; the field names may be given too)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping such as {{vault: PATH, access_key_id: F, secret_access_key: F}}")
+    _only(value, {"file", "vault", *S3_FIELDS}, name)
+    file, vault = _opt_str(value.get("file"), f"{name}.file"), _opt_str(value.get("vault"), f"{name}.vault")
+    if (file is None) == (vault is None):
+        raise ConfigError(f"{name}: give exactly one of file or vault")
+    if vault is not None and ("/data/" not in vault or vault.startswith("/")):
+        raise ConfigError(f"{name}.vault must be a KV v2 path MOUNT/data/PATH")
+    names = {f: _opt_str(value.get(f), f"{name}.{f}") for f in S3_FIELDS}
+    for field, given in names.items():
+        if given is not None and not _PARAM.fullmatch(given):
+            raise ConfigError(f"{name}.{field} must be a plain field name")
+    if vault is not None and (names["access_key_id"] is None or names["secret_access_key"] is None):
+        raise ConfigError(f"{name}: a vault credential names its access_key_id and secret_access_key fields")
+    return Credential(
+        file,
+        vault,
+        None,
+        "sigv4",
+        access_key_id=names["access_key_id"] or "access_key_id",
+        secret_access_key=names["secret_access_key"] or "secret_access_key",
+        session_token=names["session_token"] or ("session_token" if file is not None else None),
+    )
+
+
 # ------------------------------------------------------------------ routes
+
+
+def _bucket_route(value: dict[str, object], audience: str, upstream: str, name: str) -> Route:
+    _only(value, {"kind", "audience", "bucket", "upstream", "region", "credential"}, name)
+    bucket = _str(value.get("bucket"), f"{name}.bucket")
+    try:
+        validate_resource("bucket", f"s3://{bucket}/")
+    except InvalidRequest:
+        raise ConfigError(f"{name}.bucket must be an S3 bucket name (lower case, 3..63 characters)") from None
+    region = _str(value.get("region"), f"{name}.region")
+    if not _REGION.fullmatch(region):
+        raise ConfigError(f"{name}.region must be a region name such as eu-west-1")
+    credential = _s3_credential(value.get("credential"), f"{name}.credential")
+    return Route("bucket", audience, bucket, None, upstream, credential, region=region)
 
 
 def _route(value: object, name: str) -> Route:
@@ -233,11 +292,13 @@ def _route(value: object, name: str) -> Route:
         raise ConfigError(f"{name} must be a mapping")
     kind = value.get("kind")
     if kind not in KINDS:
-        raise ConfigError(f"{name}.kind must be one of {', '.join(KINDS)} (bucket is not served yet)")
+        raise ConfigError(f"{name}.kind must be one of {', '.join(KINDS)}")
     audience = value.get("audience")
     if not is_audience(audience):
         raise ConfigError(f"{name}.audience is not an audience name")
     upstream = _url(value.get("upstream"), f"{name}.upstream")
+    if kind == "bucket":
+        return _bucket_route(value, str(audience), upstream, name)
     credential = _credential(value.get("credential"), str(kind), f"{name}.credential")
     if kind == "git":
         _only(value, {"kind", "audience", "host", "upstream", "credential", "push_refs"}, name)
