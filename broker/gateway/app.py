@@ -49,6 +49,7 @@ from broker.gateway.headers import (
     credential_header,
     credentials_sent,
     dropped_names,
+    has_body,
     response_headers,
     upstream_headers,
     with_credential_query,
@@ -58,6 +59,7 @@ from broker.gateway.metrics import Metrics
 from broker.gateway.pktline import outside_prefix
 from broker.gateway.pushcheck import push_prefix, read_push_commands
 from broker.gateway.relay import AgentLeft, StreamAborted, agent_body, stream_back
+from broker.gateway.s3route import BucketRoute
 from broker.gateway.secrets import SecretStore
 from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
@@ -120,6 +122,7 @@ class GatewayApp:
         self.public_url = check_public_url(config.public_url) if config.public_url else None
         self._dropped = {route: dropped_names(route) for route in config.routes}
         self._out = out
+        self._bucket = BucketRoute(self)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -132,6 +135,9 @@ class GatewayApp:
         path = str(scope.get("path", ""))
         if path in ("/healthz", "/readyz", "/metrics") and scope.get("method") in ("GET", "HEAD"):
             await self._operational(path, send)
+            return
+        if path.startswith("/s3/"):
+            await self._bucket(scope, receive, send)
             return
         await self._proxy(scope, receive, send)
 
@@ -203,7 +209,7 @@ class GatewayApp:
         raw_path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else str(scope.get("path", ""))
         raw_query = bytes(scope.get("query_string", b"")).decode("latin-1")
         method = str(scope.get("method", ""))
-        if method in ("GET", "HEAD") and _has_body(scope.get("headers", [])):
+        if method in ("GET", "HEAD") and has_body(scope.get("headers", [])):
             # refused, never forwarded: an upstream that ignores a GET's body would read it
             # as the next request on a connection that carries the real credential
             raise InvalidRequest("a GET or HEAD request carries no body")
@@ -328,12 +334,3 @@ def _rid(line: AuditLine) -> tuple[bytes, bytes]:
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body announced: any ``Transfer-Encoding``, or a ``Content-Length`` other than 0."""
-    for name, value in headers:
-        low = name.lower()
-        if low == b"transfer-encoding" or (low == b"content-length" and value.strip() != b"0"):
-            return True
-    return False

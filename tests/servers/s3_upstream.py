@@ -33,15 +33,15 @@ from typing import Any
 
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # before moto reads its settings
 
-from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402 -- after the setting above
-from moto.iam.models import iam_backends  # noqa: E402
-from moto.moto_server.werkzeug_app import (  # noqa: E402
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iam.models import iam_backends
+from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
-from moto.s3.models import s3_backends  # noqa: E402
-from werkzeug.serving import run_simple  # noqa: E402
+from moto.s3.models import s3_backends
+from werkzeug.serving import run_simple
 
 USER = "capbroker-gateway"
 REGION = "us-east-1"
@@ -83,7 +83,7 @@ class Recorder:
         }
 
         def recording_start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
-            entry["status"] = int(status.split()[0])
+            entry["status"] = int(status.split(maxsplit=1)[0])
             line = json.dumps(entry) + "\n"
             with self._lock, self._log.open("a") as out:
                 out.write(line)
