@@ -361,6 +361,34 @@ MUTATIONS = [
         ("tests/integration/test_gateway_http.py",),
         integration=True,
     ),
+    Mutation(
+        "s3 list checked on its prefix, not its folder",
+        "broker/gateway/s3ops.py",
+        '    folder = prefix[: prefix.rfind("/") + 1]',
+        "    folder = prefix",
+        ("tests/gateway/test_s3ops.py::test_a_list_is_checked_on_the_folder_holding_every_key_its_prefix_can_match",),
+    ),
+    Mutation(
+        "s3 key accepts an encoded slash",
+        "broker/gateway/s3keys.py",
+        "    if not separators and _ENCODED_SEPARATOR.search(raw):",
+        "    if False:",
+        ("tests/security/test_gateway_s3_attacks.py::test_an_encoded_slash_is_refused",),
+    ),
+    Mutation(
+        "s3 copy source from another bucket",
+        "broker/gateway/s3ops.py",
+        "    if not slash or named != bucket:",
+        "    if not slash:",
+        ("tests/security/test_gateway_s3_attacks.py::test_a_copy_from_another_bucket_is_refused",),
+    ),
+    Mutation(
+        "s3 DeleteObjects reads a DTD",
+        "broker/gateway/s3delete.py",
+        '    if b"<!" in body:',
+        "    if False:",
+        ("tests/security/test_gateway_s3_attacks.py::test_delete_objects_entity_to_a_foreign_key_is_refused",),
+    ),
 ]
 
 

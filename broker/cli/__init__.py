@@ -27,6 +27,7 @@ def version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from broker.cli import (  # here, not at import: without capbroker[server], main() says what is missing
         agent_cmd,
+        aws_cmd,
         gateway_cmd,
         keys_cmd,
         ops_cmd,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cmd.register(commands)
     run_cmd.register(commands)
     agent_cmd.register(commands)
+    aws_cmd.register(commands)
     vault_cmd.register(commands)
     gateway_cmd.register(commands)
     return parser

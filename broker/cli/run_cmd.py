@@ -5,7 +5,10 @@
 
 What the command gets is ``broker.client.run_env``'s: git configuration through
 ``GIT_CONFIG_*`` (the gateway URL rewrite, and an included private file with the bearer
-header) and ``CAPBROKER_*`` variables and token files for the other kinds. The tokens are
+header) and ``CAPBROKER_*`` variables and token files for the other kinds; with a bucket
+scope, ``broker.client.aws_env``'s private AWS config (the gateway's ``/s3`` endpoint,
+path style, a ``credential_process`` reading a token answer file) and no inherited AWS
+credential, profile or endpoint variable. The tokens are
 minted again before they expire (``broker.client.freshness``) and the files replaced,
 for as long as the command runs. The exit status is the command's (128 + N when a signal
 N ended it); SIGINT and SIGTERM are passed on to it. The agent's credential
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -25,13 +29,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from broker.cli.agent_args import KEY_ENV, UsageError, add_broker_args, client_of, report_failure, ttl_of
 from broker.client import BrokerCallFailed, BrokerClient, IssuedToken
+from broker.client.aws_env import (
+    AWS_ANSWER,
+    AWS_CONFIG,
+    AWS_CREDENTIALS,
+    aws_env,
+    bucket_token,
+    config_text,
+    credential_json,
+    region_of,
+    without_aws,
+)
 from broker.client.freshness import refresh_at
 from broker.client.run_env import GIT_INCLUDE, Split, git_env, git_include_text, http_env, split, token_file_name
 
@@ -41,7 +56,9 @@ RETRY_AFTER_FAILURE = 5.0  # seconds before minting again after a failed refresh
 def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run a command with a task's capability tokens in its environment")
     add_broker_args(run, scope_many=True)
-    run.add_argument("--gateway", help="the gateway's base URL (git traffic and CAPBROKER_GATEWAY)")
+    run.add_argument(
+        "--gateway", help="the gateway's base URL (git traffic, the AWS SDK's S3 endpoint and CAPBROKER_GATEWAY)"
+    )
     run.add_argument("--revoke-on-exit", action="store_true", help="revoke the task when the command ends")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     run.set_defaults(run=run_command)
@@ -56,6 +73,11 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def credential_process(answer: Path) -> list[str]:
+    """What the AWS SDK runs for credentials: ``cat`` of the answer file."""
+    return [shutil.which("cat") or "/bin/cat", str(answer)]
+
+
 class Workspace:
     """The private directory (``0700``) holding the command's token files."""
 
@@ -63,18 +85,31 @@ class Workspace:
         self.dir = Path(tempfile.mkdtemp(prefix="capbroker-run-"))
         self.gateway = gateway
 
-    def write(self, tokens: Split) -> None:
+    def write(self, tokens: Split, environ: Mapping[str, str] = os.environ) -> None:
         if tokens.git:
             if not self.gateway:
                 raise UsageError("git scopes need --gateway: git reaches its hosts through it")
             _write_private(self.dir / GIT_INCLUDE, git_include_text(self.gateway, tokens.git))
         for token in tokens.other:
             _write_private(self.dir / token_file_name(token.audience), token.token + "\n")
+        bucket = bucket_token(tokens.other)
+        if bucket is not None:
+            if not self.gateway:
+                raise UsageError("bucket scopes need --gateway: the AWS SDK reaches S3 through it")
+            _write_private(self.dir / AWS_ANSWER, json.dumps(credential_json(bucket)) + "\n")
+            if not (self.dir / AWS_CONFIG).exists():
+                process = credential_process(self.dir / AWS_ANSWER)
+                _write_private(self.dir / AWS_CONFIG, config_text(process, region_of(environ)))
+                _write_private(self.dir / AWS_CREDENTIALS, "")
 
-    def environment(self, tokens: Split) -> dict[str, str]:
-        env = http_env(self.gateway, tokens.other, str(self.dir))
+    def environment(self, tokens: Split, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The command's whole environment: ``inherited`` with the tokens' variables."""
+        env = dict(inherited)
+        if self.gateway and bucket_token(tokens.other) is not None:
+            env = without_aws(env) | aws_env(self.gateway, str(self.dir))
+        env |= http_env(self.gateway, tokens.other, str(self.dir))
         if tokens.git and self.gateway:
-            env |= git_env(os.environ, self.gateway, sorted(tokens.git), str(self.dir / GIT_INCLUDE))
+            env |= git_env(inherited, self.gateway, sorted(tokens.git), str(self.dir / GIT_INCLUDE))
         return env
 
     def remove(self) -> None:
@@ -160,7 +195,7 @@ def _run_with(client: BrokerClient, args: argparse.Namespace, command: Sequence[
         refresher.start()
         # the command gets its tokens, never the agent's credential
         inherited = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-        return _run_child(command, inherited | workspace.environment(parts))
+        return _run_child(command, workspace.environment(parts, inherited))
     finally:
         try:
             if refresher is not None:

@@ -256,6 +256,10 @@ REFUSED = {
     "header-bucket-object-lock": ("PUT", "/acme", "", {"x-amz-bucket-object-lock-enabled": "true"}),
     "header-mfa": ("DELETE", "/acme/t1/a", "", {"x-amz-mfa": "123 456"}),
     "header-bypass-governance": ("DELETE", "/acme/t1/a", "", {"x-amz-bypass-governance-retention": "true"}),
+    "header-copy-source-cgi": ("PUT", "/acme/t1/b", "", {"x_amz_copy_source": "acme/t2/secret"}),
+    "header-amz-cgi-other": ("PUT", "/acme/t1/b", "", {"x_amz_meta_x": "1"}),
+    "part-without-upload-id": ("PUT", "/acme/t1/a", "partNumber=1", {}),
+    "upload-id-without-part": ("PUT", "/acme/t1/a", "uploadId=x", {}),
     "header-acl-upper": ("PUT", "/acme/t1/a", "", {"X-Amz-Acl": "public-read"}),
     # copies
     "copy-other-bucket": ("PUT", "/acme/t1/b", "", {"x-amz-copy-source": "other/t1/a"}),
