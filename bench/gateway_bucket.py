@@ -117,6 +117,8 @@ def _status_mb(pid: int, field: str) -> float:
 
 
 def bucket_rows(stack: GatewayStack, seconds: int, threads: int, stream_mb: int) -> dict[str, Any]:
+    stack.start_gateway(upstream_timeout="60s")  # moto may take seconds to store 200 MiB before it answers
+    stack.wait_ready()
     token = stack.token("bench-bucket", [scope(f"s3://{BUCKET}/bench/", ["read", "write"])])
     via = {"X-Amz-Security-Token": token}
     small = b"s" * SMALL
