@@ -495,3 +495,35 @@ def test_the_audit_line_names_the_task_and_the_access(stack: GatewayStack) -> No
     )
     assert line["bytes_in"] == 5
     assert token not in json.dumps(line)
+
+
+# ------------------------------------------------------------------ failures (these restart the gateway)
+
+
+@pytest.fixture
+def restored(stack: GatewayStack) -> Iterator[GatewayStack]:
+    try:
+        yield stack
+    finally:
+        stack.start_gateway()
+        stack.wait_ready()
+
+
+def test_keys_that_cannot_be_read_are_503_service_unavailable_and_nothing_is_forwarded(
+    restored: GatewayStack,
+) -> None:
+    missing = {"vault": "secret/data/gateway/missing", "access_key_id": "a", "secret_access_key": "b"}
+    restored.start_gateway(routes=[restored.s3.route(credential=missing)])
+    task = restored.fresh_task("s3-nokeys")
+    s3 = gateway_client(restored, restored.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)]))
+    before = moto_count(restored)
+    assert error_of(lambda: s3.get_object(Bucket=BUCKET, Key=f"tasks/{task}/a"))[:2] == (503, "ServiceUnavailable")
+    assert moto_count(restored) == before
+
+
+def test_an_upstream_that_is_down_is_502_bad_gateway(restored: GatewayStack) -> None:
+    restored.start_gateway(routes=[restored.s3.route(upstream=f"http://127.0.0.1:{restored.down_port}")])
+    restored.wait_ready()
+    task = restored.fresh_task("s3-down")
+    s3 = gateway_client(restored, restored.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)]))
+    assert error_of(lambda: s3.get_object(Bucket=BUCKET, Key=f"tasks/{task}/a"))[:2] == (502, "BadGateway")
