@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests.servers.s3_stack import (
     REGION,
     client,
     gateway_client,
+    put_s3_keys,
     scope,
     start_s3_stack,
 )
@@ -37,6 +39,8 @@ from tests.servers.s3_stack import (
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
 ALL = ["list", "read", "write", "delete"]
+#: the stack's secret_refresh is 1 s; a round that fails is retried after 1 s
+REFRESH_BOUND = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -495,6 +499,36 @@ def test_the_audit_line_names_the_task_and_the_access(stack: GatewayStack) -> No
     )
     assert line["bytes_in"] == 5
     assert token not in json.dumps(line)
+
+
+def test_the_keys_are_read_again_from_vault_so_a_rotation_is_picked_up(stack: GatewayStack) -> None:
+    """A wrong secret in KV is used within a refresh (moto then answers SignatureDoesNotMatch:
+    the gateway signs with what Vault holds), and the right one again after."""
+    task = stack.fresh_task("s3-rotate")
+    s3 = gateway_client(stack, stack.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)]))
+    s3.put_object(Bucket=BUCKET, Key=f"tasks/{task}/a", Body=b"x")
+    right = stack.s3.keys
+
+    def changes_from(previous: str) -> str:
+        """The first answer other than ``previous`` within the refresh bound (or the last one)."""
+        end = time.monotonic() + REFRESH_BOUND
+        while True:
+            try:
+                s3.head_object(Bucket=BUCKET, Key=f"tasks/{task}/a")
+                code = "ok"
+            except ClientError as e:
+                code = str(e.response["Error"]["Code"])
+            if code != previous or time.monotonic() > end:
+                return code
+            time.sleep(0.1)
+
+    try:
+        put_s3_keys(stack.bao, {**right, "secret_access_key": "rotated-but-wrong"})
+        assert changes_from("ok") == "403"  # HEAD: moto's SignatureDoesNotMatch, without a body
+        assert stack.s3.requests()[-1]["status"] == 403
+    finally:
+        put_s3_keys(stack.bao, right)
+    assert changes_from("403") == "ok"
 
 
 # ------------------------------------------------------------------ failures (these restart the gateway)
