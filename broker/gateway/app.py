@@ -16,6 +16,7 @@ forwarded:
    or slow).
 
 One audit line per request on stdout; ``/healthz``, ``/readyz`` and ``/metrics`` besides.
+``/s3/...`` is the bucket route (``broker.gateway.s3route``): the same steps, S3's way.
 """
 
 from __future__ import annotations

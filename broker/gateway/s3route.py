@@ -46,7 +46,7 @@ from broker.gateway.headers import (
     upstream_headers,
 )
 from broker.gateway.relay import AgentLeft, StreamAborted, agent_body, stream_back
-from broker.gateway.s3ops import MAX_DELETE_BODY, S3Operation, S3Refused, classify, delete_accesses
+from broker.gateway.s3ops import MAX_DELETE_BODY, S3Refused, classify, delete_accesses
 from broker.gateway.s3sign import EMPTY_SHA256, UNSIGNED_PAYLOAD, declared_hash, sign
 from broker.gateway.s3xml import denied, error_response, invalid, refusal_response
 from broker.gateway.secrets import S3Keys
@@ -188,7 +188,7 @@ class BucketRoute:
         meter = Meter(self.app.ledger, grant.token_id, grant.expires_at, budget)
         try:
             return await self._forward(
-                scope, receive, send, route=route, op=op, path=path, raw_query=raw_query,
+                scope, receive, send, route=route, path=path, raw_query=raw_query,
                 headers=headers, body=body, keys=keys, meter=meter, line=line,
             )  # fmt: skip
         finally:
@@ -217,7 +217,6 @@ class BucketRoute:
         send: Send,
         *,
         route: Route,
-        op: S3Operation,
         path: str,
         raw_query: str,
         headers: dict[str, str],
