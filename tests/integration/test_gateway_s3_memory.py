@@ -1,8 +1,8 @@
 """A 1 GB multipart upload through the bucket route, in 64 MB parts generated on the fly,
-completes while the gateway's memory stays flat: its peak RSS during the upload (Linux's
-``VmHWM``, reset just before through ``/proc/PID/clear_refs``) grows by less than
-``RSS_BOUND`` over its RSS before. A gateway that held a part whole would grow by at
-least the part's 64 MB.
+completes, and the object comes back whole, while the gateway's memory stays flat: its
+peak RSS during the upload, and again during the download (Linux's ``VmHWM``, reset just
+before through ``/proc/PID/clear_refs``), grows by less than ``RSS_BOUND`` over its RSS
+before. A gateway that held a part whole would grow by at least the part's 64 MB.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _part(number: int) -> bytes:
     return block * (PART // MIB)
 
 
-def test_a_1_gb_multipart_upload_streams_through_without_growing_the_gateway(stack: GatewayStack) -> None:
+def test_a_1_gb_upload_and_download_stream_through_without_growing_the_gateway(stack: GatewayStack) -> None:
     stack.start_gateway(upstream_timeout="120s")  # moto takes seconds to assemble 1 GB on complete
     stack.wait_ready()
     task = stack.fresh_task("s3-gigabyte")
@@ -85,3 +85,14 @@ def test_a_1_gb_multipart_upload_streams_through_without_growing_the_gateway(sta
     assert growth < RSS_BOUND, f"gateway RSS grew by {growth / MIB:.1f} MiB during a 1 GB upload"
     lines = [a for a in stack.audit_lines() if a.get("task") == task and a.get("action") == "write"]
     assert sum(a["bytes_in"] for a in lines) >= TOTAL
+
+    before = _status_kib(pid, "VmRSS") * 1024  # and back down, read as it arrives
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    back = hashlib.sha256()
+    stream = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+    for chunk in stream.iter_chunks(MIB):
+        back.update(chunk)
+    peak = _status_kib(pid, "VmHWM") * 1024
+    assert back.digest() == digest.digest()
+    growth = peak - before
+    assert growth < RSS_BOUND, f"gateway RSS grew by {growth / MIB:.1f} MiB during a 1 GB download"
