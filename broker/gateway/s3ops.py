@@ -25,7 +25,7 @@ encryption keys, and keys outside ``broker.gateway.s3keys``'s rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +41,7 @@ __all__ = [
     "S3Refused",
     "classify",
     "delete_accesses",
+    "header_map",
     "refused_header",
 ]
 
@@ -307,6 +308,21 @@ def refused_header(name: str) -> bool:
     """True for a header that sets policy, ACL, tags, object lock or a customer key."""
     plain = name.lower().replace("_", "-")
     return plain in _REFUSED_HEADERS or plain.startswith(_REFUSED_HEADER_PREFIXES)
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI headers as ``classify`` reads them: lower-case names, one value each. A
+    repeated ``x-amz-*`` header is refused (two copy sources: which one would S3 read?);
+    other repeats are joined with ``, `` as HTTP joins them."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            if name.replace("_", "-").startswith("x-amz-"):
+                raise denied("an x-amz- header given twice")
+            value = f"{headers[name]}, {value}"
+        headers[name] = value
+    return headers
 
 
 def _check_headers(headers: Mapping[str, str]) -> None:

@@ -6,7 +6,15 @@ import pytest
 
 from broker.capability.resources import MAX_RESOURCE_LENGTH
 from broker.gateway.s3keys import MAX_KEY_BYTES, KeyRefused, decode_key, object_resource
-from broker.gateway.s3ops import MAX_DELETE_KEYS, Access, S3Operation, S3Refused, classify, delete_accesses
+from broker.gateway.s3ops import (
+    MAX_DELETE_KEYS,
+    Access,
+    S3Operation,
+    S3Refused,
+    classify,
+    delete_accesses,
+    header_map,
+)
 
 B = "acme"
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -462,4 +470,27 @@ def test_a_bad_delete_objects_body_is_refused_whole(body: bytes) -> None:
 def test_an_entity_declaration_is_refused_as_an_attack() -> None:
     with pytest.raises(S3Refused) as e:
         delete_accesses(B, BAD_DELETE_BODIES["xxe-external"])
+    assert e.value.code == "capability_denied"
+
+
+# ------------------------------------------------------------------ headers as the route reads them
+
+
+def test_header_map_lowers_names_and_joins_ordinary_repeats() -> None:
+    raw = [(b"Content-Type", b"text/plain"), (b"x-amz-meta-a", b"1"), (b"accept", b"a"), (b"Accept", b"b")]
+    assert header_map(raw) == {"content-type": "text/plain", "x-amz-meta-a": "1", "accept": "a, b"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"x-amz-copy-source", b"acme/t1/a"), (b"x-amz-copy-source", b"other/x")],
+        [(b"x-amz-copy-source", b"acme/t1/a"), (b"X-Amz-Copy-Source", b"acme/t2/b")],
+        [(b"x-amz-acl", b"private"), (b"x-amz-acl", b"public-read")],
+        [(b"x_amz_copy_source", b"a"), (b"x_amz_copy_source", b"b")],
+    ],
+)
+def test_a_repeated_amz_header_is_refused_as_an_attack(raw: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(S3Refused) as e:
+        header_map(raw)
     assert e.value.code == "capability_denied"

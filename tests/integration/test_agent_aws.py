@@ -89,12 +89,14 @@ def run_with_aws(
     task: str,
     gateway: str,
     *command: str,
+    scope: str = "reports-write",
     ttl: str | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``broker run --scope reports-write --gateway GATEWAY -- COMMAND`` as an agent runs it."""
+    """``broker run --scope SCOPE --gateway GATEWAY -- COMMAND`` as an agent runs it, with
+    no inherited ``CAPBROKER_*`` or ``AWS_*`` variable but those in ``env``."""
     extra = ["--ttl", ttl] if ttl else []
-    return broker("run", "--broker", url, "--task", task, "--scope", "reports-write", *extra,
+    return broker("run", "--broker", url, "--task", task, "--scope", scope, *extra,
                   "--gateway", gateway, "--", *command, key=key, env=env)  # fmt: skip
 
 
