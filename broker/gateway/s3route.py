@@ -46,7 +46,7 @@ from broker.gateway.headers import (
     upstream_headers,
 )
 from broker.gateway.relay import AgentLeft, StreamAborted, agent_body, stream_back
-from broker.gateway.s3ops import MAX_DELETE_BODY, S3Refused, classify, delete_accesses
+from broker.gateway.s3ops import MAX_DELETE_BODY, S3Refused, classify, delete_accesses, header_map
 from broker.gateway.s3sign import EMPTY_SHA256, UNSIGNED_PAYLOAD, declared_hash, sign
 from broker.gateway.s3xml import denied, error_response, invalid, refusal_response
 from broker.gateway.secrets import S3Keys
@@ -153,10 +153,8 @@ class BucketRoute:
         containment = self.app.containment
         if containment is not None and containment.contained(grant.claims.task_ref):
             raise TokenRejected("revoked", "the task was contained by this gateway")
-        headers = _joined(raw_headers)
         try:
-            if len([k for k, _ in raw_headers if header_key(k) == b"x-amz-copy-source"]) > 1:
-                raise denied("x-amz-copy-source given twice")
+            headers = header_map(raw_headers)
             op = classify(method, path, raw_query, headers, route.bucket)
         except S3Refused as e:
             if e.code == "capability_denied":

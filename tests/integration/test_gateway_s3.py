@@ -324,6 +324,42 @@ def test_a_refusal_contains_the_task_and_an_s3_xml_body_says_why(stack: GatewayS
     assert (status, code) == (401, "InvalidToken")
 
 
+def _raw(stack: GatewayStack, method: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, str]:
+    """One request with headers exactly as given (repeats and spellings kept)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.gateway_port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read(), response.getheader("x-request-id", "")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("x-amz-copy-source", "agent-data/tasks/{task}/a.txt"), ("x-amz-copy-source", "agent-data/tasks/other/b")],
+        [("x_amz_acl", "public-read")],
+        [("x_amz_copy_source", "agent-data/tasks/other/b")],
+    ],
+    ids=["two-copy-sources", "acl-spelled-with-underscores", "copy-source-spelled-with-underscores"],
+)
+def test_header_tricks_are_refused_and_contain_the_task(stack: GatewayStack, extra: list[tuple[str, str]]) -> None:
+    task = stack.fresh_task("s3-headers")
+    token = stack.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)])
+    before = moto_count(stack)
+    headers = [("X-Amz-Security-Token", token), ("Content-Length", "0")]
+    headers += [(k, v.format(task=task)) for k, v in extra]
+    status, body, request_id = _raw(stack, "PUT", f"/s3/{BUCKET}/tasks/{task}/copy.txt", headers)
+    assert status == 403, body
+    assert b"<Code>AccessDenied</Code>" in body
+    assert stack.audit_for(request_id)["containment"] == "contained"
+    assert moto_count(stack) == before
+
+
 # ------------------------------------------------------------------ tokens
 
 
