@@ -4,7 +4,8 @@
   ``--seconds`` each: moto direct (a SigV4 signature made once per row with the
   gateway's keys; moto does not check the signing time) against the gateway (the token
   as ``X-Amz-Security-Token``, no signature: the gateway signs each request);
-- one ``--stream-mb`` upload (PUT) and download (GET), MiB/s, direct and through the gateway;
+- ``--stream-mb`` uploads (PUT) and downloads (GET), MiB/s, direct and through the gateway,
+  three alternated rounds (medians: one round moves by 20 points with the machine's load);
 - the gateway's RSS before the streams and its peak during them (``VmHWM``, reset through
   ``/proc/PID/clear_refs`` just before).
 
@@ -15,6 +16,7 @@ moto (werkzeug's threaded server) is the bottleneck of the direct rows.
 from __future__ import annotations
 
 import http.client
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from tests.servers.gateway_stack import GatewayStack
 from tests.servers.s3_stack import BUCKET, REGION, scope
 
 SMALL = 64 * 1024
+STREAM_ROUNDS = 3
 MIB = 1 << 20
 
 
@@ -141,15 +144,23 @@ def bucket_rows(stack: GatewayStack, seconds: int, threads: int, stream_mb: int)
     before = _status_mb(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak is the streams'
     big = f"/{BUCKET}/bench/big.bin"
-    streams = {
-        "upload direct": _timed(
-            lambda: _upload(stack.s3.port, big, _signed(stack, "PUT", big, stream_mb * MIB), stream_mb)
-        ),
-        "upload gateway": _timed(lambda: _upload(gw, "/s3" + big, via, stream_mb)),
-        "download direct": _timed(lambda: _download(stack.s3.port, big, _signed(stack, "GET", big, None))),
-        "download gateway": _timed(lambda: _download(gw, "/s3" + big, via)),
+    runs: dict[str, list[float]] = {}
+    for _ in range(STREAM_ROUNDS):  # alternated: the machine's load moves the direct rows too
+        runs.setdefault("upload direct", []).append(
+            _timed(lambda: _upload(stack.s3.port, big, _signed(stack, "PUT", big, stream_mb * MIB), stream_mb))
+        )
+        runs.setdefault("upload gateway", []).append(_timed(lambda: _upload(gw, "/s3" + big, via, stream_mb)))
+        runs.setdefault("download direct", []).append(
+            _timed(lambda: _download(stack.s3.port, big, _signed(stack, "GET", big, None)))
+        )
+        runs.setdefault("download gateway", []).append(_timed(lambda: _download(gw, "/s3" + big, via)))
+    streams = {name: statistics.median(values) for name, values in runs.items()}
+    ratios = {
+        op: [g / d for g, d in zip(runs[f"{op} gateway"], runs[f"{op} direct"], strict=True)]
+        for op in ("upload", "download")
     }
-    return {"rates": rows, "streams": streams, "rss_before": before, "rss_peak": _status_mb(pid, "VmHWM")}
+    peak = _status_mb(pid, "VmHWM")
+    return {"rates": rows, "streams": streams, "ratios": ratios, "rss_before": before, "rss_peak": peak}
 
 
 def print_bucket(result: dict[str, Any], seconds: int, threads: int, stream_mb: int) -> None:
@@ -161,12 +172,14 @@ def print_bucket(result: dict[str, Any], seconds: int, threads: int, stream_mb: 
     for op in ("GET", "PUT"):
         ratio = rates[f"64 KiB {op} gateway"] / rates[f"64 KiB {op} direct"]
         print(f"64 KiB {op}: gateway {100 * ratio:.0f} % of direct (target >= 40 %)")
-    print(f"streams of {stream_mb} MiB (MiB/s):")
+    print(f"streams of {stream_mb} MiB (MiB/s, median of {STREAM_ROUNDS} alternated rounds):")
     for name, rate in streams.items():
         print(f"  {name:18} {rate:7.0f}")
     for op in ("upload", "download"):
-        ratio = streams[f"{op} gateway"] / streams[f"{op} direct"]
-        print(f"{stream_mb} MiB {op}: gateway {100 * ratio:.0f} % of direct (target >= 60 %)")
+        each = result["ratios"][op]
+        ratio = statistics.median(each)
+        spread = ", ".join(f"{100 * r:.0f}" for r in each)
+        print(f"{stream_mb} MiB {op}: gateway {100 * ratio:.0f} % of direct, median of {spread} (target >= 60 %)")
     growth = result["rss_peak"] - result["rss_before"]
     print(
         f"gateway RSS: {result['rss_before']:.1f} MiB before the streams, peak {result['rss_peak']:.1f} during "
