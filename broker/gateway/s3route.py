@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from broker.capability import allows
 from broker.capability.budget import tightest
-from broker.errors import BrokerError, InvalidRequest, TokenRejected
+from broker.errors import BrokerError, PayloadTooLarge, TokenRejected
 from broker.gateway import audit
 from broker.gateway.audit import AuditLine
 from broker.gateway.awschunked import SIGNED_STREAMING, UNSIGNED_STREAMING, dechunked, decoded_length
@@ -81,6 +81,8 @@ DROPPED: Final = frozenset(
 #: dropped as well when an aws-chunked body is de-chunked
 _CHUNK_HEADERS: Final = frozenset({b"x-amz-decoded-content-length", b"x-amz-trailer", b"content-encoding"})
 UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
+#: refusals that are the request's doing (audited "deny"; the rest are "error")
+_AGENTS_FAULT: Final = frozenset({"budget_exhausted", "invalid_request", "payload_too_large"})
 
 
 class BucketRoute:
@@ -109,7 +111,7 @@ class BucketRoute:
             await self._respond(send, line, announced, refusal_response(e, line.request_id))
         except BrokerError as e:
             line.code = e.code
-            line.decision = "deny" if e.code in ("budget_exhausted", "invalid_request") else "error"
+            line.decision = "deny" if e.code in _AGENTS_FAULT else "error"
             await self._respond(send, line, announced, error_response(e.code, line.request_id))
         except StreamAborted:
             line.decision, line.code = "error", line.code or "upstream_unavailable"
@@ -311,7 +313,7 @@ async def _read_bounded(receive: Receive, limit: int) -> bytes:
         more = bool(message.get("more_body", False))
         size += len(chunk)
         if size > limit:
-            raise InvalidRequest("DeleteObjects body too large")
+            raise PayloadTooLarge("DeleteObjects body too large")
         parts.append(chunk)
     return b"".join(parts)
 

@@ -597,3 +597,16 @@ def test_an_upstream_that_is_down_is_502_bad_gateway(restored: GatewayStack) -> 
     task = restored.fresh_task("s3-down")
     s3 = gateway_client(restored, restored.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)]))
     assert error_of(lambda: s3.get_object(Bucket=BUCKET, Key=f"tasks/{task}/a"))[:2] == (502, "BadGateway")
+
+
+def test_a_delete_objects_body_over_the_bound_is_400_entity_too_large(stack: GatewayStack) -> None:
+    task = stack.fresh_task("s3-bigdelete")
+    token = stack.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)])
+    before = moto_count(stack)
+    body = b"<Delete>" + b" " * (3 * 1024 * 1024) + b"</Delete>"
+    status, _, answer = stack.request(
+        "POST", f"/s3/{BUCKET}?delete", headers={"X-Amz-Security-Token": token}, body=body
+    )
+    assert status == 400
+    assert b"<Code>EntityTooLarge</Code>" in answer
+    assert moto_count(stack) == before
