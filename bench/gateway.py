@@ -1,6 +1,6 @@
 """The gateway against its upstream, in one run on one machine (issue 15's table).
 
-    .venv/bin/python -m bench.gateway [--seconds 10] [--connections 64] [--stream-mb 200]
+    .venv/bin/python -m bench.gateway [--seconds 10] [--connections 64] [--stream-mb 200] [--only http|bucket]
 
 Starts the gateway test stack (tests/servers/gateway_stack.py: real OpenBao, Redis, a
 ``broker serve``, the upstream API under uvicorn, ``broker gateway`` with its secrets in
@@ -11,6 +11,10 @@ Vault KV v2 and the Redis revocation feed), then:
   gateway with a token it has seen before (``Authorization: Bearer``);
 - streams: a ``--stream-mb`` download and upload, direct and through the gateway, MB/s,
   and the gateway's RSS before and after.
+
+With ``--only bucket`` (or by default, after the http rows): the bucket route against
+moto's S3 server, 64 KiB GET/PUT requests/s and ``--stream-mb`` up and down, gateway
+against direct (bench/gateway_bucket.py).
 
 Not measured: the "nginx + auth_request to /v1/introspect" row (nginx is not installed
 here), and the upstream is the Python test API, not nginx: it may be the bottleneck of
@@ -35,8 +39,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers.gateway_stack import GatewayStack, start_stack
+from bench.gateway_bucket import bucket_rows, print_bucket
+from tests.servers.gateway_stack import GatewayStack
 from tests.servers.processes import BaoServer, RedisServer, free_port
+from tests.servers.s3_stack import start_s3_stack
 
 
 def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> dict[str, float]:
@@ -218,15 +224,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--stream-mb", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", choices=("http", "bucket"), default=None, help="one set of rows (default: both)")
+    parser.add_argument("--threads", type=int, default=8, help="bucket rows: client connections")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         root = Path(tmp)
         bao = BaoServer(root / "bao").start()
         redis = RedisServer(root / "redis").start()
         try:
-            stack = start_stack(root / "stack", bao, redis)
+            stack = start_s3_stack(root, bao, redis)
             try:
-                run(stack, args.seconds, args.connections, args.stream_mb, args.workers)
+                if args.only != "bucket":
+                    run(stack, args.seconds, args.connections, args.stream_mb, args.workers)
+                if args.only != "http":
+                    result = bucket_rows(stack, args.seconds, args.threads, args.stream_mb)
+                    print_bucket(result, args.seconds, args.threads, args.stream_mb)
             finally:
                 stack.stop()
         finally:

@@ -407,6 +407,22 @@ MUTATIONS = [
         "    if False:",
         ("tests/security/test_gateway_s3_attacks.py::test_delete_objects_entity_to_a_foreign_key_is_refused",),
     ),
+    Mutation(
+        "bucket route covers check deleted",
+        "broker/gateway/s3route.py",
+        "            if not grant.allows(KIND, access.resource, access.action):",
+        "            if False:",
+        ("tests/integration/test_gateway_s3.py::test_refused_operations_reach_nothing",),
+        integration=True,
+    ),
+    Mutation(
+        "bucket route forwards a signed aws-chunked body undecoded",
+        "broker/gateway/s3route.py",
+        "        elif sent_hash in SIGNED_STREAMING:",
+        "        elif False:",
+        ("tests/integration/test_gateway_s3.py::test_a_signed_aws_chunked_upload_is_dechunked_and_stored_whole",),
+        integration=True,
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ forwarded:
    or slow).
 
 One audit line per request on stdout; ``/healthz``, ``/readyz`` and ``/metrics`` besides.
+``/s3/...`` is the bucket route (``broker.gateway.s3route``): the same steps, S3's way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, TextIO
 
 import httpx
@@ -49,6 +50,7 @@ from broker.gateway.headers import (
     credential_header,
     credentials_sent,
     dropped_names,
+    has_body,
     response_headers,
     upstream_headers,
     with_credential_query,
@@ -57,6 +59,8 @@ from broker.gateway.mapping import RECEIVE_PACK, Target, split_route, target_of
 from broker.gateway.metrics import Metrics
 from broker.gateway.pktline import outside_prefix
 from broker.gateway.pushcheck import push_prefix, read_push_commands
+from broker.gateway.relay import AgentLeft, StreamAborted, agent_body, stream_back
+from broker.gateway.s3route import BucketRoute
 from broker.gateway.secrets import SecretStore
 from broker.gateway.upstream import UpstreamPool
 from broker.gateway.verification import Verifiers
@@ -83,15 +87,6 @@ _STATUS: Final = {
 
 #: verifier codes that say a backend is down, not that the token is bad (SPEC 9: 503)
 UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
-
-
-class AgentLeft(Exception):
-    """The agent went away (or its request broke) mid-body: the upstream connection is
-    closed without ending the body, so a cut request is never taken as whole."""
-
-
-class StreamAborted(Exception):
-    """A response already started could not be finished; the connection is dropped."""
 
 
 def problem(code: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -128,6 +123,7 @@ class GatewayApp:
         self.public_url = check_public_url(config.public_url) if config.public_url else None
         self._dropped = {route: dropped_names(route) for route in config.routes}
         self._out = out
+        self._bucket = BucketRoute(self)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -140,6 +136,9 @@ class GatewayApp:
         path = str(scope.get("path", ""))
         if path in ("/healthz", "/readyz", "/metrics") and scope.get("method") in ("GET", "HEAD"):
             await self._operational(path, send)
+            return
+        if path.startswith("/s3/"):
+            await self._bucket(scope, receive, send)
             return
         await self._proxy(scope, receive, send)
 
@@ -211,7 +210,7 @@ class GatewayApp:
         raw_path = raw.decode("latin-1") if isinstance(raw, bytes) and raw else str(scope.get("path", ""))
         raw_query = bytes(scope.get("query_string", b"")).decode("latin-1")
         method = str(scope.get("method", ""))
-        if method in ("GET", "HEAD") and _has_body(scope.get("headers", [])):
+        if method in ("GET", "HEAD") and has_body(scope.get("headers", [])):
             # refused, never forwarded: an upstream that ignores a GET's body would read it
             # as the next request on a connection that carries the real credential
             raise InvalidRequest("a GET or HEAD request carries no body")
@@ -310,47 +309,15 @@ class GatewayApp:
         if attached is not None:
             headers.append(attached)
         url = with_credential_query(target.upstream_url, route.credential, secret)
-
-        async def body() -> AsyncIterator[bytes]:
-            for chunk in prefix:
-                await meter.count(len(chunk), inbound=True)
-                yield chunk
-            going = more
-            while going:
-                message = await receive()
-                if message["type"] == "http.disconnect":  # never end a cut body as if whole
-                    raise AgentLeft
-                chunk = bytes(message.get("body", b""))
-                going = bool(message.get("more_body", False))
-                if chunk:
-                    await meter.count(len(chunk), inbound=True)
-                    yield chunk
-
         method = str(scope["method"])
         has_body = method not in ("GET", "HEAD")  # a GET or HEAD with a body was refused before
+        body = agent_body(receive, meter, prefix, more=more) if has_body else None
         began = time.monotonic()
-        response = await self.upstream.send(method, url, headers, body() if has_body else None)
+        response = await self.upstream.send(method, url, headers, body)
         waited = time.monotonic() - began
         line.upstream_ms = round(waited * 1000, 2)
-        try:
-            line.status, line.decision = response.status, "allow"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [*response_headers(response.headers, secret, route.credential), _rid(line)],
-                }
-            )
-            try:
-                async for chunk in response.body():
-                    await meter.count(len(chunk), inbound=False)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except BrokerError as e:
-                line.code = e.code
-                raise StreamAborted(type(e).__name__) from None
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            response.close()
+        back = [*response_headers(response.headers, secret, route.credential), _rid(line)]
+        await stream_back(send, response, back, meter, line)
         return waited
 
 
@@ -368,12 +335,3 @@ def _rid(line: AuditLine) -> tuple[bytes, bytes]:
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body announced: any ``Transfer-Encoding``, or a ``Content-Length`` other than 0."""
-    for name, value in headers:
-        low = name.lower()
-        if low == b"transfer-encoding" or (low == b"content-length" and value.strip() != b"0"):
-            return True
-    return False

@@ -136,13 +136,15 @@ def with_credential_query(url: str, credential: Credential, secret: str) -> str:
 
 
 def response_headers(
-    headers: Iterable[tuple[bytes, bytes]], secret: str = "", credential: Credential | None = None
+    headers: Iterable[tuple[bytes, bytes]], secret: str | tuple[str, ...] = "", credential: Credential | None = None
 ) -> HeaderList:
-    """The upstream's headers for the agent; a header that echoes the secret (a redirect
-    to a URL carrying a query credential, say) is dropped too."""
+    """The upstream's headers for the agent; a header that echoes the secret, or any of
+    several (a redirect to a URL carrying a query credential, say), is dropped too."""
     given = list(headers)
     named = _connection_named(given)
-    echoes = secret_spellings(secret, credential)
+    echoes = tuple(
+        e for one in ((secret,) if isinstance(secret, str) else secret) for e in secret_spellings(one, credential)
+    )
     return [
         (k, v)
         for k, v in given
@@ -167,6 +169,15 @@ def secret_spellings(secret: str, credential: Credential | None = None) -> tuple
     if credential is not None and credential.present == "basic":
         forms.add(base64.b64encode(f"{credential.username}:{secret}".encode()))
     return tuple(forms)
+
+
+def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """A body announced: any ``Transfer-Encoding``, or a ``Content-Length`` other than 0."""
+    for name, value in headers:
+        low = name.lower()
+        if low == b"transfer-encoding" or (low == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def _lower_hex(encoded: str) -> str:

@@ -127,7 +127,8 @@ class UpstreamPool:
 
     async def read(self, conn: _Connection) -> bytes:
         try:
-            return await asyncio.wait_for(conn.reader.read(READ_SIZE), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task per read, as wait_for makes
+                return await conn.reader.read(READ_SIZE)
         except TimeoutError:
             conn.close()
             raise UpstreamTimeout("upstream read timed out") from None

@@ -81,13 +81,26 @@ scopes:
     actions: [GET]
     audience: billing-api
     max_ttl: 10m
+  gw-bucket:
+    kind: bucket
+    resource: s3://agent-data/
+    actions: [list, read, write, delete]
+    audience: s3-gateway
+    max_ttl: 10m
+  gw-bucket-budget:
+    kind: bucket
+    resource: s3://agent-data/
+    actions: [list, read, write, delete]
+    audience: s3-gateway
+    max_ttl: 10m
+    budget: {{requests: 3, bytes: 1MiB}}
 agents:
   {agent}:
     description: The gateway tests' agent
     identity:
       key:
         sha256: {agent_sha}
-    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget, gw-down, gw-query]
+    scopes: [gw-repo-read, gw-repo-write, gw-api, gw-api-budget, gw-down, gw-query, gw-bucket, gw-bucket-budget]
     max_ttl: 10m
     rate: 6000/min
 services:
@@ -95,7 +108,7 @@ services:
     identity:
       key:
         sha256: {service_sha}
-    audiences: [git-gateway, billing-api]
+    audiences: [git-gateway, billing-api, s3-gateway]
 """
 
 
@@ -155,6 +168,7 @@ class GatewayStack:
     down_port: int = field(default_factory=free_port)
     processes: dict[str, Process] = field(default_factory=dict)
     gateway_port: int = 0
+    s3: Any = None  # tests.servers.s3_stack.S3Upstream: adds the bucket route
 
     # ------------------------------------------------------------ locations
     @property
@@ -185,7 +199,8 @@ class GatewayStack:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every upstream secret the agent must never see."""
-        return (self.git_secret, self.api_key)
+        s3 = (self.s3.keys["secret_access_key"],) if self.s3 is not None else ()
+        return (self.git_secret, self.api_key, *s3)
 
     # ------------------------------------------------------------ the agent's side
     def fresh_task(self, prefix: str) -> str:
@@ -354,6 +369,8 @@ class GatewayStack:
                 },
             ],
         }
+        if self.s3 is not None:
+            settings["routes"].append(self.s3.route())
         settings.update(overrides)
         if file_credentials:
             files = {
@@ -361,6 +378,9 @@ class GatewayStack:
                 "api": self._secret_file("api-secret-file", self.api_key),
             }
             for route in settings["routes"]:
+                if route["kind"] == "bucket":
+                    route["credential"] = {"file": str(self._secret_file("s3-keys-file", json.dumps(self.s3.keys)))}
+                    continue
                 which = "git" if route["kind"] == "git" else "api"
                 route["credential"] = {k: v for k, v in route["credential"].items() if k not in ("vault", "field")}
                 route["credential"]["file"] = str(files[which])
@@ -450,7 +470,7 @@ def put_upstream_secrets(bao: BaoServer, git_secret: str, api_key: str) -> str:
         client.adapter.close()
 
 
-def start_stack(root: Path, bao: BaoServer, redis: RedisServer) -> GatewayStack:
+def start_stack(root: Path, bao: BaoServer, redis: RedisServer, *, s3: Any = None) -> GatewayStack:
     root.mkdir(parents=True, exist_ok=True)
     transit_token = setup_transit(bao, key="gateway-e2e")
     git_secret, api_key = "ghs_" + secrets.token_urlsafe(24), "apikey_" + secrets.token_urlsafe(24)
@@ -483,6 +503,9 @@ def start_stack(root: Path, bao: BaoServer, redis: RedisServer) -> GatewayStack:
     stack = GatewayStack(
         root, bao, redis, broker, git_secret, api_key, service_key, vault_token, free_port(), free_port(), repos
     )
+    stack.s3 = s3
+    if s3 is not None:
+        stack.processes["s3"] = s3.process
     try:
         broker.start()
         secret_file = stack._secret_file("git-upstream-secret", git_secret)
