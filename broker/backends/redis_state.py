@@ -404,10 +404,11 @@ class RedisState:
         head = await self._call(self._redis.get(keys.audit_head(self._stream)))
         return GENESIS if head is None else _text(head)
 
-    async def announce_policy_reload(self, origin: str) -> None:
-        await self._call(self._redis.publish(keys.policy_channel(self._prefix, self._db), origin))
+    async def announce_policy_reload(self, origin: str, digest: str) -> None:
+        message = f"{origin} {digest}"  # an older process compares the whole message with its origin
+        await self._call(self._redis.publish(keys.policy_channel(self._prefix, self._db), message))
 
-    async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
+    async def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
         """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
         channel = keys.policy_channel(self._prefix, self._db)
@@ -420,8 +421,11 @@ class RedisState:
                     yield None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                    if message is not None and _text(message.get("data")) != origin:
-                        yield None
+                    if message is None:
+                        continue
+                    sender, _, digest = _text(message.get("data")).partition(" ")
+                    if sender != origin:
+                        yield digest or None
             except (RedisError, OSError):
                 reconnect = True
                 await asyncio.sleep(1.0)

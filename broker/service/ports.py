@@ -186,14 +186,15 @@ class StateStore(Protocol):
         """The stored head: the hash the next event will follow (``GENESIS`` if none)."""
         ...
 
-    async def announce_policy_reload(self, origin: str) -> None:
-        """Tell every other broker process sharing this store to reload its policy."""
+    async def announce_policy_reload(self, origin: str, digest: str) -> None:
+        """Tell every other broker process sharing this store to reload its policy, and
+        the digest this one loaded."""
         ...
 
-    def policy_reloads(self, origin: str) -> AsyncIterator[None]:
-        """Yields whenever a process other than ``origin`` announced a reload (and once
-        after every reconnect, since announcements may have been missed meanwhile; not
-        after the first connect)."""
+    def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
+        """Yields the announced digest whenever a process other than ``origin`` announced
+        a reload, and None once after every reconnect, since announcements may have been
+        missed meanwhile (not after the first connect), or for an announcement without one."""
         ...
 
     async def ping(self) -> None: ...

@@ -29,7 +29,12 @@ from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer, SentinelServer
 from tests.servers.vault_setup import setup_transit
 
-pytestmark = [pytest.mark.integration, pytest.mark.ha, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.ha,
+    pytest.mark.enable_socket,
+    pytest.mark.allow_hosts(["127.0.0.1"]),
+]
 
 KEY = "sentinel"
 BACKEND_TIMEOUT = 0.8  # BrokerProcess's backend_timeout
