@@ -32,9 +32,11 @@ class SigningBackend(Protocol):
         """The compact token for ``claims``, signed by the current key version."""
         ...
 
-    async def keyset(self, *, kid: str | None = None) -> KeySet:
+    async def keyset(self, *, kid: str | None = None, fresh: bool = False) -> KeySet:
         """Public keys of every key version still allowed to verify (the JWKS). With a
-        ``kid`` the caller could not find, a backend that caches may look again first."""
+        ``kid`` the caller could not find, a backend that caches may look again first;
+        ``fresh`` (the JWKS endpoint): keys another replica published a moment ago are
+        listed, a backend that caches looks again first (its cooldown permitting)."""
         ...
 
     async def rotate(self) -> str:
