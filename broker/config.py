@@ -22,6 +22,7 @@ from broker.backends import redis_keys, redis_options
 from broker.errors import PolicyIssue
 from broker.policy.yamlstrict import YMap, YScalar, YSeq, parse_yaml
 from broker.token.algorithms import Algorithm
+from broker.vault_addrs import VaultAddrError, parse_vault_addrs
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -289,6 +290,11 @@ def _check(s: Settings) -> None:
         raise SettingsError("session_key_window is 60s to 86400s; session_key_lead 0 to the window")
     if s.signer == "vault" and not (s.vault_addr and (s.vault_token or s.vault_auth == "approle")):
         raise SettingsError("signer vault needs vault_addr and a Vault token (BROKER_VAULT_TOKEN or vault_token_file)")
+    if s.vault_addr:
+        try:
+            parse_vault_addrs(s.vault_addr)
+        except VaultAddrError as e:
+            raise SettingsError(str(e)) from None
     if s.state == "redis" and not s.redis_url:
         raise SettingsError("state redis needs redis_url")
     if not 0 <= s.audit_tail_events <= 10_000_000 or not 1 <= s.audit_segment_events <= 1_000_000:

@@ -29,12 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, cast
 
-import hvac
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.backends.vault_clients import TokenSource, VaultClients, Verify, fail_fast_session, tls_of, token_source
+from broker.backends.vault_clients import TokenSource, VaultClients, Verify, hvac_client, token_source
 from broker.errors import BackendUnavailable
 from broker.token.algorithms import P256_ORDER, Algorithm, PublicKey, verify_signature
 from broker.token.b64 import Base64Error, b64url_decode
@@ -42,6 +40,7 @@ from broker.token.claims import Claims
 from broker.token.codec import TYP, assemble, signing_input
 from broker.token.endorsement import statement_input
 from broker.token.keys import MAX_JWKS_KEYS, KeySet, VerificationKey
+from broker.vault_addrs import VaultAddrError, parse_vault_addrs
 
 __all__ = ["KEY_TYPES", "TransitSigningBackend", "ensure_key"]
 
@@ -204,7 +203,7 @@ class TransitSigningBackend:
         return snapshot
 
     async def _read(self) -> _Snapshot:
-        response = await self._call(lambda t: t.read_key(name=self._key, mount_point=self._mount))
+        response = await self._call(lambda t: t.read_key(name=self._key, mount_point=self._mount), resend=True)
         keyset, version = _key_versions(response, self._key, self._alg)
         self._snapshot = _Snapshot(keyset, version, self._clock())
         return self._snapshot
@@ -222,7 +221,8 @@ class TransitSigningBackend:
                 hash_algorithm="sha2-256" if self._alg == "ES256" else None,
                 marshaling_algorithm="jws",
                 mount_point=self._mount,
-            )
+            ),
+            resend=True,  # a signature asked twice is two signatures, both ours: no harm
         )
         signature = _signature(response, snapshot.version, self._alg)
         if not verify_signature(key.key, message, signature):
@@ -231,12 +231,14 @@ class TransitSigningBackend:
 
     # ------------------------------------------------------------------ the I/O boundary
 
-    async def _call(self, operation: Callable[[_Transit], _T]) -> _T:
-        """Run one blocking hvac call on the pool, bounded; every failure is translated."""
+    async def _call(self, operation: Callable[[_Transit], _T], *, resend: bool = False) -> _T:
+        """Run one blocking hvac call on the pool, bounded; every failure is translated.
+        ``resend``: it may go to another node after a broken connection (a read, a sign)."""
         try:
             return await self._vault.run(
                 lambda client: operation(cast("_Transit", client.secrets.transit)),
                 closed_reason="vault: the backend is closed",
+                resend=resend,
             )
         except BackendUnavailable:
             raise
@@ -262,8 +264,8 @@ def ensure_key(
     name exists with another type.
     """
     _check_target(addr, mount, key, alg)
-    session = fail_fast_session(verify)
-    transit = _transit(addr, token, timeout, verify, session)
+    client = hvac_client(addr, token=token, timeout=timeout, verify=verify)
+    transit = cast("_Transit", client.secrets.transit)
     try:
         # creating an existing key changes nothing, whatever its type: so create, then check
         transit.create_key(name=key, key_type=KEY_TYPES[alg], exportable=False, mount_point=mount)
@@ -271,7 +273,7 @@ def ensure_key(
     except Exception as e:  # noqa: BLE001 -- the adapter boundary, as in TransitSigningBackend._call
         raise BackendUnavailable(f"vault: {type(e).__name__}") from None
     finally:
-        session.close()
+        client.adapter.close()
     data = _data(response)
     if data.get("type") != KEY_TYPES[alg]:
         raise ValueError(f"transit key {key!r} exists and is not {KEY_TYPES[alg]}")
@@ -281,26 +283,16 @@ def ensure_key(
 
 
 def _check_target(addr: str, mount: str, key: str, alg: Algorithm) -> None:
-    if not addr.startswith(("http://", "https://")):
-        raise ValueError("the Vault address is an http(s) URL")
+    try:
+        parse_vault_addrs(addr)
+    except VaultAddrError:
+        raise ValueError("the Vault address is an http(s) URL, or a comma-separated list of them") from None
     if not _MOUNT.fullmatch(mount):
         raise ValueError("transit mount outside [A-Za-z0-9_-] path segments")
     if not _KEY_NAME.fullmatch(key):
         raise ValueError("transit key name outside [A-Za-z0-9][A-Za-z0-9_-]{0,47}")
     if alg not in KEY_TYPES:
         raise ValueError("alg must be EdDSA or ES256")
-
-
-def _transit(addr: str, token: str, timeout: float, verify: Verify, session: requests.Session) -> _Transit:
-    client = hvac.Client(
-        url=addr,
-        token=token,
-        timeout=timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-        verify=tls_of(verify).ca,  # hvac passes it with each request: the CA only
-        session=session,
-        allow_redirects=False,
-    )
-    return cast("_Transit", client.secrets.transit)
 
 
 def _data(response: object) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from broker.backends.vault_clients import TokenSource, VaultClients, Verify, tok
 from broker.errors import BackendUnavailable
 from broker.policy.vault import TASK_ROLE, TASK_SEAL_KEY
 from broker.service.ports import DatabaseLease, IssuedToken
+from broker.vault_addrs import first_addr
 
 __all__ = ["VaultDownstream"]
 
@@ -45,22 +46,27 @@ class VaultDownstream:
         transit_mount: str = "transit",
     ) -> None:
         token = token_source(token)  # the broker's own token as the process keeps it (renewed, followed)
-        if not addr.startswith(("http://", "https://")) or not token.value:
+        if not token.value:
             raise ValueError("an http(s) Vault address and a token are required")
-        self._addr, self._token, self._timeout = addr.rstrip("/"), token, timeout
+        # the first node's address: the session's transport sends to the node that performs it
+        self._addr, self._base = addr, first_addr(addr)
+        self._token, self._timeout = token, timeout
         self._transit = transit_mount
         self._vault = VaultClients(
             addr, token, timeout=timeout, verify=verify, workers=workers, name="capbroker-vault-downstream"
         )
 
-    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None, token: str | None) -> Any:
-        """One request as ``token`` (the broker's own when None); the JSON answer, if any."""
+    async def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None, token: str | None, *, resend: bool = False
+    ) -> Any:
+        """One request as ``token`` (the broker's own when None); the JSON answer, if any.
+        ``resend``: safe to send to another node after a broken connection (never a create)."""
         as_token = self._token.value if token is None else token
 
         def call(client: Any) -> Any:
             response = client.session.request(
                 method,
-                f"{self._addr}/v1/{path}",
+                f"{self._base}/v1/{path}",
                 headers={"X-Vault-Token": as_token},
                 json=body,
                 timeout=self._timeout,
@@ -73,7 +79,7 @@ class VaultDownstream:
             return response.json() if response.status_code == 200 else None
 
         try:
-            return await self._vault.run(call, closed_reason="vault: downstream credentials are closed")
+            return await self._vault.run(call, closed_reason="vault: downstream credentials are closed", resend=resend)
         except BackendUnavailable:
             raise
         except Exception as e:  # noqa: BLE001 -- the adapter boundary: any client failure is "unavailable"
@@ -126,7 +132,8 @@ class VaultDownstream:
         """Revoke a token and its whole tree (children, leases) by accessor. A token that
         is already gone (expired, revoked) answers 400 in Vault: done, all the same."""
         try:
-            await self._request("POST", "auth/token/revoke-accessor", {"accessor": accessor}, None)
+            # sent twice, the second finds the token gone (400): done all the same
+            await self._request("POST", "auth/token/revoke-accessor", {"accessor": accessor}, None, resend=True)
         except BackendUnavailable as e:
             if not str(e).endswith("answered 400"):
                 raise
@@ -134,14 +141,18 @@ class VaultDownstream:
     async def seal(self, secret: str) -> str:
         """Encrypt ``secret`` with the Transit key for task tokens (for the state store)."""
         plain = base64.b64encode(secret.encode()).decode()
-        answer = await self._request("POST", f"{self._transit}/encrypt/{TASK_SEAL_KEY}", {"plaintext": plain}, None)
+        answer = await self._request(
+            "POST", f"{self._transit}/encrypt/{TASK_SEAL_KEY}", {"plaintext": plain}, None, resend=True
+        )
         try:
             return str(answer["data"]["ciphertext"])
         except (TypeError, KeyError):
             raise BackendUnavailable("vault: malformed encrypt answer") from None
 
     async def unseal(self, sealed: str) -> str:
-        answer = await self._request("POST", f"{self._transit}/decrypt/{TASK_SEAL_KEY}", {"ciphertext": sealed}, None)
+        answer = await self._request(
+            "POST", f"{self._transit}/decrypt/{TASK_SEAL_KEY}", {"ciphertext": sealed}, None, resend=True
+        )
         try:
             return base64.b64decode(answer["data"]["plaintext"]).decode()
         except (TypeError, KeyError, ValueError):

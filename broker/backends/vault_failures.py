@@ -1,7 +1,8 @@
 """What went wrong talking to Vault, in words an operator can act on.
 
 ``describe`` turns an hvac or requests exception into one line naming the cause class:
-unreachable, no answer in time, TLS (and the certificate problem), sealed or standby, the
+unreachable, no answer in time, TLS (and the certificate problem), sealed or standby, no
+active node among an HA cluster's nodes, the
 broker's token refused (with the policy hint), or another HTTP status. Never Vault's
 response body (it may echo request data) and never a token.
 """
@@ -14,6 +15,7 @@ from typing import Final
 import hvac.exceptions
 import requests
 
+from broker.backends.vault_failover import NoActiveNode
 from broker.errors import BackendUnavailable
 
 _TLS_CAUSE: Final = re.compile(r"(certificate verify failed[^'\"()]*|wrong version number|hostname mismatch[^'\"()]*)")
@@ -40,6 +42,8 @@ def describe(error: BaseException, *, timeout: float) -> str:
         return f"TLS failure ({cause}): check vault_ca_file and the certificate's names"
     if isinstance(error, requests.exceptions.Timeout | TimeoutError):
         return f"no answer within {timeout:g}s (backend_timeout)"
+    if isinstance(error, NoActiveNode):
+        return "no node performed the request (no active node: an election, or every node down or sealed)"
     if isinstance(error, requests.exceptions.ConnectionError):
         return "unreachable (connection refused, reset or name not resolved)"
     if isinstance(error, hvac.exceptions.VaultDown):

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hvac
-
-from broker.backends.vault_clients import Verify, fail_fast_session, tls_of
+from broker.backends.vault_clients import Verify, hvac_client
 from broker.backends.vault_failures import describe
 from broker.errors import BackendUnavailable
 
@@ -39,21 +37,15 @@ class AppRoleLogin:
             secret_id = self.secret_id_file.read_text().strip()
         except OSError as e:
             raise BackendUnavailable(f"vault login: cannot read {self.secret_id_file} ({e.strerror})") from None
-        session = fail_fast_session(self.verify)
+        # a login creates a token: never sent twice (vault_failover)
+        client = hvac_client(self.addr, token=None, timeout=self.timeout, verify=self.verify)
         try:
-            client = hvac.Client(
-                url=self.addr,
-                timeout=self.timeout,  # type: ignore[arg-type]  # requests takes float seconds; the stub says int
-                verify=tls_of(self.verify).ca,
-                session=session,
-                allow_redirects=False,
-            )
             answer = client.auth.approle.login(self.role_id, secret_id, use_token=False, mount_point=self.mount)
         except Exception as e:  # noqa: BLE001 -- the adapter boundary; Vault's body never reaches a log
             cause = describe(e, timeout=self.timeout)
             raise BackendUnavailable(f"vault login at {self.addr} (approle, mount {self.mount}): {cause}") from None
         finally:
-            session.close()
+            client.adapter.close()
         if not isinstance(answer, dict) or not isinstance(answer.get("auth"), dict):
             raise BackendUnavailable("vault login: malformed answer")
         return answer

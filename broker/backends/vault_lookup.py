@@ -35,6 +35,7 @@ from broker.identity.vault_identity import (
     looks_like_vault_token,
     token_info_from_lookup,
 )
+from broker.vault_addrs import parse_vault_addrs
 
 __all__ = ["VaultTokenLookup"]
 
@@ -65,8 +66,7 @@ class VaultTokenLookup:
         verify: Verify = True,
         workers: int = 4,
     ) -> None:
-        if not addr.startswith(("http://", "https://")):
-            raise ValueError("the Vault address is an http(s) URL")
+        parse_vault_addrs(addr)  # ValueError: not an http(s) URL or a list of them
         token = token_source(token)
         if not token.value:
             raise ValueError("a Vault token is required")
@@ -94,6 +94,7 @@ class VaultTokenLookup:
                 lambda client: cast("_TokenAuth", client.auth.token).lookup(token=presented),
                 closed_reason="vault: the token lookup is closed",
                 expected=_refused_as_bad,
+                resend=True,  # a lookup changes nothing (it uses none of a token's uses)
             )
         except BackendUnavailable:
             raise

@@ -108,7 +108,7 @@ class VaultToken:
             return
         try:
             if action == "lookup-self":
-                answer = await self._vault.run(lambda client: client.auth.token.lookup_self())
+                answer = await self._vault.run(lambda client: client.auth.token.lookup_self(), resend=True)
                 self._lease = lease_from_lookup(answer, self._clock())
                 self._announce(self._lease)
             elif action == "renew-self":

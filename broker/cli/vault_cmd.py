@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from broker.config import SettingsError, load_settings
+from broker.config import Settings, SettingsError, load_settings
 from broker.errors import PolicyInvalid
 from broker.policy.loader import load_policy
 from broker.policy.model import Policy
@@ -87,17 +87,20 @@ def run_sync(args: argparse.Namespace) -> int:
         print("broker vault sync: the settings name no vault_addr", file=sys.stderr)
         return 2
     try:
-        _sync(settings.vault_addr, admin, settings.transit_mount, policy, plan)
+        _sync(settings, admin, policy, plan)
     except Exception as e:  # noqa: BLE001 -- an admin command: say what failed, never a token
         print(f"broker vault sync: Vault refused or is unavailable ({type(e).__name__})", file=sys.stderr)
         return 1
     return 0
 
 
-def _sync(addr: str, admin: str, transit: str, policy: Policy, plan: dict[str, str]) -> None:
-    import hvac
+def _sync(settings: Settings, admin: str, policy: Policy, plan: dict[str, str]) -> None:
+    from broker.backends.vault_clients import hvac_client
+    from broker.runtime import vault_verify
 
-    client: Any = hvac.Client(url=addr, token=admin, timeout=ADMIN_TIMEOUT)
+    transit = settings.transit_mount
+    # vault_addr may list an HA cluster's nodes: each request goes to one that performs it
+    client = hvac_client(settings.vault_addr, token=admin, timeout=ADMIN_TIMEOUT, verify=vault_verify(settings))
     try:
         for name, hcl in plan.items():
             client.sys.create_or_update_acl_policy(name, hcl)

@@ -20,6 +20,7 @@ from broker.capability.names import is_audience
 from broker.capability.resources import validate_resource
 from broker.errors import InvalidRequest, PolicyIssue
 from broker.policy.yamlstrict import YMap, YNode, YScalar, YSeq, parse_yaml
+from broker.vault_addrs import VaultAddrError, parse_vault_addrs
 
 KINDS: Final = ("git", "http")
 CONTAINMENTS: Final = ("revoke-task", "deny")
@@ -171,6 +172,15 @@ def _url(value: object, name: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"{name} must be an http(s) URL without query or fragment")
     return text.rstrip("/")
+
+
+def _vault_addrs(value: object, name: str) -> str:
+    """One Vault address, or every node of an HA cluster, comma-separated (``broker.vault_addrs``)."""
+    text = _str(value, name)
+    try:
+        return ",".join(parse_vault_addrs(text))
+    except VaultAddrError as e:
+        raise ConfigError(f"{name}: {str(e).removeprefix('vault_addr: ')}") from None
 
 
 def _names(value: object, name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
@@ -359,7 +369,7 @@ def load_config(
         revocation=revocation,
         redis_url=_opt_str(raw.get("redis_url"), at("redis_url")),
         redis_prefix=default_prefix(issuer) if redis_prefix is None else _str(redis_prefix, at("redis_prefix")),
-        vault_addr=None if vault_addr is None else _url(vault_addr, at("vault_addr")),
+        vault_addr=None if vault_addr is None else _vault_addrs(vault_addr, at("vault_addr")),
         vault_token_file=vault_token_file,
         host=_str(raw.get("host", "127.0.0.1"), at("host")),
         port=port,

@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
-import hvac
-
-from broker.backends.vault_clients import fail_fast_session
+from broker.backends.vault_clients import hvac_client
+from broker.backends.vault_failover import NodeHint
 from broker.errors import BackendUnavailable
 from broker.gateway.config import Credential
 
@@ -47,18 +46,19 @@ class VaultKvReader:
 
     def __init__(self, addr: str, token_file: str, *, timeout: float = VAULT_TIMEOUT) -> None:
         self._addr, self._token_file, self._timeout = addr, token_file, timeout
+        self._hint = NodeHint()  # ``addr`` may list an HA cluster's nodes: the one that answered last
 
     def __repr__(self) -> str:
         return f"VaultKvReader({self._addr!r})"  # never the token
 
     def read(self, path: str, field: str) -> str:
         token = read_file_secret(self._token_file)
-        session = fail_fast_session(verify=True)
+        # a read: sent to another node if a connection breaks mid-request (vault_failover)
+        client = hvac_client(self._addr, token=token, timeout=self._timeout, verify=True, resend=True, hint=self._hint)
         try:
-            client = hvac.Client(url=self._addr, token=token, timeout=self._timeout, session=session)  # type: ignore[arg-type]
             answer = client.read(path)
         finally:
-            session.close()
+            client.adapter.close()
         data = answer.get("data", {}).get("data") if isinstance(answer, dict) else None
         value = data.get(field) if isinstance(data, dict) else None
         if not isinstance(value, str) or not value:

@@ -2,6 +2,10 @@
 
 Tests that break a server (stop, pause, seal) take ``own_redis`` / ``own_bao`` instead,
 fresh instances that only they touch.
+
+``bao_raft``: a 3-node OpenBao Raft cluster (``tests.servers.bao_cluster``), started once
+for the session by the first test that asks (the ``ha`` suites). A test that kills a node
+brings it back (``bao_raft.heal()``) before it ends, so the next one finds three nodes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.bao_cluster import BaoCluster
 from tests.servers.processes import BaoServer, RedisServer
 
 
@@ -30,6 +35,15 @@ def bao_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoCluster]:
+    cluster = BaoCluster(tmp_path_factory.mktemp("bao-raft"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -14,13 +14,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import hvac
 
 from broker.backends.transit import ensure_key
 from broker.token.algorithms import Algorithm
-from tests.servers.processes import BaoServer
+
+
+class BaoServer(Protocol):
+    """A server to set up as its admin: ``tests.servers.processes.BaoServer``, or a Raft
+    cluster (``tests.servers.bao_cluster.BaoCluster``, whose ``addr`` is its active node)."""
+
+    @property
+    def addr(self) -> str: ...
+
+    @property
+    def root_token(self) -> str: ...
+
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "infra" / "vault"
 BROKER_POLICY = POLICY_DIR / "capbroker-policy.hcl"
