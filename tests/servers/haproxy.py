@@ -27,9 +27,7 @@ def haproxy_binary() -> str:
 
 def config_text(port: int, backends: list[str], check_path: str = "/healthz") -> str:
     """The haproxy config: ``backends`` are ``host:port`` pairs."""
-    servers = [
-        f"    server b{i} {addr} check inter 500ms fall 2 rise 1" for i, addr in enumerate(backends)
-    ]
+    servers = [f"    server b{i} {addr} check inter 500ms fall 2 rise 1" for i, addr in enumerate(backends)]
     return "\n".join(
         [
             "global",
