@@ -21,25 +21,16 @@ publish); every Vault token handed out still exists after the failover.
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from broker.service.credentials import new_client_secret, secret_sha256
 from broker.verify import Verifier
 from tests.servers.bao_cluster import BaoCluster
-from tests.servers.broker_process import BrokerProcess, PolicyDir
+from tests.servers.bao_ha_stack import HaStack
+from tests.servers.broker_process import BrokerProcess
 from tests.servers.leader_kill import Answer, kill_leader_under_load
-from tests.servers.processes import RedisServer, free_port
-from tests.servers.vault_setup import admin_client, setup_transit
+from tests.servers.vault_setup import admin_client
 
 pytestmark = [
     pytest.mark.integration,
@@ -54,86 +45,14 @@ ANSWER_BOUND = 5.0
 #: mints started this long after the new leader is active all succeed
 SETTLED = 3.0
 
-AGENT = """\
-agents:
-  ha-agent:
-    description: Mints under a leader kill (test_bao_ha)
-    identity:
-      key:
-        sha256: {sha}
-    scopes: [widgets-read, weather-api-key]
-    rate: 100000/h
-"""
-
-
-@dataclass
-class Stack:
-    bao: BaoCluster
-    session: BrokerProcess
-    transit: BrokerProcess
-
-
-def broker_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("broker", path=str(Path(sys.executable).parent)) or "broker"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "VAULT_", "BAO_"))}
-    return subprocess.run([binary, *args], env=clean | env, capture_output=True, text=True, timeout=60, check=False)
-
-
-def ha_policy(path: Path) -> PolicyDir:
-    policy = PolicyDir.create(path)
-    policy.keys["ha-agent"] = new_client_secret()
-    (path / "zz-ha.yaml").write_text(AGENT.format(sha=secret_sha256(policy.keys["ha-agent"])))
-    return policy
-
 
 @pytest.fixture(scope="module")
-def stack(bao_raft: BaoCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("bao-ha")
-    redis = RedisServer(root / "redis").start()
-    brokers: list[BrokerProcess] = []
+def stack(bao_raft: BaoCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaStack]:
+    started = HaStack.start(tmp_path_factory.mktemp("bao-ha"), bao_raft)
     try:
-        token = setup_transit(bao_raft)  # the broker's token: the shipped policy only
-        admin = admin_client(bao_raft)
-        if "secret/" not in admin.sys.list_mounted_secrets_engines()["data"]:
-            admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-        admin.adapter.close()
-        policy = ha_policy(root / "policy")
-        session = BrokerProcess(root / "session", policy, redis.url, bao_raft.addrs, token)
-        transit = BrokerProcess(
-            root / "transit",
-            policy,
-            redis.url,
-            bao_raft.addrs,
-            token,
-            issuer="http://127.0.0.1:8701",
-            extra_env={"BROKER_SIGNING": "transit"},
-        )
-        session.port = free_port()  # its settings file is written before it starts
-        session.workdir.mkdir(parents=True)
-        synced = broker_cli(  # the admin command, over the list of nodes
-            "vault", "sync", "--config", str(session.config_path()), env={"VAULT_TOKEN": bao_raft.root_token}
-        )
-        assert synced.returncode == 0, synced.stderr
-        brokers.append(session.start())
-        brokers.append(transit.start())
-        yield Stack(bao_raft, session, transit)
+        yield started
     finally:
-        for broker in brokers:
-            broker.stop()
-        redis.stop()
-
-
-def mint_as(broker: BrokerProcess, prefix: str, scopes: list[str]) -> Any:
-    tasks = itertools.count()
-
-    def mint() -> tuple[int, Any]:
-        task = f"{prefix}-{next(tasks)}"
-        status, _, body = broker.post(
-            "/v1/tokens", {"task": task, "scopes": scopes}, who="ha-agent", timeout=ANSWER_BOUND
-        )
-        return status, body
-
-    return mint
+        started.stop()
 
 
 def verifies(broker: BrokerProcess, answers: list[Answer]) -> list[str]:
@@ -151,15 +70,11 @@ def verifies(broker: BrokerProcess, answers: list[Answer]) -> list[str]:
     return failed
 
 
-def test_the_leader_killed_under_load_costs_bounded_503s_and_no_unpublished_key(stack: Stack) -> None:
+def test_the_leader_killed_under_load_costs_bounded_503s_and_no_unpublished_key(stack: HaStack) -> None:
     try:
         run = kill_leader_under_load(
             stack.bao,
-            {
-                "session": mint_as(stack.session, "ha-s", ["widgets-read"]),
-                "transit": mint_as(stack.transit, "ha-t", ["widgets-read"]),
-                "vault-kv": mint_as(stack.session, "ha-kv", ["widgets-read", "weather-api-key"]),
-            },
+            stack.mints(timeout=ANSWER_BOUND),
             before=2.0,
             after=SETTLED + 2.0,
         )
