@@ -33,6 +33,21 @@ until status | grep -q '"sealed": false'; do
   tries=$((tries + 1)); [ "$tries" -lt 30 ] || { echo "OpenBao stays sealed" >&2; exit 1; }
   sleep 1
 done
+# a Raft cluster (infra/compose-ha.yaml): the other nodes, which joined by retry_join,
+# are unsealed with the same key
+for node in ${BAO_UNSEAL_ADDRS:-}; do
+  tries=0
+  until BAO_ADDR="$node" status | grep -q '"initialized": true'; do
+    tries=$((tries + 1)); [ "$tries" -lt 60 ] || { echo "OpenBao node $node has not joined" >&2; exit 1; }
+    if BAO_ADDR="$node" status | grep -q '"sealed": true'; then
+      BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null 2>&1 || true   # completes the join
+    fi
+    sleep 1
+  done
+  if BAO_ADDR="$node" status | grep -q '"sealed": true'; then
+    BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null
+  fi
+done
 BAO_TOKEN=$(sed -n 's/^Initial Root Token: //p' "$STATE_DIR/init.txt")
 export BAO_TOKEN
 # a token from an earlier start that still works is kept (the brokers renew it)
