@@ -37,16 +37,13 @@ done
 # are unsealed with the same key
 for node in ${BAO_UNSEAL_ADDRS:-}; do
   tries=0
-  until BAO_ADDR="$node" status | grep -q '"initialized": true'; do
-    tries=$((tries + 1)); [ "$tries" -lt 60 ] || { echo "OpenBao node $node has not joined" >&2; exit 1; }
+  until BAO_ADDR="$node" status | grep -q '"sealed": false'; do   # joined and unsealed
+    tries=$((tries + 1)); [ "$tries" -lt 90 ] || { echo "OpenBao node $node stays sealed" >&2; exit 1; }
     if BAO_ADDR="$node" status | grep -q '"sealed": true'; then
-      BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null 2>&1 || true   # completes the join
+      BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null 2>&1 || true   # also completes the join
     fi
     sleep 1
   done
-  if BAO_ADDR="$node" status | grep -q '"sealed": true'; then
-    BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null
-  fi
 done
 BAO_TOKEN=$(sed -n 's/^Initial Root Token: //p' "$STATE_DIR/init.txt")
 export BAO_TOKEN
