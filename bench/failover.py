@@ -11,8 +11,9 @@ them. An open-loop client mints ``--rate`` tokens a second (each on its own task
 revokes one minted task every 2 s. Phases: steady, SIGKILL of the Redis primary (Sentinel
 promotes the replica), steady, SIGKILL of the OpenBao leader (Raft elects another).
 
-Prints, per phase: mints, tokens, failures by status and code, the 503 window (start of
-the first failed mint to the end of the last) and the slowest answer. Then the
+Prints, per phase (an answer counts in the phase it ended in): mints, tokens, failures
+by status and code, the 503 window (start of the first failed mint to the end of the
+last) and the slowest answer. Then the
 invariants: no revoked token active on any replica (each one's own introspection), the
 audit chain verifies (``broker audit verify``), and the mint events are exactly the 201
 answers (none missing, none twice, none for a failed mint). Exit 1 if an invariant fails.
@@ -83,16 +84,20 @@ class Stack:
         return replace(self.brokers[0], port=self.lb.port, proc=None)
 
 
-def start(root: Path) -> tuple[Stack, list[Any]]:
-    started: list[Any] = []
+def start(root: Path, started: list[Any]) -> Stack:
+    """Start everything; each server is added to ``started`` as soon as it runs, so a
+    failure half-way still stops what was started."""
     primary = RedisServer(root / "primary").start()
     started.append(primary)
     replica = RedisServer(root / "replica", args=("--replicaof", "127.0.0.1", str(primary.port))).start()
     started.append(replica)
-    sentinels = [SentinelServer(root / f"sentinel{i}", primary).start() for i in range(3)]
-    started.extend(sentinels)
-    bao = BaoCluster(root / "bao").start()
-    started.append(bao)
+    sentinels = []
+    for i in range(3):
+        sentinels.append(SentinelServer(root / f"sentinel{i}", primary).start())
+        started.append(sentinels[-1])
+    bao = BaoCluster(root / "bao")
+    started.append(bao)  # its stop() stops the nodes started so far
+    bao.start()
     token = setup_transit(bao, key="failover")
     policy = PolicyDir.create(root / "policy")
     policy.keys["failover-agent"] = new_client_secret()
@@ -109,11 +114,12 @@ def start(root: Path) -> tuple[Stack, list[Any]]:
             transit_key="failover",
             archive_dir=root / "audit-archive",
         )
-        brokers.append(broker.start())
         started.append(broker)
-    lb = HaproxyServer(root / "haproxy", [f"127.0.0.1:{b.port}" for b in brokers]).start()
+        brokers.append(broker.start())
+    lb = HaproxyServer(root / "haproxy", [f"127.0.0.1:{b.port}" for b in brokers])
     started.append(lb)
-    return Stack(primary, replica, sentinels, bao, brokers, lb), started
+    lb.start()
+    return Stack(primary, replica, sentinels, bao, brokers, lb)
 
 
 class Load:
@@ -122,7 +128,7 @@ class Load:
 
     def __init__(self, front: BrokerProcess, rate: float, revoke_every: float = 2.0) -> None:
         self.front, self.rate, self.revoke_every = front, rate, revoke_every
-        self.phase = "steady"
+        self.marks: list[tuple[float, str]] = [(0.0, "steady")]  # (when, phase): each kill starts one
         self.answers: list[Answer] = []
         self.revoked: dict[str, tuple[str, ...]] = {}  # task -> its tokens, acknowledged revoked
         self.revoke_failures = Counter[int]()
@@ -134,7 +140,14 @@ class Load:
     def now(self) -> float:
         return time.monotonic() - self._zero
 
-    def _mint(self, phase: str) -> None:
+    def mark(self, phase: str) -> None:
+        """A phase starts now: an answer that ends from now on counts in it."""
+        self.marks.append((self.now(), phase))
+
+    def phase_at(self, when: float) -> str:
+        return [phase for at, phase in self.marks if at <= when][-1]
+
+    def _mint(self) -> None:
         task = f"fo-{next(self._tasks)}"
         started = self.now()
         try:
@@ -146,7 +159,8 @@ class Load:
         code = body.get("code") if isinstance(body, dict) else None
         tokens = tuple(e["token"] for e in body["tokens"]) if status == 201 and isinstance(body, dict) else ()
         with self._lock:
-            self.answers.append(Answer(phase, started, self.now(), status, code, task, tokens))
+            ended = self.now()
+            self.answers.append(Answer(self.phase_at(ended), started, ended, status, code, task, tokens))
 
     def _revoke_one(self) -> None:
         with self._lock:
@@ -171,7 +185,7 @@ class Load:
                 wait = due - self.now()
                 if self._stop.wait(max(wait, 0.0)):
                     break
-                pool.submit(self._mint, self.phase)
+                pool.submit(self._mint)
                 if self.now() >= next_revoke:
                     next_revoke += self.revoke_every
                     pool.submit(self._revoke_one)
@@ -259,23 +273,23 @@ def main() -> int:
     started: list[Any] = []
     try:
         print(f"{platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; starting the stack ...")
-        stack, started = start(root)
+        stack = start(root, started)
         load = Load(stack.front, args.rate)
         runner = threading.Thread(target=load.run, daemon=True)
         runner.start()
         time.sleep(args.settle)
 
-        load.phase = "redis primary killed"
         if stack.primary.proc is None:
             raise RuntimeError("the Redis primary is not running")
+        load.mark("redis primary killed")
         killed_at = load.now()
         stack.primary.proc.kill()
         promoted = wait_for(lambda: stack.sentinels[0].master_port() == stack.replica.port, 60)
         print(f"redis primary SIGKILLed at {killed_at:.1f} s; Sentinel promoted the replica {promoted:.2f} s later")
         time.sleep(args.settle)
 
-        load.phase = "openbao leader killed"
         leader = stack.bao.leader()
+        load.mark("openbao leader killed")
         killed_at = load.now()
         stack.bao.kill(leader)
         new = stack.bao.leader(timeout=60)
