@@ -22,9 +22,11 @@ publish); every Vault token handed out still exists after the failover.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from broker.gateway.secrets import VaultKvReader
 from broker.verify import Verifier
 from tests.servers.bao_cluster import BaoCluster
 from tests.servers.bao_ha_stack import HaStack
@@ -107,3 +109,29 @@ def test_the_leader_killed_under_load_costs_bounded_503s_and_no_unpublished_key(
             admin.auth.token.lookup_accessor(accessor)
     finally:
         admin.adapter.close()
+
+
+def test_the_gateways_kv_reads_skip_a_dead_node_listed_first(bao_raft: BaoCluster, tmp_path: Path) -> None:
+    """No election: a standby is killed and listed first; the gateway's reader (its own
+    least-privilege token, a fresh session per read) reads through the next node."""
+    admin = admin_client(bao_raft)
+    try:
+        if "secret/" not in admin.sys.list_mounted_secrets_engines()["data"]:
+            admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        admin.secrets.kv.v2.create_or_update_secret(path="ha/upstream", secret={"key": "ha-upstream-value"})
+        admin.sys.create_or_update_policy("ha-gateway", 'path "secret/data/ha/*" { capabilities = ["read"] }')
+        created = admin.auth.token.create(policies=["ha-gateway"], no_default_policy=True, ttl="10m")
+    finally:
+        admin.adapter.close()
+    token_file = tmp_path / "gateway-vault-token"
+    token_file.write_text(created["auth"]["client_token"])
+    leader = bao_raft.leader()
+    standby = next(node for node in bao_raft.nodes if node is not leader)
+    listed = ",".join([standby.addr, *(node.addr for node in bao_raft.nodes if node is not standby)])
+    bao_raft.kill(standby)
+    try:
+        reader = VaultKvReader(listed, str(token_file))
+        assert reader.read("secret/data/ha/upstream", "key") == "ha-upstream-value"
+        assert reader.read("secret/data/ha/upstream", "key") == "ha-upstream-value"  # from where it answered
+    finally:
+        bao_raft.heal()

@@ -4,8 +4,8 @@ Each node is ``bao server`` with ``storage "raft"`` (``performance_multiplier = 
 election within a few seconds), its own API and cluster ports and data directory. Node 0
 is initialised (Shamir 1 of 1) and unsealed; the others join it
 (``sys/storage/raft/join``) and are unsealed with the same key. Autopilot promotes a
-joined node to a voter after ``STABILIZATION``; ``start`` waits until all three vote, so
-killing any one leaves a quorum.
+joined node to a voter after ``STABILIZATION`` (checked every second here, not every 10 s);
+``start`` waits until all three vote, so killing any one leaves a quorum.
 
 A test kills a node (``kill``: SIGKILL, as a crash) and brings it back (``restart``: the
 same ports and data, unsealed again; it rejoins as a follower). ``addrs`` is the broker's
@@ -79,11 +79,12 @@ class BaoNode:
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "bao.hcl"
         config.write_text(
-            f'storage "raft" {{\n  path = "{data}"\n  node_id = "{self.node_id}"\n  performance_multiplier = 1\n}}\n'
+            f'storage "raft" {{\n  path = "{data}"\n  node_id = "{self.node_id}"\n  performance_multiplier = 1\n'
+            '  autopilot_reconcile_interval = "1s"\n  autopilot_update_interval = "500ms"\n}\n'
             f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
             f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
             f'api_addr = "{self.addr}"\ncluster_addr = "https://127.0.0.1:{self.cluster_port}"\n'
-            'disable_mlock = true\nlog_level = "warn"\n'
+            'log_level = "warn"\n'
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         env["HOME"] = str(self.workdir)
