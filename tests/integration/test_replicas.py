@@ -11,7 +11,8 @@ Shown, through the load balancer unless said otherwise:
   per token handed out;
 - a policy reload through one replica reaches the others, which report the same digest
   on ``/readyz``; a replica whose files give another digest keeps its policy and reports
-  ``policy_mismatch`` (not ready) until its files match.
+  ``policy_mismatch`` (not ready) until its files match;
+- a restarted replica's new session key is in every other replica's JWKS at once.
 """
 
 from __future__ import annotations
@@ -267,3 +268,21 @@ def test_a_replica_whose_files_differ_keeps_its_policy_and_is_not_ready_until_th
 
     touch_policy(behind, "a deploy that has not reached the third replica")  # the deploy arrives
     within(RELOAD_BOUND, lambda: reports(behind, new), "the new digest once the files match")
+
+
+def test_a_restarted_replicas_new_session_key_is_in_every_other_replicas_jwks_at_once(d: Deployment) -> None:
+    """A replica signs with its new session key as soon as it is ready; a verifier that
+    fetches another replica's JWKS right after must find the key there, or it would keep
+    a set without it for its refetch cooldown (the JWKS endpoint re-reads the published
+    keys: ``keyset(fresh=True)``)."""
+    restarted, *others = d.replicas
+    restarted.stop()
+    restarted.start()
+    status, body = d.mint(restarted, "replicas-new-key")
+    assert status == 201, body
+    token = body["tokens"][0]["token"]
+    for other in others:
+        status, _, jwks = other.get("/.well-known/jwks.json")
+        assert status == 200
+        verifier = Verifier(issuer=other.issuer, audience="git-gateway", jwks=jwks)
+        assert verifier.verify(token).claims.task == "replicas-new-key"
