@@ -58,14 +58,20 @@ class PolicyFollower:
     async def _follow(self) -> None:
         async for digest in self.broker.state.policy_reloads(self.broker.origin):
             async with self._lock:
-                await self.announced(digest)
+                try:
+                    await self.announced(digest)
+                except BrokerError as e:  # the audit event not stored (Redis away): keep following
+                    log.error("a policy reload announced by a peer: %s (%s)", e.code, e.reason)  # noqa: TRY400
 
     async def _recheck_while_mismatched(self) -> None:
         while True:
             await asyncio.sleep(self.recheck_seconds)
             if policy_check(self.broker) != "ok":
                 async with self._lock:
-                    await self.recheck()
+                    try:
+                        await self.recheck()
+                    except BrokerError as e:
+                        log.error("policy recheck: %s (%s)", e.code, e.reason)  # noqa: TRY400
 
     async def announced(self, digest: str | None) -> None:
         """Another process reloaded (``digest``: what it loaded, None if not said)."""

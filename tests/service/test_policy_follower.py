@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from broker.backends.memory_state import MemoryState
+from broker.errors import BackendUnavailable
 from broker.policy.loader import load_policy
 from broker.service import admin
 from broker.service.broker import Call
 from broker.service.policy_follower import PolicyFollower
+from broker.service.ports import StoredEvent
 from broker.service.readiness import Readiness
 from tests.service.harness import Harness, make_harness
 from tests.service.support import copy_scopes, edit
@@ -23,15 +25,22 @@ NARROWER = ("scopes: [widgets-read, widgets-pulls-read, widgets-review-comment]"
 
 
 class Announcements(MemoryState):
-    """A state store whose peers' reload announcements the test sends."""
+    """A state store whose peers' reload announcements the test sends; ``down``: audit
+    appends fail as on a Redis that went away."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.down = False
 
     async def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
         while True:
             yield await self.queue.get()
+
+    async def append_audit(self, event: Mapping[str, Any]) -> StoredEvent:
+        if self.down:
+            raise BackendUnavailable("redis down (test)")
+        return await super().append_audit(event)
 
 
 def replicas(tmp_path: Path) -> tuple[Harness, Path, Path]:
@@ -141,3 +150,33 @@ def test_an_announcement_without_a_digest_reloads_the_files(tmp_path: Path) -> N
     asyncio.run(PolicyFollower(h.broker).announced(None))
     assert h.broker.policy.digest == load_policy(theirs).digest
     assert asyncio.run(readyz(h))["ready"] is True
+
+
+def test_the_follower_outlives_an_audit_store_that_was_away(tmp_path: Path) -> None:
+    mine = copy_scopes(tmp_path / "mine")
+    theirs = copy_scopes(tmp_path / "theirs")
+    edit(theirs / "code-review.yaml", *NARROWER)
+    announced = load_policy(theirs).digest
+
+    async def go() -> str:
+        state = Announcements()
+        h = make_harness(mine, state=state)
+        running = asyncio.create_task(PolicyFollower(h.broker, recheck_seconds=60).run())
+        try:
+            state.down = True
+            await state.queue.put(announced)  # mismatched: its audit event cannot be stored
+            async with asyncio.timeout(10):
+                while (await readyz(h))["checks"]["policy"] != "policy_mismatch":
+                    await asyncio.sleep(0.01)
+            state.down = False
+            edit(mine / "code-review.yaml", *NARROWER)
+            await state.queue.put(announced)  # announced again: the follower still runs
+            async with asyncio.timeout(10):
+                while not (answer := await readyz(h))["ready"]:
+                    await asyncio.sleep(0.01)
+            assert not running.done()
+            return str(answer["policy"])
+        finally:
+            running.cancel()
+
+    assert asyncio.run(go()) == announced
