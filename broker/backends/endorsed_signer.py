@@ -310,16 +310,19 @@ class EndorsedSigningBackend:
             session_key_signs_until(key.endorsement.sign_until)
         return mint(claims, key.signer)
 
-    async def keyset(self, *, kid: str | None = None) -> KeySet:
+    async def keyset(self, *, kid: str | None = None, fresh: bool = False) -> KeySet:
         """The Transit versions and every published session key. With ``kid`` not among
-        them, the store is read again first (at most every ``MISS_COOLDOWN`` seconds)."""
+        them, or ``fresh`` (the JWKS endpoint), the store is read again first (at most every
+        ``MISS_COOLDOWN`` seconds). ``fresh``: another replica signs with its new session
+        key as soon as it stored it; a verifier that fetched this JWKS a moment later
+        without the key would keep that set for its refetch cooldown."""
         if self._closed:
             raise BackendUnavailable("signer: the backend is closed")
         await self._vault.require(self._closed)  # introspection and exchange answer 503 too
         view = self._view
         tick = time.monotonic()
         miss = kid is not None and view is not None and view.keyset.key_for(kid) is None
-        if miss and tick - self._miss_at >= MISS_COOLDOWN:
+        if (miss or (fresh and view is not None)) and tick - self._miss_at >= MISS_COOLDOWN:
             self._miss_at = tick
             await self._bounded(self._start_view_refresh(force=True))
         elif view is None or tick - view.read_at >= MAX_STALE:

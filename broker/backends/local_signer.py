@@ -67,7 +67,7 @@ class LocalSigningBackend:
     async def sign(self, claims: Claims) -> str:
         return mint(claims, self._signers[-1])
 
-    async def keyset(self, *, kid: str | None = None) -> KeySet:
+    async def keyset(self, *, kid: str | None = None, fresh: bool = False) -> KeySet:
         return KeySet(s.public for s in self._signers)
 
     async def sign_statement(self, typ: str, payload: bytes) -> str:

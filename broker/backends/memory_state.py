@@ -174,12 +174,12 @@ class MemoryState:
     async def audit_head(self) -> str:
         return self._head
 
-    async def announce_policy_reload(self, origin: str) -> None:
+    async def announce_policy_reload(self, origin: str, digest: str) -> None:
         return None  # one process: nobody else to tell
 
-    async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
+    async def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
         await asyncio.Event().wait()  # never: there are no other processes
-        yield
+        yield None
 
     async def ping(self) -> None:
         return None

@@ -433,11 +433,12 @@ class RedisState:
         head = await self._call(self._redis.get(keys.audit_head(self._stream)))
         return GENESIS if head is None else _text(head)
 
-    async def announce_policy_reload(self, origin: str) -> None:
+    async def announce_policy_reload(self, origin: str, digest: str) -> None:
         channel = keys.policy_channel(self._tagged, self._db)
-        await self._call(self._redis.execute_command(self._publish, channel, origin))  # type: ignore[no-untyped-call]
+        message = f"{origin} {digest}"  # an older process compares the whole message with its origin
+        await self._call(self._redis.execute_command(self._publish, channel, message))  # type: ignore[no-untyped-call]
 
-    async def policy_reloads(self, origin: str) -> AsyncIterator[None]:
+    async def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
         """Subscribe (retrying every second while Redis is away); after each re-subscribe
         yield once, since an announcement may have been missed while disconnected."""
         channel = keys.policy_channel(self._tagged, self._db)
@@ -459,8 +460,11 @@ class RedisState:
                     if kind == "sunsubscribe":  # the slot moved: subscribe again, on its new owner
                         reconnect = True
                         break
-                    if kind in ("message", "smessage") and _text(message.get("data")) != origin:
-                        yield None
+                    if kind not in ("message", "smessage"):
+                        continue
+                    sender, _, digest = _text(message.get("data")).partition(" ")
+                    if sender != origin:
+                        yield digest or None
             except (RedisError, OSError):
                 reconnect = True
                 if self._primaries is not None:  # the slot may have moved: read the map again

@@ -153,7 +153,7 @@ class TransitSigningBackend:
         message = signing_input(self._alg, self.kid_for(snapshot.version), claims)
         return assemble(message, await self._sign(message, snapshot))
 
-    async def keyset(self, *, kid: str | None = None) -> KeySet:
+    async def keyset(self, *, kid: str | None = None, fresh: bool = False) -> KeySet:
         """The published versions, read at most ``KEYSET_MAX_AGE`` seconds ago (or
         ``refresh``, if shorter): a version an operator retires stops verifying here, in
         introspection and the JWKS, within about a second, even with a long ``refresh``."""

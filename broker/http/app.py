@@ -25,6 +25,7 @@ from broker.http.routes import HANDLERS
 from broker.repeat_log import RepeatLog
 from broker.service import admin
 from broker.service.broker import Broker, Call
+from broker.service.policy_follower import PolicyFollower
 from broker.service.readiness import Readiness, self_test
 
 log = logging.getLogger("broker")
@@ -61,17 +62,6 @@ async def reload_on_signal(broker: Broker) -> None:
         log.error("policy reload on SIGHUP refused, the policy in force is kept: %s", e.reason)  # noqa: TRY400
     except BrokerError as e:
         log.error("policy reload on SIGHUP failed (%s)", e.code)  # noqa: TRY400
-
-
-async def reload_when_peers_do(broker: Broker) -> None:
-    """Follow reloads announced by the other processes (workers, replicas) of the broker."""
-    async for _ in broker.state.policy_reloads(broker.origin):
-        try:
-            await admin.reload(broker, Call("peer-reload", None), trigger="peer")
-        except PolicyInvalid as e:
-            log.error("policy reload announced by a peer refused here, policy kept: %s", e.reason)  # noqa: TRY400
-        except BrokerError as e:
-            log.error("policy reload announced by a peer failed (%s)", e.code)  # noqa: TRY400
 
 
 def _keep(tasks: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
@@ -151,7 +141,7 @@ def _litestar_app(
             # reach, full collections stop rescanning it (the p99 tail under load).
             gc.collect()
             gc.freeze()
-        follower = asyncio.create_task(reload_when_peers_do(broker), name="the peer-reload follower")
+        follower = asyncio.create_task(PolicyFollower(broker).run(), name="the peer-reload follower")
         checkpoints = broker.checkpoints
         checkpointer = (
             asyncio.create_task(checkpoints.run(), name="the checkpointer") if checkpoints is not None else None

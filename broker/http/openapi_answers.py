@@ -139,6 +139,7 @@ class Health:
 class ReadinessAnswer:
     ready: bool
     checks: dict[str, str]
+    policy: str  # the digest of the policy in force
 
 
 def answer(container: type, status: int = 200, description: str = "success") -> dict[int, ResponseSpec]:

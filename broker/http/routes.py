@@ -176,7 +176,7 @@ async def introspect_token(request: AnyRequest) -> Response[Any]:
     tags=["keys"],
 )
 async def jwks(request: AnyRequest) -> Response[Any]:
-    keys = await _broker(request).signer.keyset()
+    keys = await _broker(request).signer.keyset(fresh=True)  # a key another replica stored a moment ago
     return _json(keys.to_jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 

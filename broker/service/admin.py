@@ -144,7 +144,9 @@ async def reload(
         policy=policy.digest,
     )
     if trigger == "api":
-        # The other workers and replicas load the same files (SIGHUP reaches every process
-        # by itself; a peer's announcement is not passed on again).
-        await broker.state.announce_policy_reload(broker.origin)
+        # The other workers and replicas load the same files and compare digests
+        # (``policy_follower``; SIGHUP reaches every process by itself; a peer's
+        # announcement is not passed on again). This process's digest is now the fleet's.
+        broker.policy_wanted = None
+        await broker.state.announce_policy_reload(broker.origin, policy.digest)
     return {"reloaded": True, "previous": old, "digest": policy.digest, "files": list(policy.files)}

@@ -72,6 +72,9 @@ class Broker:
     # this process among those sharing the state store (policy reload announcements)
     origin: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # the digest another process announced and this one's files did not give (None: in
+    # step); ``/readyz`` reports ``policy_mismatch`` meanwhile (``policy_follower``)
+    policy_wanted: str | None = None
     # signs checkpoints of the audit chain in the app's background (``broker.http.app``)
     checkpoints: Checkpointer | None = None
     # downstream credentials from Vault (``broker.service.downstream``); None without Vault
@@ -86,17 +89,22 @@ class Broker:
         """Load the policy directory again; on any error keep the old policy and raise."""
         async with self._reload_lock:
             try:
-                policy = await asyncio.to_thread(
-                    load_policy, self.policy_dir, global_max_ttl=self.policy.global_max_ttl
-                )
-                if self.overlay is not None:
-                    policy = self.overlay(policy)
+                policy = await self.load_policy_files()
             except PolicyInvalid:
                 self.metrics.inc("capbroker_policy_reloads_total", result="refused")
                 raise
-            self.policy = policy
-            self.metrics.inc("capbroker_policy_reloads_total", result="loaded")
+            self.install_policy(policy)
             return policy
+
+    async def load_policy_files(self) -> Policy:
+        """The policy the directory gives now, not put in force (``PolicyInvalid``)."""
+        policy = await asyncio.to_thread(load_policy, self.policy_dir, global_max_ttl=self.policy.global_max_ttl)
+        return self.overlay(policy) if self.overlay is not None else policy
+
+    def install_policy(self, policy: Policy) -> None:
+        """Put a loaded policy in force."""
+        self.policy = policy
+        self.metrics.inc("capbroker_policy_reloads_total", result="loaded")
 
     async def aclose(self) -> None:
         close = getattr(self.revocations, "close", None)

@@ -34,9 +34,11 @@ class SigningBackend(Protocol):
         """The compact token for ``claims``, signed by the current key version."""
         ...
 
-    async def keyset(self, *, kid: str | None = None) -> KeySet:
+    async def keyset(self, *, kid: str | None = None, fresh: bool = False) -> KeySet:
         """Public keys of every key version still allowed to verify (the JWKS). With a
-        ``kid`` the caller could not find, a backend that caches may look again first."""
+        ``kid`` the caller could not find, a backend that caches may look again first;
+        ``fresh`` (the JWKS endpoint): keys another replica published a moment ago are
+        listed, a backend that caches looks again first (its cooldown permitting)."""
         ...
 
     async def rotate(self) -> str:
@@ -180,14 +182,15 @@ class StateStore(Protocol):
         """The stored head: the hash the next event will follow (``GENESIS`` if none)."""
         ...
 
-    async def announce_policy_reload(self, origin: str) -> None:
-        """Tell every other broker process sharing this store to reload its policy."""
+    async def announce_policy_reload(self, origin: str, digest: str) -> None:
+        """Tell every other broker process sharing this store to reload its policy, and
+        the digest this one loaded."""
         ...
 
-    def policy_reloads(self, origin: str) -> AsyncIterator[None]:
-        """Yields whenever a process other than ``origin`` announced a reload (and once
-        after every reconnect, since announcements may have been missed meanwhile; not
-        after the first connect)."""
+    def policy_reloads(self, origin: str) -> AsyncIterator[str | None]:
+        """Yields the announced digest whenever a process other than ``origin`` announced
+        a reload, and None once after every reconnect, since announcements may have been
+        missed meanwhile (not after the first connect), or for an announcement without one."""
         ...
 
     async def ping(self) -> None: ...

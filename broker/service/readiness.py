@@ -16,6 +16,7 @@ from typing import Any
 from broker.capability import Capability
 from broker.errors import BackendUnavailable, BrokerError
 from broker.service.broker import Broker
+from broker.service.policy_follower import policy_check
 from broker.token.mint import issue_claims
 from broker.token.verify import verify_token
 
@@ -46,8 +47,10 @@ async def self_test(broker: Broker) -> None:
 
 @dataclass
 class Readiness:
-    """``/readyz``: state store reachable, signing self-test passing. Cached for a second
-    so a probe storm does not become a signing storm."""
+    """``/readyz``: state store reachable, signing self-test passing (cached for a second
+    so a probe storm does not become a signing storm), and the policy in force the one the
+    other processes announced (``policy_follower``; not cached). The answer names the
+    policy digest in force."""
 
     broker: Broker
     _checked_at: float = -1.0
@@ -60,7 +63,13 @@ class Readiness:
             if self._result is None or now - self._checked_at >= READINESS_CACHE_SECONDS:
                 self._result = await self._run()
                 self._checked_at = time.monotonic()
-            return self._result
+            probed = self._result
+        policy = policy_check(self.broker)
+        return {
+            "ready": probed["ready"] and policy == "ok",
+            "checks": {**probed["checks"], "policy": policy},
+            "policy": self.broker.policy.digest,
+        }
 
     async def _revocations_current(self) -> None:
         if getattr(self.broker.revocations, "ready", True) is not True:

@@ -33,6 +33,18 @@ until status | grep -q '"sealed": false'; do
   tries=$((tries + 1)); [ "$tries" -lt 30 ] || { echo "OpenBao stays sealed" >&2; exit 1; }
   sleep 1
 done
+# a Raft cluster (infra/compose-ha.yaml): the other nodes, which joined by retry_join,
+# are unsealed with the same key
+for node in ${BAO_UNSEAL_ADDRS:-}; do
+  tries=0
+  until BAO_ADDR="$node" status | grep -q '"sealed": false'; do   # joined and unsealed
+    tries=$((tries + 1)); [ "$tries" -lt 90 ] || { echo "OpenBao node $node stays sealed" >&2; exit 1; }
+    if BAO_ADDR="$node" status | grep -q '"sealed": true'; then
+      BAO_ADDR="$node" "$BAO" operator unseal "$UNSEAL" >/dev/null 2>&1 || true   # also completes the join
+    fi
+    sleep 1
+  done
+done
 BAO_TOKEN=$(sed -n 's/^Initial Root Token: //p' "$STATE_DIR/init.txt")
 export BAO_TOKEN
 # a token from an earlier start that still works is kept (the brokers renew it)

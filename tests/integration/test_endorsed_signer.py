@@ -231,6 +231,29 @@ def test_a_new_key_of_another_worker_is_found_on_a_kid_miss(d: Deployment) -> No
     asyncio.run(run())
 
 
+def test_the_jwks_of_another_replica_lists_a_key_stored_a_moment_ago(d: Deployment) -> None:
+    """A replica signs with its new session key as soon as it stored it; the JWKS of
+    another (``keyset(fresh=True)``, what the endpoint serves) lists that key without
+    waiting for its next refresh: a verifier refetching then would otherwise cache a set
+    without it for its refetch cooldown."""
+
+    async def run() -> None:
+        a, b = d.worker(), d.worker(refresh=4.5)
+        try:
+            before = await b.keyset()
+            token = await a.sign(at(time.time))
+            assert kid_of(token) not in {k.kid for k in before}
+            await asyncio.sleep(endorsed_signer.MISS_COOLDOWN)  # the re-read's own cooldown
+            served = await b.keyset(fresh=True)
+            assert kid_of(token) in {k.kid for k in served}
+            verifies(token, served, time.time())
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(run())
+
+
 # ---------------------------------------------------------------- injected entries
 
 

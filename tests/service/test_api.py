@@ -721,12 +721,16 @@ def test_authorization_server_metadata_follows_rfc_8414(client: AnyClient) -> No
     assert client.get(path).json() == jwks_of(client)
 
 
-def test_healthz_and_readyz_when_all_is_well(client: AnyClient) -> None:
+def test_healthz_and_readyz_when_all_is_well(client: AnyClient, h: Harness) -> None:
     r = client.get("/healthz")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"ready": True, "checks": {"state": "ok", "signing": "ok"}}
+    assert r.json() == {
+        "ready": True,
+        "checks": {"state": "ok", "signing": "ok", "policy": "ok"},
+        "policy": _digest(client, h),
+    }
 
 
 def test_readyz_is_503_while_the_state_store_is_down() -> None:
@@ -736,7 +740,8 @@ def test_readyz_is_503_while_the_state_store_is_down() -> None:
         r = client.get("/readyz")
         assert r.status_code == 503
         assert int(r.headers["retry-after"]) >= 1
-        assert r.json() == {"ready": False, "checks": {"state": "backend_unavailable", "signing": "ok"}}
+        assert r.json()["checks"] == {"state": "backend_unavailable", "signing": "ok", "policy": "ok"}
+        assert r.json()["ready"] is False
 
 
 def test_metrics_counters_move(client: AnyClient, h: Harness) -> None:

@@ -185,7 +185,7 @@ def test_nothing_is_minted_while_the_signing_self_test_fails() -> None:
         assert "eyJ" not in r.text
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["checks"] == {"state": "ok", "signing": "backend_unavailable"}
+        assert ready.json()["checks"] == {"state": "ok", "signing": "backend_unavailable", "policy": "ok"}
 
 
 def test_start_up_freezes_what_it_built_out_of_the_collectors_reach() -> None:
