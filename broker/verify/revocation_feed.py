@@ -50,7 +50,6 @@ would listen where the broker never announces and read untagged keys nobody writ
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -64,12 +63,11 @@ from typing import Any, Final
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from broker.capability.lifetime import MAX_TOKEN_TTL, REVOCATION_GRACE
-from broker.token.claims import MAX_TIME, Claims
-from broker.token.revoked import revoked_in
+from broker.token.claims import Claims
 from broker.verify import redis_keys as keys
 from broker.verify.redis_keys import URL_SCHEMES, on_cluster
 from broker.verify.redis_options import database, is_cluster, parse_cluster_url, sync_redis
+from broker.verify.revocation_set import FAMILIES, FeedProtocolError, RevocationSet
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +75,10 @@ SCAN_PAGE: Final = 1000
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 0.5
 _PURGE_EVERY: Final = 5.0
-_KINDS: Final = frozenset({"token", "task", "agent", "key"})
-_FAMILIES: Final = {"jti": "token", "task": "task", "agent": "agent", "key": "key"}  # key family -> kind
 
 
 class RevocationUnavailable(Exception):
     """The feed cannot vouch that its set is current: not loaded, disconnected, or stale."""
-
-
-class FeedProtocolError(Exception):
-    """Redis said something the feed cannot read; the feed reconnects and reloads."""
 
 
 def _glob_escape(text: str) -> str:
@@ -122,10 +114,7 @@ class _FeedState:
         self.clock = clock
         self.monotonic = monotonic
         self.purge_every = purge_every
-        self.tokens: dict[str, float] = {}  # jti -> when the entry expires (epoch seconds)
-        self.tasks: dict[str, float] = {}  # task reference (owner/task) -> when the entry expires
-        self.cutoffs: dict[str, int] = {}  # agent -> cut-off; the entry expires at cut-off + lifetime + grace
-        self.keys: dict[str, float] = {}  # withdrawn signing key (kid) -> when the entry expires
+        self.revocations = RevocationSet()  # its one writer is this thread
         #: monotonic send time of the last PING answered after a full load; -inf when down
         self.confirmed_at = -math.inf
         self.stop = threading.Event()
@@ -205,42 +194,18 @@ class _FeedState:
                 replies = iter(pipe.execute())
                 for name in names:
                     kind, ident = self._family(name)
-                    self._load_one(kind, ident, next(replies), next(replies) if kind == "agent" else None, now)
+                    pttl = next(replies)
+                    value = next(replies) if kind == "agent" else None
+                    self.revocations.load(kind, ident, pttl, value, now)
             if cursor == 0:
                 return
 
     def _family(self, name: str) -> tuple[str, str]:
         family, sep, ident = name[len(self.prefix) + len("rev:") :].partition(":")
-        kind = _FAMILIES.get(family)
+        kind = FAMILIES.get(family)
         if not name.startswith(self.prefix + "rev:") or not sep or kind is None or not ident:
             raise FeedProtocolError("a revocation key of an unknown family")
         return kind, ident
-
-    def _load_one(self, kind: str, ident: str, pttl: object, value: object, now: float) -> None:
-        if type(pttl) is not int or pttl == -2:
-            return
-        # no expiry on the key (-1) never happens with the broker's writes; keep it for
-        # the longest any token lives
-        expires = now + pttl / 1000 if pttl >= 0 else now + MAX_TOKEN_TTL + REVOCATION_GRACE
-        if kind == "token":
-            self._put(self.tokens, ident, expires)
-        elif kind == "task":
-            self._put(self.tasks, ident, expires)
-        elif kind == "key":
-            self._put(self.keys, ident, expires)
-        elif value is not None:  # None: expired since the SCAN
-            if not isinstance(value, str) or not value.isdigit() or len(value) > 16:
-                raise FeedProtocolError("an agent cut-off that is not an integer")
-            self._cut_off(ident, int(value))
-
-    @staticmethod
-    def _put(entries: dict[str, float], ident: str, expires: float) -> None:
-        entries[ident] = max(expires, entries.get(ident, expires))
-
-    def _cut_off(self, agent: str, cutoff: int) -> None:
-        current = self.cutoffs.get(agent)
-        if current is None or cutoff > current:
-            self.cutoffs[agent] = cutoff
 
     def _listen(self, conn: Any) -> None:
         """Apply announcements and keep the confirmed time moving, until stopped or broken."""
@@ -267,7 +232,7 @@ class _FeedState:
         if not isinstance(reply, list) or len(reply) < 2:
             raise FeedProtocolError("unexpected reply")
         if reply[0] in ("message", "smessage") and len(reply) == 3 and reply[1] == self.channel:
-            self._apply(reply[2])
+            self.revocations.apply(reply[2])
         elif reply[0] == "pong":
             while pending and str(pending[0][0]) != reply[1]:
                 pending.popleft()  # answered before: Redis answers in order
@@ -283,39 +248,10 @@ class _FeedState:
         else:
             raise FeedProtocolError("unexpected reply")
 
-    def _apply(self, data: object) -> None:
-        """One announcement: ``{"kind", "id", "value"}``; anything else is an error."""
-        try:
-            message = json.loads(data) if isinstance(data, str) else None
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or message.keys() != {"kind", "id", "value"}:
-            raise FeedProtocolError("an announcement the feed cannot read")
-        kind, ident, value = message["kind"], message["id"], message["value"]
-        if kind not in _KINDS or not isinstance(ident, str) or not ident:
-            raise FeedProtocolError("an announcement the feed cannot read")
-        if type(value) is not int or not 0 <= value < MAX_TIME:
-            raise FeedProtocolError("an announcement the feed cannot read")
-        if kind == "token":
-            self._put(self.tokens, ident, value + REVOCATION_GRACE)
-        elif kind == "task":
-            self._put(self.tasks, ident, value + MAX_TOKEN_TTL + REVOCATION_GRACE)
-        elif kind == "key":
-            self._put(self.keys, ident, value)  # the key's own publish_until: it is gone after
-        else:
-            self._cut_off(ident, value)
-
     def purge(self) -> None:
         """Forget entries no acceptable token can need any more (bounded memory). Only
-        the feed's thread calls it: it is the sets' one writer."""
-        now = self.clock()
-        for entries in (self.tokens, self.tasks, self.keys):
-            for ident, expires in list(entries.items()):
-                if expires <= now:
-                    entries.pop(ident, None)
-        for agent, cutoff in list(self.cutoffs.items()):
-            if cutoff + MAX_TOKEN_TTL + REVOCATION_GRACE <= now:
-                self.cutoffs.pop(agent, None)
+        the feed's thread calls it: it is the set's one writer."""
+        self.revocations.purge(self.clock())
         self.purges += 1
 
 
@@ -369,13 +305,13 @@ class RevocationFeed:
         self._max_staleness = max_staleness
         self._start()
         _LIVE.add(self)
+        _hook_fork_once()
 
     def _start(self) -> None:
         """A fresh state (down until loaded) and its thread."""
         state = _FeedState(**self._settings)
         self._state = state
-        self._tokens, self._tasks, self._cutoffs = state.tokens, state.tasks, state.cutoffs
-        self._withdrawn_keys = state.keys
+        self._revocations = state.revocations
         self._thread = threading.Thread(target=state.run, name="capbroker-revocation-feed", daemon=True)
         self._finalizer = weakref.finalize(self, state.stop.set)
         self._thread.start()
@@ -392,7 +328,7 @@ class RevocationFeed:
         revoked; ``RevocationUnavailable`` if the set may be missing a revocation."""
         if self._monotonic() - self._state.confirmed_at > self._max_staleness:
             raise RevocationUnavailable(self._state.last_error or "revocation feed not confirmed")
-        return revoked_in(claims, self._tokens, self._tasks, self._cutoffs)
+        return self._revocations.revokes(claims)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until ``ready``; True if it is."""
@@ -421,11 +357,11 @@ class RevocationFeed:
         """Whether the signing key ``kid`` was withdrawn: every token it signed is refused
         (``broker.verify.withdrawn``). No staleness check here: ``is_revoked``, which every
         verification calls, fails closed while the feed is behind."""
-        return kid in self._withdrawn_keys
+        return self._revocations.key_withdrawn(kid)
 
     def __len__(self) -> int:
         """How many revocations the set holds (token ids, tasks and agent cut-offs)."""
-        return len(self._tokens) + len(self._tasks) + len(self._cutoffs)
+        return len(self._revocations)
 
     def close(self) -> None:
         """Stop the thread and drop the connection (within about ``ping_interval``)."""
@@ -444,4 +380,10 @@ def _after_fork_in_child() -> None:
         feed._restart_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_HOOKED: list[bool] = []  # the at-fork hook, registered by the first feed (never at import)
+
+
+def _hook_fork_once() -> None:
+    if not _HOOKED:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _HOOKED.append(True)

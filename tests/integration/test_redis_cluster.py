@@ -157,9 +157,9 @@ def test_policy_announcements_reach_other_processes_on_the_cluster(redis_cluster
             deadline = time.monotonic() + 10.0
             while not heard.done():  # announced until heard: the subscription is made in the generator
                 assert time.monotonic() < deadline, "no announcement heard within 10s"
-                await speaker.announce_policy_reload("speaker")
+                await speaker.announce_policy_reload("speaker", "digest-1")
                 await asyncio.wait([heard], timeout=0.2)
-            await heard
+            assert await heard == "digest-1"  # the announcement carries the policy's digest
         finally:
             await reloads.aclose()
             await listener.aclose()
