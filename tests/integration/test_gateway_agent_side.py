@@ -16,24 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.gateway_stack import AGENT, GatewayStack, start_stack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import AGENT, GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-agent")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_stack(root / "stack", bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-agent"), bao_server) as built:
+        yield built
 
 
 def broker_run(

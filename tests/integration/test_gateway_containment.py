@@ -12,24 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers.gateway_stack import GatewayStack, start_stack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-contain")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_stack(root / "stack", bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-contain"), bao_server) as built:
+        yield built
 
 
 def test_a_denied_request_is_reported_once_and_the_agent_still_gets_403(stack: GatewayStack) -> None:

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from broker.dpop.client import DpopKey
-from tests.servers.gateway_stack import AGENT, GatewayStack, start_stack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import AGENT, GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
 
@@ -26,16 +26,8 @@ REVOCATION_DEADLINE = 1.0  # SPEC 5: a revocation is seen everywhere within one 
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-http")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_stack(root / "stack", bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-http"), bao_server) as built:
+        yield built
 
 
 def test_the_agents_credentials_never_arrive_and_the_upstream_key_does(stack: GatewayStack) -> None:

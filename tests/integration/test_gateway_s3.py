@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.servers.gateway_stack import GatewayStack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 from tests.servers.s3_stack import (
     BUCKET,
     FAKE_KEY_ID,
@@ -45,16 +45,8 @@ REFRESH_BOUND = 5.0
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-s3")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_s3_stack(root, bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-s3"), bao_server, start_s3_stack) as built:
+        yield built
 
 
 def task_client(stack: GatewayStack, name: str, actions: list[str] = ALL, folder: str | None = None) -> tuple[Any, str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.gateway_stack import AGENT, GatewayStack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import AGENT, GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 from tests.servers.s3_stack import BUCKET, start_s3_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -54,16 +54,8 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-s3-agent")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_s3_stack(root, bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-s3-agent"), bao_server, start_s3_stack) as built:
+        yield built
 
 
 def broker_run(stack: GatewayStack, task: str, ttl: str, *command: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.gateway_stack import GatewayStack
-from tests.servers.processes import BaoServer, RedisServer
+from tests.servers.gateway_stack import GatewayStack, own_stack
+from tests.servers.processes import BaoServer
 from tests.servers.s3_stack import BUCKET, gateway_client, scope, start_s3_stack
 
 pytestmark = [
@@ -32,16 +32,8 @@ RSS_BOUND = 64 * MIB
 
 @pytest.fixture(scope="module")
 def stack(bao_server: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    root = tmp_path_factory.mktemp("gateway-s3-memory")
-    own_redis = RedisServer(root / "redis").start()
-    try:
-        built = start_s3_stack(root, bao_server, own_redis)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        own_redis.stop()
+    with own_stack(tmp_path_factory.mktemp("gateway-s3-memory"), bao_server, start_s3_stack) as built:
+        yield built
 
 
 def _status_kib(pid: int, field: str) -> int:

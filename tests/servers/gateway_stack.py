@@ -26,6 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -560,3 +562,20 @@ def start_stack(root: Path, bao: BaoServer, redis: RedisServer, *, s3: Any = Non
         stack.stop()
         raise
     return stack
+
+
+@contextmanager
+def own_stack(
+    root: Path, bao: BaoServer, start: Callable[[Path, BaoServer, RedisServer], GatewayStack] | None = None
+) -> Iterator[GatewayStack]:
+    """A stack (``start_stack``, or ``start``) on a redis-server of its own, both stopped
+    at the end: what each gateway test module runs on."""
+    redis = RedisServer(root / "redis").start()
+    try:
+        stack = start(root, bao, redis) if start is not None else start_stack(root / "stack", bao, redis)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        redis.stop()
