@@ -259,9 +259,16 @@ class GatewayApp:
     async def _contain(
         self, scope: Scope, grant: Grant, line: AuditLine, *, kind: str, resource: str, action: str
     ) -> None:
+        token = credentials(scope.get("headers", [])).token
+        await self.contain(token, grant, line, kind=kind, resource=resource, action=action)
+
+    async def contain(
+        self, token: str, grant: Grant, line: AuditLine, *, kind: str, resource: str, action: str
+    ) -> None:
+        """Report a refused request with a valid token to the broker (``containment:
+        revoke-task``), on every route; its answer goes into the audit line."""
         if self.containment is None:
             return
-        token = credentials(scope.get("headers", [])).token
         line.containment = await self.containment.contain(
             token=token,
             task_ref=grant.claims.task_ref,

@@ -197,18 +197,7 @@ class BucketRoute:
                 await meter.flush()
 
     async def _contain(self, token: str, grant: Grant, line: AuditLine, *, resource: str, action: str) -> None:
-        containment = self.app.containment
-        if containment is None:
-            return
-        line.containment = await containment.contain(
-            token=token,
-            task_ref=grant.claims.task_ref,
-            task=grant.task,
-            kind=KIND,
-            resource=resource[:1024],
-            action=action[:16],
-            request_id=line.request_id,
-        )
+        await self.app.contain(token, grant, line, kind=KIND, resource=resource, action=action)
 
     async def _forward(
         self,
