@@ -148,7 +148,7 @@ def test_the_service_key_is_needed_for_containment_and_introspection() -> None:
 def test_the_infra_example_loads() -> None:
     path = Path(__file__).resolve().parents[2] / "infra" / "gateway.yaml"
     config = load_config(path.read_bytes(), str(path))
-    assert [r.kind for r in config.routes] == ["git", "http"]
+    assert [r.kind for r in config.routes] == ["git", "http", "bucket"]
     assert config.containment == "revoke-task"
 
 
