@@ -1,5 +1,5 @@
 """``AuditArchiver``: moves the oldest audit events from the Redis stream to archive
-segments, so Redis keeps a bounded tail of the chain (SPEC 5, retention).
+segments, so Redis keeps a bounded tail of the chain (docs/settings.md, "Audit").
 
 Every broker process runs one; exactly one of them archives at a time, the holder of a
 lease in Redis (a random token under ``<stream>:archiver``, set only when absent, with a

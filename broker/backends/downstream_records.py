@@ -1,4 +1,4 @@
-"""Where the broker keeps its downstream credentials' handles (SPEC 5, 6): the task
+"""Where the broker keeps its downstream credentials' handles (docs/downstream.md, "Records"): the task
 token of each task (accessor, sealed token, expiry), the task tokens of each agent, and
 the Vault tokens each capability token carried. Accessors only, and the task token
 sealed by Transit: nothing here is a usable secret without the broker's Vault token.

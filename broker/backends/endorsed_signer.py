@@ -1,4 +1,4 @@
-"""Signing with short-lived in-process keys that the Vault Transit key endorses (issue 5).
+"""Signing with short-lived in-process keys that the Vault Transit key endorses.
 
 Every worker signs tokens in process with a *session key* of its own (Ed25519, or P-256
 when the deployment's alg is ES256), so minting makes no Vault call. The long-term key

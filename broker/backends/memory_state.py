@@ -9,7 +9,7 @@ the schedule of ``broker.service.retention``, using the injected clock.
 Audit events: the chain is sealed here as in Redis, and the newest ``audit_tail`` events
 (10,000 by default) are kept, so a dev broker left running does not grow without bound.
 The complete record of a dev broker is its stdout, where every event is also written as
-one JSON line; there is no archive (``broker serve`` archives, SPEC 5).
+one JSON line; there is no archive (``broker serve`` archives: docs/settings.md "Audit").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The key sets of outside OIDC issuers, fetched and cached for ``jwt`` identities (SPEC 2.2, 7).
+"""The key sets of outside OIDC issuers, fetched and cached for ``jwt`` identities
+(README, "Agent identities"; failing closed: docs/settings.md, "Time and failure").
 
 * Where: ``jwks_uri`` from the policy, or else the issuer's discovery document
   (``<issuer>/.well-known/openid-configuration``), whose ``issuer`` must equal the

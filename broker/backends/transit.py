@@ -1,4 +1,4 @@
-"""Signing with a Vault/OpenBao Transit key: the private key never leaves Vault (SPEC 6).
+"""Signing with a Vault/OpenBao Transit key: the private key never leaves Vault (docs/downstream.md).
 
 - Keys: a Transit key of type ``ed25519`` (EdDSA) or ``ecdsa-p256`` (ES256). Version ``N``
   of key ``K`` has kid ``K-vN``. The published key set holds every version Vault still
@@ -141,7 +141,7 @@ class TransitSigningBackend:
         except BackendUnavailable as e:
             # Transit refuses a version an operator retired (or rotated past) since the
             # last read: read the key again, and sign once more if its latest changed.
-            # Only on an answer: a Vault that did not answer is not asked twice (SPEC 7).
+            # Only on an answer: a Vault that did not answer is not asked twice (docs/settings.md, "Time and failure").
             if e.reason not in _VERSION_REFUSALS:
                 raise
             fresh = await self._read()

@@ -1,4 +1,4 @@
-"""Downstream credentials from Vault (SPEC 6): task tokens, their children, database leases.
+"""Downstream credentials from Vault (docs/downstream.md): task tokens, their children, database leases.
 
 Every call is one Vault HTTP request on ``VaultClients``' fail-fast sessions (no retries,
 bounded by the timeout plus a margin). Calls made *as* a task token send that token in

@@ -1,4 +1,4 @@
-"""Look up the Vault token an agent presents (identity method ``vault``, SPEC 2.2).
+"""Look up the Vault token an agent presents (identity method ``vault``, README "Agent identities").
 
 - One call: ``POST auth/token/lookup {"token": <presented>}`` with the broker's own token,
   which needs only ``update`` on that path (``infra/vault/capbroker-policy.hcl``). A lookup

@@ -1,4 +1,4 @@
-"""``broker gateway --config gateway.yaml``: run the gateway (SPEC 9)."""
+"""``broker gateway --config gateway.yaml``: run the gateway (docs/gateway.md)."""
 
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def _pick(names: list[str], wanted: str | None, preferred: str) -> str | None:
 def _dev_overlay(policy: Policy, keys: dict[str, str]) -> Policy:
     for name, digest in keys.items():
         if name in policy.agents or name in policy.services:
-            policy = with_added_client_key(policy, name, digest)  # beside its own keys (issue 13 item 9)
+            policy = with_added_client_key(policy, name, digest)  # beside its own keys
     return policy
 
 

@@ -1,7 +1,7 @@
 """``broker vault sync --config FILE [--dry-run]``: an admin writes what the broker may attach.
 
 Run with an admin's Vault token (``VAULT_TOKEN`` or ``BAO_TOKEN``), never the broker's
-own: the broker's runtime token cannot write ACL policies (SPEC 6). From the policy files
+own: the broker's runtime token cannot write ACL policies (docs/downstream.md). From the policy files
 named by the settings it writes
 
 - ``capbroker-scope-<name>`` for every ``vault-kv`` and ``database`` scope (exact paths,

@@ -1,4 +1,4 @@
-"""The gateway (SPEC 9): agents reach real upstreams with capability tokens and never
+"""The gateway (docs/gateway.md): agents reach real upstreams with capability tokens and never
 hold the upstream secret.
 
 ``config`` reads ``gateway.yaml``; ``mapping``, ``headers``, ``pktline`` are pure (what a

@@ -1,4 +1,4 @@
-"""The gateway as a plain ASGI app (SPEC 9): check, then strip, then attach, then stream.
+"""The gateway as a plain ASGI app (docs/gateway.md): check, then strip, then attach, then stream.
 
 Per request, in this order, each step refusing with problem+json before anything is
 forwarded:
@@ -85,7 +85,7 @@ _STATUS: Final = {
 }
 
 
-#: verifier codes that say a backend is down, not that the token is bad (SPEC 9: 503)
+#: verifier codes that say a backend is down, not that the token is bad (docs/gateway.md, "Answers": 503)
 UNAVAILABLE: Final = frozenset({"revocation_unavailable", "keys_unavailable"})
 
 

@@ -1,4 +1,4 @@
-"""The gateway's audit line: one JSON object per request on stdout (SPEC 9).
+"""The gateway's audit line: one JSON object per request on stdout (docs/gateway.md).
 
 Fields: ``ts``, ``request_id``, ``task``, ``agent``, ``jti``, ``kind``, ``resource``,
 ``action``, ``decision`` (allow, deny, error), ``code``, ``status``, ``bytes_in``,

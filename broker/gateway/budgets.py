@@ -1,4 +1,4 @@
-"""Budgets: how much one token has used through the gateway (SPEC 9), per token id.
+"""Budgets: how much one token has used through the gateway (docs/gateway.md), per token id.
 
 Counted across replicas in Redis (hash ``<prefix>budget:<jti>``, fields ``requests`` and
 ``bytes``, expiring with the token) or, without ``redis_url``, in this process. A request

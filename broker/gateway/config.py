@@ -1,4 +1,4 @@
-"""``gateway.yaml``: the gateway's settings (SPEC 9), strict YAML, every setting also from
+"""``gateway.yaml``: the gateway's settings (docs/gateway.md), strict YAML, every setting also from
 ``GATEWAY_<NAME>`` (the environment wins; ``GATEWAY_ROUTES`` holds the routes as JSON).
 
 Pure: it reads text and a mapping of environment variables, and returns a checked

@@ -1,4 +1,4 @@
-"""Containment: the first request a valid token does not allow revokes its task (SPEC 9).
+"""Containment: the first request a valid token does not allow revokes its task (docs/gateway.md).
 
 ``contain_request`` (pure) builds the broker call ``POST {issuer}/v1/tasks/{task}/contain``
 with the gateway's service key and the agent's token as evidence; ``Containment`` sends

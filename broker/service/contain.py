@@ -1,6 +1,6 @@
 """Containment: a service that saw a token used out of its scope revokes the token's task.
 
-``POST /v1/tasks/{task}/contain`` (SPEC 4, 9). The caller is a service (its own
+``POST /v1/tasks/{task}/contain`` (docs/api.md, docs/gateway.md). The caller is a service (its own
 credential); the evidence is the agent's token itself. The broker accepts it only when
 the token is one of ours and valid (signature, issuer, times), its audience is one of
 the calling service's, and the task in the path is the token's. Then the task is revoked

@@ -66,7 +66,7 @@ class LongTermSigning(SigningBackend, StatementSigner, Protocol):
 
 
 class TaskClaim(enum.Enum):
-    """A task is its root agent's (SPEC 4): two agents with one task id have two tasks."""
+    """A task is its root agent's (docs/api.md): two agents with one task id have two tasks."""
 
     OWNED = "owned"  # recorded (new or already) for its owner: the tokens may be issued
     REVOKED = "revoked"  # the task, or its id for every agent, was revoked: no new tokens

@@ -129,7 +129,7 @@ async def _revoke_descendants(broker: Broker, jti: str, exp: int) -> list[str]:
 async def revoke_task(
     broker: Broker, call: Call, task: str, read_body: Callable[[], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    """A task is its agent's (SPEC 4). An agent revokes its own task, and only one it has
+    """A task is its agent's (docs/api.md). An agent revokes its own task, and only one it has
     tokens for (``revoked: false`` otherwise: it cannot create revocations for ids it
     never used, nor learn anything of another agent's). An admin names the agent
     (``{"agent": ...}``), or names none and revokes the task id for every agent."""

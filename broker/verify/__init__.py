@@ -1,4 +1,4 @@
-"""The verifier library internal services import (SPEC 8).
+"""The verifier library internal services import (README, "Verifying tokens in a service").
 
 from broker.verify import Verifier, TokenRejected
 v = Verifier(issuer=..., audience=..., jwks_url=...)

@@ -225,7 +225,7 @@ def policy_channel(prefix: str, db: int = 0) -> str:
 
 
 def task_vault_token(prefix: str, ref: str) -> str:
-    """The task's Vault token (SPEC 6), JSON ``{"accessor", "sealed", "expires"}``: its
+    """The task's Vault token (docs/downstream.md), JSON ``{"accessor", "sealed", "expires"}``: its
     accessor (revocation needs no secret) and the token sealed by Transit, until it expires."""
     return f"{prefix}vault-task:{ref}"
 

@@ -1,4 +1,4 @@
-"""``Verifier``: what internal services use to check a capability token (SPEC 8).
+"""``Verifier``: what internal services use to check a capability token (README, "Verifying tokens in a service").
 
 DPoP (RFC 9449). A token bound to a key (``cnf.jkt``) is accepted only with a proof
 from that key for this request: no proof is ``proof_required``; a proof that is
