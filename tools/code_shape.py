@@ -33,6 +33,16 @@ def _self_targets(method: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return names
 
 
+def _mutated_attributes(cls: ast.ClassDef) -> set[str]:
+    """The attributes a method other than ``__init__``/``__post_init__`` assigns: state
+    that changes over the object's life (a dataclass's fields count when not frozen)."""
+    names: set[str] = set()
+    for item in cls.body:
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name not in ("__init__", "__post_init__"):
+            names |= _self_targets(item)
+    return names
+
+
 def _class_attributes(cls: ast.ClassDef) -> set[str]:
     names: set[str] = set()
     for item in cls.body:
@@ -55,8 +65,9 @@ def _frozen(cls: ast.ClassDef) -> bool:
     return False
 
 
-def shape(root: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+def shape(root: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]], list[tuple[int, str]]]:
     classes: list[tuple[int, str]] = []
+    mutated: list[tuple[int, str]] = []
     functions: list[tuple[int, str]] = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -64,10 +75,11 @@ def shape(root: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
             if isinstance(node, ast.ClassDef):
                 frozen = " (frozen)" if _frozen(node) else ""
                 classes.append((len(_class_attributes(node)), f"{path}:{node.lineno} {node.name}{frozen}"))
+                mutated.append((len(_mutated_attributes(node)), f"{path}:{node.lineno} {node.name}"))
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 functions.append((length, f"{path}:{node.lineno} {node.name}"))
-    return sorted(classes, reverse=True), sorted(functions, reverse=True)
+    return sorted(classes, reverse=True), sorted(functions, reverse=True), sorted(mutated, reverse=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("package", nargs="?", default="broker")
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args(argv)
-    classes, functions = shape(Path(args.package))
+    classes, functions, mutated = shape(Path(args.package))
     mutable = [(count, where) for count, where in classes if not where.endswith("(frozen)")]
     print(f"classes: {len(classes)}; most instance attributes:")
     for count, where in classes[: args.top]:
         print(f"  {count:3d}  {where}")
     print("most instance attributes of a class that is not a frozen dataclass:")
     for count, where in mutable[: args.top]:
+        print(f"  {count:3d}  {where}")
+    print("most attributes assigned after construction (state that changes):")
+    for count, where in mutated[: args.top]:
         print(f"  {count:3d}  {where}")
     lengths = [n for n, _ in functions]
     print(f"functions: {len(functions)}; median {statistics.median(lengths):g} lines; longest:")
