@@ -158,7 +158,7 @@ MUTATIONS = [
     Mutation(
         "session key signs after a failed read of the published keys",
         "broker/backends/endorsed_signer.py",
-        "        if view is None or self._view_error or tick - view.read_at >= MAX_STALE:",
+        "        if view is None or self.error or tick - view.read_at >= MAX_STALE:",
         "        if view is None or tick - view.read_at >= MAX_STALE:",
         ("tests/integration/test_endorsed_signer.py",),
         integration=True,

@@ -204,6 +204,149 @@ class _VaultLiveness:
         self._heard, self._error = self._keys_at, ""
 
 
+class _Published:
+    """What the store publishes, as this worker last read it (``View``), and the reads:
+    in the background at most every ``refresh`` seconds (and every ``refresh`` seconds
+    without traffic, so a withdrawal is seen), at once for a kid it does not hold (at most
+    every ``MISS_COOLDOWN``), and after a failure not before ``RETRY`` seconds."""
+
+    def __init__(  # noqa: PLR0917 -- the signer's parts, passed once, by its constructor
+        self,
+        store: EndorsementStore,
+        vault: _VaultLiveness,
+        entries: Entries,
+        settings: SignerSettings,
+        clock: Callable[[], float],
+        closed: Callable[[], bool],
+    ) -> None:
+        self._store, self._vault, self._entries = store, vault, entries
+        self._settings, self._clock, self._closed = settings, clock, closed
+        self.view: View | None = None
+        self.task: asyncio.Task[None] | None = None  # the read in flight
+        self.error = ""  # why the last read failed
+        self._seq = 0
+        self._watch: asyncio.Task[None] | None = None  # re-reads every refresh, traffic or not
+        self._retry_at = -math.inf  # no (unforced) read before (monotonic)
+        self._miss_at = -math.inf
+        self._too_many = False
+
+    async def keyset(self, *, kid: str | None, fresh: bool) -> KeySet:
+        """The published keys; re-read first for a kid not among them or ``fresh``."""
+        view = self.view
+        tick = time.monotonic()
+        miss = kid is not None and view is not None and view.keyset.key_for(kid) is None
+        if (miss or (fresh and view is not None)) and tick - self._miss_at >= MISS_COOLDOWN:
+            self._miss_at = tick
+            await _bounded(self.start_refresh(force=True), self._settings)
+        elif view is None or tick - view.read_at >= MAX_STALE:
+            await _bounded(self.start_refresh(), self._settings)
+        elif tick - view.read_at >= self._settings.refresh:
+            self.start_refresh()
+        view = self.fresh()
+        if view is None:
+            raise BackendUnavailable(self.error or "signer: the published keys could not be read")
+        return view.keyset
+
+    def usable(self) -> View | None:
+        """The view to sign by, starting the read that is due; None while the last read
+        failed (Redis may have lost its data, and with it a key's entry) or is too old."""
+        view = self.view
+        tick = time.monotonic()
+        if view is None or self.error or tick - view.read_at >= MAX_STALE:
+            self.start_refresh()
+            return None
+        if tick - view.read_at >= self._settings.refresh:
+            self.start_refresh()
+        return view
+
+    def kids(self) -> frozenset[str]:
+        view = self.fresh()
+        return view.session_kids if view is not None else frozenset()
+
+    def fresh(self) -> View | None:
+        """The view if younger than ``MAX_STALE``, with keys past publish_until dropped."""
+        view = self.view
+        if view is None or time.monotonic() - view.read_at >= MAX_STALE:
+            return None
+        if self._clock() >= view.valid_until:
+            view = self._build(view.entries, view.transit, view.read_at, view.seq)
+            if self.view is not None and view.seq >= self.view.seq:
+                self.view = view
+        return view
+
+    def start_refresh(self, *, force: bool = False) -> asyncio.Task[None] | None:
+        """The read in flight, started now if none is (and the last failure is ``RETRY``
+        seconds old) or if ``force``."""
+        task = self.task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop() and not force:
+            return task
+        if self._closed() or (not force and time.monotonic() < self._retry_at):
+            return None
+        self._start_watch()  # from the first read on: no per-call check on the signing path
+        self.task = _spawn(self._refresh_in_background(force), "view")
+        return self.task
+
+    def background(self) -> tuple[asyncio.Task[None] | None, ...]:
+        return self._watch, self.task
+
+    def _start_watch(self) -> None:
+        task = self._watch
+        if self._closed() or (task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()):
+            return
+        self._watch = _spawn(self._watch_view(), "watch")
+
+    async def _watch_view(self) -> None:
+        while not self._closed():
+            await asyncio.sleep(self._settings.refresh)
+            self.start_refresh()
+
+    async def _refresh_in_background(self, force: bool) -> None:
+        try:
+            await self.refresh(force_transit=force)
+        except BackendUnavailable as e:
+            self._retry_at = time.monotonic() + RETRY
+            if e.reason != self.error:
+                log.warning("signing keys: the published view was not read: %s", e.reason)
+            self.error = e.reason
+            raise
+        self.error = ""
+
+    async def refresh(self, *, force_transit: bool = False) -> None:
+        """Read the store, check its entries, collect the long-past ones, withdraw the ones
+        that vanished, and keep the view unless a read that started later already won."""
+        self._seq += 1
+        seq, read_at = self._seq, time.monotonic()
+        stored = await self._store.entries()
+        if len(stored) > MAX_ENTRIES:
+            raise BackendUnavailable("redis: the endorsed-keys hash is malformed or too large")
+        withdrawn = await self._store.withdrawn(stored)
+        stored = {kid: value for kid, value in stored.items() if kid not in withdrawn}
+        transit = await self._vault.keyset(force=force_transit)
+        entries, unknown_endorser = self._entries.verify_all(stored, transit)
+        recheck = time.monotonic() - self._vault.forced_at >= self._settings.refresh
+        if unknown_endorser and not force_transit and recheck:
+            transit = await self._vault.keyset(force=True)  # a rotation we have not read yet?
+            entries, _ = self._entries.verify_all(stored, transit)
+        old = expired(self._entries.ends(stored, entries), self._clock())
+        if old:
+            with contextlib.suppress(BackendUnavailable):  # best effort: removed on a later read
+                await self._store.remove(old)
+        gone = vanished(self.view, seq, entries, self._clock())
+        if gone:  # deleted, refused or marked withdrawn before their publish_until: final
+            log.warning("session keys %s left the published set: withdrawn for good", sorted(gone))
+            await self._store.withdraw(gone)
+        view = self._build(entries, transit, read_at, seq)
+        if self.view is None or seq > self.view.seq:  # a read that started later wins
+            self.view = view
+
+    def _build(self, entries: Iterable[Endorsement], transit: KeySet, read_at: float, seq: int) -> View:
+        view = build_view(entries, transit, self._clock(), read_at, seq)
+        if view.left_out and not self._too_many:
+            log.warning("more than %d keys to publish: the oldest session keys are left out", MAX_JWKS_KEYS)
+            self._too_many = True
+        return view
+
+
 class EndorsedSigningBackend:
     """``SigningBackend`` with per-process session keys endorsed by a Transit key (see the
     module docstring).
@@ -225,20 +368,13 @@ class EndorsedSigningBackend:
         self._transit, self._store, self._settings, self._clock = transit, store, settings, clock
         self._vault = _VaultLiveness(transit, settings)
         self._entries = Entries(settings.issuer, transit.alg)
+        self._published = _Published(store, self._vault, self._entries, settings, clock, lambda: self._closed)
         self._current: SessionKey | None = None
         self._next: SessionKey | None = None
-        self._view: View | None = None
-        self._seq = 0
-        self._view_task: asyncio.Task[None] | None = None
         self._key_task: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None  # re-reads the view every refresh, traffic or not
         self._retry_at = -math.inf  # no endorsement attempt before (monotonic)
-        self._view_retry_at = -math.inf  # no (unforced) read of the view before (monotonic)
-        self._view_error = ""  # why the last read of the published view failed
         self._key_error = ""  # why the last endorsement failed
-        self._miss_at = -math.inf
         self._reported: SessionKey | None = None  # the key the signing-end gauge shows
-        self._too_many = False
         self._closed = False
 
     @classmethod
@@ -319,20 +455,7 @@ class EndorsedSigningBackend:
         if self._closed:
             raise BackendUnavailable("signer: the backend is closed")
         await self._vault.require(self._closed)  # introspection and exchange answer 503 too
-        view = self._view
-        tick = time.monotonic()
-        miss = kid is not None and view is not None and view.keyset.key_for(kid) is None
-        if (miss or (fresh and view is not None)) and tick - self._miss_at >= MISS_COOLDOWN:
-            self._miss_at = tick
-            await self._bounded(self._start_view_refresh(force=True))
-        elif view is None or tick - view.read_at >= MAX_STALE:
-            await self._bounded(self._start_view_refresh())
-        elif tick - view.read_at >= self._settings.refresh:
-            self._start_view_refresh()
-        view = self._fresh_view()
-        if view is None:
-            raise BackendUnavailable(self._view_error or "signer: the published keys could not be read")
-        return view.keyset
+        return await self._published.keyset(kid=kid, fresh=fresh)
 
     async def rotate(self) -> str:
         """Rotate the long-term Transit key (``broker keys rotate``; needs the rotate
@@ -370,7 +493,7 @@ class EndorsedSigningBackend:
         if self._closed:
             return
         self._closed = True
-        for task in (self._watch, self._view_task, self._key_task, self._vault.task()):
+        for task in (*self._published.background(), self._key_task, self._vault.task()):
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -387,9 +510,9 @@ class EndorsedSigningBackend:
     async def wait_idle(self) -> None:
         """Wait (at most about ``timeout``) for the background work in flight: a re-read
         of the published keys, a successor's endorsement. For tests and shutdown."""
-        for task in (self._view_task, self._key_task, self._vault.task()):
+        for task in (self._published.task, self._key_task, self._vault.task()):
             if task is not None and task.get_loop() is asyncio.get_running_loop():
-                await self._bounded(task)
+                await _bounded(task, self._settings)
 
     def __repr__(self) -> str:  # never a private key
         return f"EndorsedSigningBackend(transit={self._transit!r}, store={self._store!r}, kid={self.kid!r})"
@@ -399,15 +522,9 @@ class EndorsedSigningBackend:
     def _ready_key(self, exp: int) -> SessionKey | None:
         """The key to sign a token expiring at ``exp`` with, now, if there is one; starts
         the background work that is due (a re-read, a successor)."""
-        view = self._view
-        tick = time.monotonic()
-        # A failed read may mean Redis lost its data, and with it this key's entry: sign
-        # again only after a read succeeds (the key set still serves the view meanwhile).
-        if view is None or self._view_error or tick - view.read_at >= MAX_STALE:
-            self._start_view_refresh()
+        view = self._published.usable()
+        if view is None:
             return None
-        if tick - view.read_at >= self._settings.refresh:
-            self._start_view_refresh()
         choice = choose(
             self._current, self._next, view.session_kids, now=self._clock(), exp=exp, lead=self._settings.lead
         )
@@ -424,45 +541,20 @@ class EndorsedSigningBackend:
             key = self._ready_key(exp)
             if key is not None:
                 return key
-            pending = [t for t in (self._view_task, self._key_task) if t is not None and not t.done()]
+            pending = [t for t in (self._published.task, self._key_task) if t is not None and not t.done()]
             left = deadline - time.monotonic()
             if not pending or left <= 0:
                 raise BackendUnavailable(self._why_no_key())
             await asyncio.wait(pending, timeout=left)
 
     def _why_no_key(self) -> str:
-        if self._view_error:
-            return self._view_error
-        if self._fresh_view() is None:
+        if self._published.error:
+            return self._published.error
+        if self._published.fresh() is None:
             return "signer: the published keys could not be read in time"
         return self._key_error or "signer: no endorsed key can sign this token yet"
 
     # ------------------------------------------------------------------ background work
-
-    def _start_view_refresh(self, *, force: bool = False) -> asyncio.Task[None] | None:
-        """The read of the published view in flight, started now if none is (and the last
-        failure is ``RETRY`` seconds old) or if ``force``."""
-        task = self._view_task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop() and not force:
-            return task
-        if self._closed or (not force and time.monotonic() < self._view_retry_at):
-            return None
-        self._start_watch()  # from the first read on: no per-call check on the signing path
-        self._view_task = self._spawn(self._refresh_in_background(force), "view")
-        return self._view_task
-
-    def _start_watch(self) -> None:
-        """Re-read the published view every ``refresh`` seconds, with traffic or without,
-        so a key's withdrawal is seen (and made final) within about ``refresh``."""
-        task = self._watch
-        if self._closed or (task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()):
-            return
-        self._watch = self._spawn(self._watch_view(), "watch")
-
-    async def _watch_view(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self._settings.refresh)
-            self._start_view_refresh()
 
     def _start_renewal(self) -> None:
         task = self._key_task
@@ -470,28 +562,7 @@ class EndorsedSigningBackend:
             return
         if time.monotonic() < self._retry_at or self._closed:
             return
-        self._key_task = self._spawn(self._renew(), "renewal")
-
-    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work, name=f"capbroker-signing-{what}")
-        task.add_done_callback(_settled)
-        return task
-
-    async def _bounded(self, task: asyncio.Task[None] | None) -> None:
-        """Wait for background work, at most about ``timeout``; its failure is recorded."""
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=self._settings.timeout + _MARGIN)
-
-    async def _refresh_in_background(self, force: bool) -> None:
-        try:
-            await self._refresh_view(force_transit=force)
-        except BackendUnavailable as e:
-            self._view_retry_at = time.monotonic() + RETRY
-            if e.reason != self._view_error:
-                log.warning("signing keys: the published view was not read: %s", e.reason)
-            self._view_error = e.reason
-            raise
-        self._view_error = ""
+        self._key_task = _spawn(self._renew(), "renewal")
 
     async def _renew(self) -> None:
         try:
@@ -504,7 +575,7 @@ class EndorsedSigningBackend:
             raise
         now = self._clock()
         current = self._current
-        if current is not None and current.endorsement.signs_at(now) and current.kid in self._published_kids():
+        if current is not None and current.endorsement.signs_at(now) and current.kid in self._published.kids():
             self._next = key
         else:
             self._current, self._next = key, None
@@ -525,8 +596,8 @@ class EndorsedSigningBackend:
             raise BackendUnavailable("signer: the endorsement names another key")
         if not await self._store.add(signer.kid, compact):
             raise BackendUnavailable("redis: a session key of that kid is already stored")
-        await self._refresh_view()
-        if signer.kid not in self._published_kids():
+        await self._published.refresh()
+        if signer.kid not in self._published.kids():
             raise BackendUnavailable("signer: the stored endorsement is not published (over the JWKS cap?)")
         log.info(
             "session key %s endorsed by %s: signs until %d, published until %d",
@@ -534,58 +605,17 @@ class EndorsedSigningBackend:
         )  # fmt: skip
         return SessionKey(signer, endorsement)
 
-    def _published_kids(self) -> frozenset[str]:
-        view = self._fresh_view()
-        return view.session_kids if view is not None else frozenset()
 
-    # ------------------------------------------------------------------ the published view
+def _spawn(work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(work, name=f"capbroker-signing-{what}")
+    task.add_done_callback(_settled)
+    return task
 
-    def _fresh_view(self) -> View | None:
-        """The view if younger than ``MAX_STALE``, with keys past publish_until dropped."""
-        view = self._view
-        if view is None or time.monotonic() - view.read_at >= MAX_STALE:
-            return None
-        if self._clock() >= view.valid_until:
-            view = self._build(view.entries, view.transit, view.read_at, view.seq)
-            if self._view is not None and view.seq >= self._view.seq:
-                self._view = view
-        return view
 
-    async def _refresh_view(self, *, force_transit: bool = False) -> None:
-        self._seq += 1
-        seq, read_at = self._seq, time.monotonic()
-        stored = await self._store.entries()
-        if len(stored) > MAX_ENTRIES:
-            raise BackendUnavailable("redis: the endorsed-keys hash is malformed or too large")
-        withdrawn = await self._store.withdrawn(stored)
-        stored = {kid: value for kid, value in stored.items() if kid not in withdrawn}
-        transit = await self._vault.keyset(force=force_transit)
-        entries, unknown_endorser = self._entries.verify_all(stored, transit)
-        if (
-            unknown_endorser
-            and not force_transit
-            and time.monotonic() - self._vault.forced_at >= self._settings.refresh
-        ):
-            transit = await self._vault.keyset(force=True)  # a rotation we have not read yet?
-            entries, _ = self._entries.verify_all(stored, transit)
-        old = expired(self._entries.ends(stored, entries), self._clock())
-        if old:
-            with contextlib.suppress(BackendUnavailable):  # best effort: removed on a later read
-                await self._store.remove(old)
-        gone = vanished(self._view, seq, entries, self._clock())
-        if gone:  # deleted, refused or marked withdrawn before their publish_until: final
-            log.warning("session keys %s left the published set: withdrawn for good", sorted(gone))
-            await self._store.withdraw(gone)
-        view = self._build(entries, transit, read_at, seq)
-        if self._view is None or seq > self._view.seq:  # a read that started later wins
-            self._view = view
-
-    def _build(self, entries: Iterable[Endorsement], transit: KeySet, read_at: float, seq: int) -> View:
-        view = build_view(entries, transit, self._clock(), read_at, seq)
-        if view.left_out and not self._too_many:
-            log.warning("more than %d keys to publish: the oldest session keys are left out", MAX_JWKS_KEYS)
-            self._too_many = True
-        return view
+async def _bounded(task: asyncio.Task[None] | None, settings: SignerSettings) -> None:
+    """Wait for background work, at most about ``timeout``; its failure is recorded."""
+    if task is not None and not task.done():
+        await asyncio.wait([task], timeout=settings.timeout + _MARGIN)
 
 
 def _settled(task: asyncio.Task[None]) -> None:
