@@ -84,22 +84,25 @@ def transit_backend(settings: Settings, token: TokenSource | None = None) -> Tra
 
 def signing_backend(settings: Settings, token: TokenSource | None = None) -> LongTermSigning:
     if settings.signer == "vault" and settings.signing == "session" and settings.state == "redis":
-        from broker.backends.endorsed_signer import EndorsedSigningBackend
+        from broker.backends.endorsed_signer import EndorsedSigningBackend, SignerSettings
 
+        signer = SignerSettings(
+            issuer=settings.issuer,
+            window=int(settings.session_key_window),
+            lead=int(settings.session_key_lead),
+            timeout=settings.backend_timeout,
+            vault_silence=min(1.0, settings.key_refresh),
+        )
         return EndorsedSigningBackend.connect(
+            signer,
             vault_addr=settings.vault_addr,
             vault_token=token if token is not None else settings.vault_token,
             redis_url=settings.redis_url,
-            issuer=settings.issuer,
             prefix=settings.state_prefix,  # the endorsed keys and withdrawals: the state slot
             mount=settings.transit_mount,
             key=settings.transit_key,
             alg=settings.signing_alg,
-            window=int(settings.session_key_window),
-            lead=int(settings.session_key_lead),
-            timeout=settings.backend_timeout,
             key_refresh=settings.key_refresh,
-            vault_silence=min(1.0, settings.key_refresh),
             verify=vault_verify(settings),
         )
     if settings.signer == "vault":

@@ -380,36 +380,26 @@ class EndorsedSigningBackend:
     @classmethod
     def connect(
         cls,
+        settings: SignerSettings,
         *,
         vault_addr: str,
         vault_token: str | TokenSource,
         redis_url: str,
-        issuer: str,
         mount: str = "transit",
         key: str = "capbroker",
         alg: Algorithm = "EdDSA",
         prefix: str = DEFAULT_PREFIX,
-        window: int = DEFAULT_WINDOW,
-        lead: int = DEFAULT_LEAD,
-        max_token_ttl: int = MAX_TOKEN_TTL,
-        timeout: float = 1.0,
-        refresh: float = 1.0,
         key_refresh: float = 10.0,
-        vault_silence: float = 1.0,
         verify: Verify = True,
         clock: Callable[[], float] = time.time,
     ) -> EndorsedSigningBackend:
-        """The backend over a Transit key (``TransitSigningBackend`` with ``timeout`` and
-        ``key_refresh``) and a Redis store with the fail-fast options."""
-        settings = SignerSettings(
-            issuer=issuer, window=window, lead=lead, max_token_ttl=max_token_ttl, timeout=timeout, refresh=refresh,
-            vault_silence=vault_silence,
-        )  # fmt: skip
+        """The backend over a Transit key (``TransitSigningBackend`` with the settings'
+        ``timeout`` and ``key_refresh``) and a Redis store with the fail-fast options."""
         transit = TransitSigningBackend(
-            addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=timeout, refresh=key_refresh,
-            verify=verify,
+            addr=vault_addr, token=vault_token, mount=mount, key=key, alg=alg, timeout=settings.timeout,
+            refresh=key_refresh, verify=verify,
         )  # fmt: skip
-        store = RedisEndorsementStore(async_redis(redis_url, timeout), prefix, timeout)
+        store = RedisEndorsementStore(async_redis(redis_url, settings.timeout), prefix, settings.timeout)
         return cls(transit=transit, store=store, settings=settings, clock=clock)
 
     @property

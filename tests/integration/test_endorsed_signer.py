@@ -25,7 +25,7 @@ import redis
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from broker.backends import endorsed_signer
-from broker.backends.endorsed_signer import GC_GRACE, RETRY, EndorsedSigningBackend, endorsed_keys_key
+from broker.backends.endorsed_signer import GC_GRACE, RETRY, EndorsedSigningBackend, SignerSettings, endorsed_keys_key
 from broker.backends.transit import TransitSigningBackend
 from broker.errors import BackendUnavailable, InvalidRequest, TokenRejected
 from broker.service.ports import SigningBackend
@@ -85,15 +85,15 @@ class Deployment:
 
     def worker(self, clock: Callable[[], float] = time.time, **kw: Any) -> EndorsedSigningBackend:
         kw.setdefault("alg", self.alg)
+        tuned = {name: kw.pop(name) for name in ("max_token_ttl", "timeout", "refresh", "vault_silence") if name in kw}
+        settings = SignerSettings(issuer=ISSUER, window=WINDOW, lead=LEAD, **tuned)
         return EndorsedSigningBackend.connect(
+            settings,
             vault_addr=self.bao.addr,
             vault_token=self.token,
             redis_url=self.redis_url,
-            issuer=ISSUER,
             key=self.key,
             prefix=self.prefix,
-            window=WINDOW,
-            lead=LEAD,
             clock=clock,
             **kw,
         )
@@ -978,11 +978,6 @@ def test_transit_signs_statements_but_never_a_token_typ(d: Deployment) -> None:
     ],
 )
 def test_constructor_refuses_bad_settings(kwargs: dict[str, Any], match: str) -> None:
-    settings: dict[str, Any] = {
-        "vault_addr": "http://127.0.0.1:1",
-        "vault_token": "t",
-        "redis_url": "redis://127.0.0.1:1/0",
-        "issuer": ISSUER,
-    } | kwargs
+    settings: dict[str, Any] = {"issuer": ISSUER} | kwargs
     with pytest.raises(ValueError, match=match):
-        EndorsedSigningBackend.connect(**settings)
+        SignerSettings(**settings)  # checked once, before anything connects
