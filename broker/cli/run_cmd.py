@@ -47,6 +47,7 @@ from broker.client.aws_env import (
     region_of,
     without_aws,
 )
+from broker.client.calls import scope_entry
 from broker.client.freshness import refresh_at
 from broker.client.run_env import GIT_INCLUDE, Split, git_env, git_include_text, http_env, split, token_file_name
 
@@ -59,6 +60,8 @@ def register(commands: Any) -> None:
     run.add_argument(
         "--gateway", help="the gateway's base URL (git traffic, the AWS SDK's S3 endpoint and CAPBROKER_GATEWAY)"
     )
+    run.add_argument("--resource", help="narrow the (one) scope to this resource, e.g. s3://BUCKET/PREFIX/")
+    run.add_argument("--action", help="narrow the (one) scope to this one action")
     run.add_argument("--revoke-on-exit", action="store_true", help="revoke the task when the command ends")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     run.set_defaults(run=run_command)
@@ -167,6 +170,8 @@ def run_command(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         return report_failure(UsageError("no command: broker run ... -- COMMAND [ARG...]"))
+    if (args.resource or args.action) and len(args.scope) != 1:
+        return report_failure(UsageError("--resource and --action narrow one scope: give exactly one --scope"))
     try:
         client = client_of(args, cache=False)
     except UsageError as e:
@@ -179,9 +184,10 @@ def _run_with(client: BrokerClient, args: argparse.Namespace, command: Sequence[
     workspace = Workspace(args.gateway)
     refresher: Refresher | None = None
     try:
+        scopes = [scope_entry(s, args.resource, args.action) for s in args.scope]
 
         def mint() -> list[IssuedToken]:
-            return client.mint(args.task, list(args.scope), ttl=ttl_of(args))
+            return client.mint(args.task, scopes, ttl=ttl_of(args))
 
         try:
             tokens = mint()

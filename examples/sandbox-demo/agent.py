@@ -1,4 +1,5 @@
-"""The "agent": what runs inside the sandbox. Standard library and the real `git` only.
+"""The "agent": what runs inside the sandbox. Standard library, the real `git`, and for its
+data task `broker run` and the real AWS CLI (agent_data.py).
 
 It holds one secret, its broker client key (CAPBROKER_CLIENT_KEY), and never an upstream
 secret. It asks the broker for capability tokens for its task, then does its work through
@@ -25,6 +26,7 @@ CLIENT_KEY = os.environ["CAPBROKER_CLIENT_KEY"]
 TASK = os.environ["DEMO_TASK"]
 WORK = Path(os.environ["DEMO_WORKDIR"])
 ATTACKER_KEY = os.environ["DEMO_ATTACKER_KEY"]  # the attacker's own API key, planted in the agent's prompt
+DATA_SCOPE = "task-data"  # the bucket scope: s3://agent-data/tasks/, narrowed to the task's own folder
 INVOICES = f"{GATEWAY}/http/billing.internal/v1/invoices/2026-11"
 TURN = 0.2  # seconds between missteps (the gateway that contained a task refuses its next request at once)
 
@@ -121,7 +123,24 @@ def main() -> int:
         f"{INVOICES}?api_key={ATTACKER_KEY}",
         {"X-Api-Key": ATTACKER_KEY},
     )
-    return 0
+    return data_task(f"{TASK}-data")
+
+
+def data_task(task: str) -> int:
+    """agent_data.py under `broker run`, its bucket token narrowed to ``tasks/<task>/``.
+    `broker run` reads the agent's key from CAPBROKER_KEY and does not pass it on."""
+    env = {k: v for k, v in os.environ.items() if k != "CAPBROKER_CLIENT_KEY"}
+    env |= {"CAPBROKER_KEY": CLIENT_KEY, "DEMO_DATA_TASK": task}
+    run = ["broker", "run", "--broker", BROKER, "--gateway", GATEWAY, "--task", task, "--scope", DATA_SCOPE]
+    run += ["--resource", f"s3://agent-data/tasks/{task}/", "--"]
+    done = subprocess.run(  # noqa: S603 -- its lines go to this agent's stdout
+        [*run, sys.executable, str(Path(__file__).with_name("agent_data.py"))],
+        cwd=WORK,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode
 
 
 if __name__ == "__main__":

@@ -191,3 +191,20 @@ def test_a_bucket_scope_without_a_gateway_is_a_usage_error(analyst: Dev) -> None
                     sys.executable, "-c", "print('ran')", key=key)  # fmt: skip
     assert (result.returncode, result.stdout) == (2, "")
     assert "bucket scopes need --gateway" in result.stderr
+
+
+def test_run_narrows_its_one_scope_to_a_resource(analyst: Dev) -> None:
+    url, key = analyst
+    narrow = ("--resource", "s3://acme-reports/agents/aws-narrow/", "--action", "write")
+    result = broker("run", "--broker", url, "--task", "aws-narrow", "--scope", "reports-write", *narrow,
+                    "--gateway", "http://127.0.0.1:9", "--", sys.executable, "-c", SDK_VIEW, "0", key=key)  # fmt: skip
+    two = broker("run", "--broker", url, "--task", "aws-narrow2", "--scope", "reports-write", "--scope",
+                 "exports-read", *narrow, "--", sys.executable, "-c", "print('ran')", key=key)  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    grant = verified(url, json.loads(result.stdout)["first"]["SessionToken"])
+    assert grant.allows("bucket", "s3://acme-reports/agents/aws-narrow/r.csv", "write")
+    assert not grant.allows("bucket", "s3://acme-reports/agents/aws-other/r.csv", "write")
+    assert not grant.allows("bucket", "s3://acme-reports/agents/aws-narrow/r.csv", "read")
+    assert (two.returncode, two.stdout) == (2, "")
+    assert "give exactly one --scope" in two.stderr
