@@ -111,6 +111,13 @@ MUTATIONS = [
         "        if False:",
     ),
     Mutation(
+        "gateway forwards request headers the server appended after the checks (trailers)",
+        "broker/gateway/app.py",
+        '        scope = {**scope, "headers": tuple(scope.get("headers", ()))}',
+        "        scope = dict(scope)",
+        ("tests/gateway/test_header_snapshot.py",),
+    ),
+    Mutation(
         "revocation feed staleness unchecked",
         "broker/verify/revocation_feed.py",
         "        if self._monotonic() - self._state.confirmed_at > self._max_staleness:",

@@ -141,20 +141,16 @@ class BucketRoute:
         method = str(scope.get("method", ""))
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
         route = self.routes.get(path[1:].partition("/")[0])
+        token = _token(raw_headers)
         if route is None or route.bucket is None:
+            # another bucket: refused as any access outside the token, so the token is
+            # checked first, and the refusal is the task's (audited to it, containing it)
+            grant = await self._verified(token, line, *self.routes.values())
+            await self._contain(token, grant, line, resource=f"s3:/{path}"[:1024], action=method)
             raise denied("no bucket route for this bucket")
         if method in ("GET", "HEAD") and has_body(raw_headers):
             raise invalid("a GET or HEAD request carries no body")
-        token = _token(raw_headers)
-        verifier = self.app.verifiers.by_audience[route.audience]
-        if self.app.verifiers.introspection:
-            grant = await asyncio.to_thread(verifier.verify, token)
-        else:
-            grant = verifier.verify(token)
-        line.task, line.agent, line.jti = grant.task, grant.agent, grant.token_id
-        containment = self.app.containment
-        if containment is not None and containment.contained(grant.claims.task_ref):
-            raise TokenRejected("revoked", "the task was contained by this gateway")
+        grant = await self._verified(token, line, route)
         try:
             headers = header_map(raw_headers)
             op = classify(method, path, raw_query, headers, route.bucket)
@@ -195,6 +191,28 @@ class BucketRoute:
             line.bytes_in, line.bytes_out = meter.bytes_in, meter.bytes_out
             with contextlib.suppress(BrokerError):
                 await meter.flush()
+
+    async def _verified(self, token: str, line: AuditLine, *routes: Route) -> Grant:
+        """The token's grant for the first of ``routes`` whose audience it is for (the
+        other routes' refusals are only ``wrong_audience``); its task is not contained."""
+        refusal: TokenRejected | None = None
+        for route in routes:
+            verifier = self.app.verifiers.by_audience[route.audience]
+            try:
+                if self.app.verifiers.introspection:
+                    grant = await asyncio.to_thread(verifier.verify, token)
+                else:
+                    grant = verifier.verify(token)
+            except TokenRejected as e:
+                if refusal is None or refusal.code == "wrong_audience":
+                    refusal = e
+                continue
+            line.task, line.agent, line.jti = grant.task, grant.agent, grant.token_id
+            containment = self.app.containment
+            if containment is not None and containment.contained(grant.claims.task_ref):
+                raise TokenRejected("revoked", "the task was contained by this gateway")
+            return grant
+        raise refusal if refusal is not None else TokenRejected("wrong_audience", "no bucket route")
 
     async def _contain(self, token: str, grant: Grant, line: AuditLine, *, resource: str, action: str) -> None:
         await self.app.contain(token, grant, line, kind=KIND, resource=resource, action=action)

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -349,6 +350,51 @@ def test_header_tricks_are_refused_and_contain_the_task(stack: GatewayStack, ext
     assert status == 403, body
     assert b"<Code>AccessDenied</Code>" in body
     assert stack.audit_for(request_id)["containment"] == "contained"
+    assert moto_count(stack) == before
+
+
+def test_a_header_sent_as_a_chunked_trailer_is_never_signed_and_forwarded(stack: GatewayStack) -> None:
+    """The outside tester's race: a PUT's ``x-amz-copy-source`` sent as a trailer, a moment
+    after the body, arrived while the route waited on the budget store, and was signed
+    and forwarded: a write-only token copied an object from outside its prefix. Tried
+    at several delays; the object written is always the body sent, never the copy."""
+    seed(stack, "other/secret.txt", b"SECRET")
+    for attempt, delay in enumerate((0.0002, 0.0005, 0.001, 0.002, 0.005)):
+        task = stack.fresh_task("s3-trailer")
+        token = stack.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ["write"], name="gw-bucket-budget")])
+        key = f"tasks/{task}/copy-{attempt}.txt"
+        head = (
+            f"PUT /s3/{BUCKET}/{key} HTTP/1.1\r\nHost: gw\r\nX-Amz-Security-Token: {token}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=30) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sendall(head.encode())
+            time.sleep(delay)
+            conn.sendall(f"x-amz-copy-source: {BUCKET}/other/secret.txt\r\n\r\n".encode())
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert b"CopyObjectResult" not in answer, (delay, answer[:300])
+        if answer.startswith(b"HTTP/1.1 200"):
+            assert direct(stack).get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"hello"
+
+
+@pytest.mark.parametrize("other", ["other-bucket", "Agent-data", "%61gent-data"])
+def test_another_bucket_is_refused_to_the_task_and_contains_it(stack: GatewayStack, other: str) -> None:
+    """The outside tester's second finding: another bucket was refused before the token
+    was read, so the refusal named no task and contained nothing."""
+    task = stack.fresh_task("s3-other-bucket")
+    token = stack.token(task, [scope(f"s3://{BUCKET}/tasks/{task}/", ALL)])
+    before = moto_count(stack)
+    status, headers, body = stack.request("GET", f"/s3/{other}/secret", headers={"X-Amz-Security-Token": token})
+    assert status == 403, body
+    assert b"<Code>AccessDenied</Code>" in body
+    line = stack.audit_for(headers["x-request-id"])
+    assert (line["decision"], line["task"], line["containment"]) == ("deny", task, "contained")
+    s3 = gateway_client(stack, token)
+    status, code, _ = error_of(lambda: s3.put_object(Bucket=BUCKET, Key=f"tasks/{task}/a", Body=b"x"))
+    assert (status, code) == (401, "InvalidToken")
     assert moto_count(stack) == before
 
 
