@@ -526,57 +526,70 @@ def policy_and_request(draw: st.DrawFn) -> tuple[Policy, dict[str, Any], list[st
     return policy, body, [v for _, v in drawn], friendly or draw(st.booleans())
 
 
-def test_decide_only_grants_what_the_scope_covers() -> None:
+def _check_decision(case: tuple[Policy, dict[str, Any], list[str], bool], seen: Counter[str]) -> None:
+    """What ``decide`` must do with one drawn policy and request; ``seen`` counts outcomes."""
+    policy, body, variants, pop = case
+    agent = policy.agents[AGENT]
+    decision = decide(agent, parse_mint_request(body, pop=pop), policy)
+    assert isinstance(decision, (Allow, Deny))
+    if DENIED_VARIANTS & set(variants):
+        assert isinstance(decision, Deny), (body, decision)
+        seen["denied sibling/parent"] += 1
+    for raw, variant in zip(body["scopes"], variants, strict=True):
+        if variant in ("unrelated", "other-kind") and isinstance(raw, dict):
+            scope = policy.scopes[raw["scope"]]
+            if not resource_covers(scope.resource, raw["resource"]):
+                assert isinstance(decision, Deny), (body, decision)
+                seen["denied unrelated"] += 1
+    assert isinstance(decision, Allow) == expected_allow(policy, body, pop), (body, decision)
+    if isinstance(decision, Deny):
+        seen[f"deny {decision.code}"] += 1
+        event(f"deny {decision.code}")
+        return
+    seen["allow"] += 1
+    event("allow")
+    assert 0 < decision.ttl <= decision.max_ttl <= policy.global_max_ttl
+    assert decision.ttl <= agent.max_ttl
+    if "ttl" in body:
+        assert decision.ttl == body["ttl"]
+    else:
+        assert decision.ttl == min(DEFAULT_TTL, decision.max_ttl)
+    assert decision.tokens
+    assert len({plan.audience for plan in decision.tokens}) == len(decision.tokens)
+    for plan in decision.tokens:
+        assert plan.capabilities
+        for cap in plan.capabilities:
+            scope = policy.scopes[cap.scope]
+            assert cap.scope in agent.scopes
+            assert covers(scope.capability, cap), (scope.capability, cap)
+            assert reference_covers(scope.capability, cap)
+            assert plan.audience == scope.audience
+            assert decision.ttl <= scope.max_ttl
+            if scope.require_pop:
+                assert pop
+    if any(cap.resource != policy.scopes[cap.scope].resource for p in decision.tokens for cap in p.capabilities):
+        seen["allow narrowed resource"] += 1
+
+
+@settings(max_examples=250, deadline=None)
+@given(case=policy_and_request())
+def test_decide_only_grants_what_the_scope_covers(case: tuple[Policy, dict[str, Any], list[str], bool]) -> None:
+    _check_decision(case, Counter())
+
+
+def test_the_request_generator_reaches_every_outcome() -> None:
+    """The property above is only as good as what it draws. Its floors, checked on a
+    derandomized run (the same 250 draws every time, so never flaky; random runs ranged
+    from 0 to 35 narrowed allows, and one CI run drew none): every kind of outcome is
+    reached, and every draw still holds to the property."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=250, deadline=None)
+    @settings(max_examples=250, deadline=None, derandomize=True)
     @given(case=policy_and_request())
     def check(case: tuple[Policy, dict[str, Any], list[str], bool]) -> None:
-        policy, body, variants, pop = case
-        agent = policy.agents[AGENT]
-        decision = decide(agent, parse_mint_request(body, pop=pop), policy)
-        assert isinstance(decision, (Allow, Deny))
-        if DENIED_VARIANTS & set(variants):
-            assert isinstance(decision, Deny), (body, decision)
-            seen["denied sibling/parent"] += 1
-        for raw, variant in zip(body["scopes"], variants, strict=True):
-            if variant in ("unrelated", "other-kind") and isinstance(raw, dict):
-                scope = policy.scopes[raw["scope"]]
-                if not resource_covers(scope.resource, raw["resource"]):
-                    assert isinstance(decision, Deny), (body, decision)
-                    seen["denied unrelated"] += 1
-        assert isinstance(decision, Allow) == expected_allow(policy, body, pop), (body, decision)
-        if isinstance(decision, Deny):
-            seen[f"deny {decision.code}"] += 1
-            event(f"deny {decision.code}")
-            return
-        seen["allow"] += 1
-        event("allow")
-        assert 0 < decision.ttl <= decision.max_ttl <= policy.global_max_ttl
-        assert decision.ttl <= agent.max_ttl
-        if "ttl" in body:
-            assert decision.ttl == body["ttl"]
-        else:
-            assert decision.ttl == min(DEFAULT_TTL, decision.max_ttl)
-        assert decision.tokens
-        assert len({plan.audience for plan in decision.tokens}) == len(decision.tokens)
-        for plan in decision.tokens:
-            assert plan.capabilities
-            for cap in plan.capabilities:
-                scope = policy.scopes[cap.scope]
-                assert cap.scope in agent.scopes
-                assert covers(scope.capability, cap), (scope.capability, cap)
-                assert reference_covers(scope.capability, cap)
-                assert plan.audience == scope.audience
-                assert decision.ttl <= scope.max_ttl
-                if scope.require_pop:
-                    assert pop
-        if any(cap.resource != policy.scopes[cap.scope].resource for p in decision.tokens for cap in p.capabilities):
-            seen["allow narrowed resource"] += 1
+        _check_decision(case, seen)
 
     check()
-    # the generator must reach every kind of outcome (floors well under the typical counts,
-    # which vary a lot from run to run: allow 65-110, narrowed 9-35, sibling/parent 14-60)
     assert seen["allow"] >= 20, seen
     assert seen["allow narrowed resource"] >= 3, seen
     assert seen["denied sibling/parent"] >= 5, seen
