@@ -3,13 +3,20 @@
 Each mutation replaces one line of the package, runs the test suite's fast part, and
 restores the file. The run fails if any mutation leaves the suite green.
 
-    python tools/mutation_check.py
+    python tools/mutation_check.py [--copy]
+
+``--copy``: mutate a copy of the tracked files in a temporary directory (its ``broker``
+first on the path of every test and every process a test starts), never the checkout, so
+the check can run while other suites use the tree (``make suites`` does).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -434,10 +441,11 @@ MUTATIONS = [
 
 
 def run_suite(tests: tuple[str, ...], *, integration: bool = False) -> tuple[bool, str]:
-    marker = [] if integration else ["-m", "not integration"]
+    marker = ["-m", ""] if integration else ["-m", "not integration"]  # "": the ha suites too
     result = subprocess.run(  # noqa: S603 -- our own interpreter and test paths
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *marker, *tests],
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this tree's broker, in tests and in the servers they start
         capture_output=True,
         text=True,
         timeout=600,
@@ -449,7 +457,28 @@ def run_suite(tests: tuple[str, ...], *, integration: bool = False) -> tuple[boo
     return result.returncode == 0, "; ".join(lines[-2:])
 
 
-def main() -> int:
+def copy_of_checkout(into: Path) -> Path:
+    """The tracked files of the checkout, copied under ``into``."""
+    git = shutil.which("git") or "git"
+    listed = subprocess.run([git, "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()  # noqa: S603
+    for name in filter(None, listed.split("\0")):
+        source, target = ROOT / name, into / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return into
+
+
+def main(argv: list[str] | None = None) -> int:
+    global ROOT  # noqa: PLW0603 -- every mutation and test run works in the one tree chosen here
+    if "--copy" in (sys.argv[1:] if argv is None else argv):
+        with tempfile.TemporaryDirectory(prefix="capbroker-mutation-") as tmp:
+            ROOT = copy_of_checkout(Path(tmp))
+            return mutate_all()
+    return mutate_all()
+
+
+def mutate_all() -> int:
     survivors = 0
     for m in MUTATIONS:
         path = ROOT / m.file
