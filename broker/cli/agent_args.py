@@ -15,6 +15,7 @@ from pathlib import Path
 
 from broker.client import BrokerCallFailed, BrokerClient, BrokerUnreachable
 from broker.client.disk_cache import DiskTokenCache
+from broker.client.freshness import IssuedToken
 
 KEY_ENV = "CAPBROKER_KEY"
 BROKER_ENV = "CAPBROKER_BROKER"
@@ -64,6 +65,13 @@ def client_of(args: argparse.Namespace, *, cache: bool = True) -> BrokerClient:
         return BrokerClient(args.broker, credential, cache=disk)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def asked_token(args: argparse.Namespace) -> IssuedToken:
+    """The token ``--task``/``--scope`` (narrowed by ``--resource``/``--action``) ask for,
+    from the disk cache unless ``--no-cache``: what ``token get`` and ``aws-credentials`` print."""
+    with client_of(args, cache=not args.no_cache) as client:
+        return client.token(args.task, args.scope, resource=args.resource, action=args.action, ttl=ttl_of(args))
 
 
 def ttl_of(args: argparse.Namespace) -> str | int | None:

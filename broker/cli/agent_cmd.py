@@ -20,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from broker.cli.agent_args import UsageError, add_broker_args, client_of, report_failure, ttl_of
+from broker.cli.agent_args import UsageError, add_broker_args, asked_token, client_of, report_failure, ttl_of
 from broker.client import BrokerCallFailed
 
 GIT_USERNAME = "x-capbroker"
@@ -48,8 +48,7 @@ def register(commands: Any) -> None:
 
 def run_token_get(args: argparse.Namespace) -> int:
     try:
-        with client_of(args, cache=not args.no_cache) as client:
-            token = client.token(args.task, args.scope, resource=args.resource, action=args.action, ttl=ttl_of(args))
+        token = asked_token(args)
     except (UsageError, BrokerCallFailed) as e:
         return report_failure(e)
     if args.output == "json":

@@ -20,7 +20,7 @@ import argparse
 import json
 from typing import Any
 
-from broker.cli.agent_args import UsageError, add_broker_args, client_of, report_failure, ttl_of
+from broker.cli.agent_args import UsageError, add_broker_args, asked_token, report_failure
 from broker.client import BrokerCallFailed
 from broker.client.aws_env import bucket_token, credential_json
 
@@ -36,8 +36,7 @@ def register(commands: Any) -> None:
 
 def run_aws_credentials(args: argparse.Namespace) -> int:
     try:
-        with client_of(args, cache=not args.no_cache) as client:
-            token = client.token(args.task, args.scope, resource=args.resource, action=args.action, ttl=ttl_of(args))
+        token = asked_token(args)
     except (UsageError, BrokerCallFailed) as e:
         return report_failure(e)
     except OSError as e:
