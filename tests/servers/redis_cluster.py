@@ -81,6 +81,20 @@ class RedisCluster:
                         return next(s for s in self.nodes if s.port == int(primary[1]))
         raise LookupError(slot)
 
+    def slot_views(self, slot: int) -> dict[int, int | None]:
+        """Which primary (by port) each node says serves ``slot``: for failure messages."""
+        views: dict[int, int | None] = {}
+        for server in self.nodes:
+            try:
+                with _node(server.port) as client:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+            except redis_py.RedisError:
+                views[server.port] = None
+                continue
+            owners = [int(primary[1]) for start, end, primary, *_ in ranges if int(start) <= slot <= int(end)]
+            views[server.port] = owners[0] if owners else None
+        return views
+
     def move_slot(self, slot: int, to: RedisServer) -> None:
         """Reshard one slot, keys and all, as ``redis-cli --cluster reshard`` does it:
         IMPORTING on the target, MIGRATING on the source, MIGRATE every key, then
