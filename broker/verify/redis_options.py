@@ -12,9 +12,12 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.asyncio.cluster import AsyncStaticPolicyResolver  # type: ignore[attr-defined]
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode as SyncClusterNode
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel as SyncSentinel
 
@@ -140,14 +143,48 @@ def parse_cluster_url(url: str) -> ClusterUrl:
 
 
 class _AsyncCluster(AsyncRedisCluster):
-    """redis-py's asyncio ``RedisCluster`` that reads the slot map before any command: in
-    redis-py 8.1 the first commands sent concurrently to a fresh client race to build the
-    map, and some fail (a connection closed under them). ``initialize`` is a no-op after
-    the first time, and takes a lock until then."""
+    """redis-py's asyncio ``RedisCluster`` with two mends (redis-py 8.1):
+
+    - it reads the slot map before any command: the first commands sent concurrently to a
+      fresh client race to build the map, and some fail (a connection closed under them).
+      ``initialize`` is a no-op after the first time, and takes a lock until then;
+    - a pipeline that fails to reach a node marks the map for a new read, as one command
+      does. redis-py does that for a pipeline only when it retries, and the broker's
+      clients never retry (``client_options``): after a primary died and its replica took
+      over, every pipeline (the mint's claim round, budgets, delegations) went on to the
+      dead node for good."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()
         return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> AsyncClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py's refusal
+        return _RemappingPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py builds its own
+
+    def map_is_stale(self) -> None:
+        """The next command or pipeline reads the slot map again first."""
+        self._initialize = True
+
+
+class _RemappingPipeline(AsyncClusterPipeline):
+    """A cluster pipeline that, when a node cannot be reached, has its client read the slot
+    map again before the next use (``_AsyncCluster``)."""
+
+    def __init__(self, client: _AsyncCluster, transaction: Any | None = None) -> None:
+        super().__init__(client, transaction)
+        self._remapped = client
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            results: list[Any] = await super().execute(raise_on_error, allow_redirections)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            self._remapped.map_is_stale()
+            raise
+        if any(isinstance(r, (RedisConnectionError, RedisTimeoutError)) for r in results):
+            self._remapped.map_is_stale()
+        return results
 
 
 def _host_ports(hosts: str) -> tuple[tuple[str, int], ...] | None:

@@ -29,6 +29,9 @@ class RedisCluster:
     primaries: int = 3
     nodes: list[RedisServer] = field(default_factory=list)
     buses: list[int] = field(default_factory=list)  # each node's cluster bus port
+    #: ``cluster-node-timeout``: how long a primary may be silent before its replica takes
+    #: over; None keeps Redis's 15 s (the session cluster never fails over)
+    node_timeout_ms: int | None = None
 
     @property
     def url(self) -> str:
@@ -82,18 +85,19 @@ class RedisCluster:
         raise LookupError(slot)
 
     def slot_views(self, slot: int) -> dict[int, int | None]:
-        """Which primary (by port) each node says serves ``slot``: for failure messages."""
-        views: dict[int, int | None] = {}
-        for server in self.nodes:
-            try:
-                with _node(server.port) as client:
-                    ranges = client.execute_command("CLUSTER", "SLOTS")
-            except redis_py.RedisError:
-                views[server.port] = None
-                continue
-            owners = [int(primary[1]) for start, end, primary, *_ in ranges if int(start) <= slot <= int(end)]
-            views[server.port] = owners[0] if owners else None
-        return views
+        """Which primary (by port) each node says serves ``slot`` (None: no answer)."""
+        return {server.port: self.view_of(server.port, slot) for server in self.nodes}
+
+    @staticmethod
+    def view_of(port: int, slot: int) -> int | None:
+        """The port of the primary that the node on ``port`` says serves ``slot``."""
+        try:
+            with _node(port) as client:
+                ranges = client.execute_command("CLUSTER", "SLOTS")
+        except redis_py.RedisError:
+            return None
+        owners = [int(primary[1]) for start, end, primary, *_ in ranges if int(start) <= slot <= int(end)]
+        return owners[0] if owners else None
 
     def move_slot(self, slot: int, to: RedisServer) -> None:
         """Reshard one slot, keys and all, as ``redis-cli --cluster reshard`` does it:
@@ -123,6 +127,7 @@ class RedisCluster:
             args=(
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-port", str(bus), "--appendonly", "yes"),
+                *(("--cluster-node-timeout", str(self.node_timeout_ms)) if self.node_timeout_ms else ()),
             ),
         )
         return server.start(), bus
