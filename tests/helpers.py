@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.capability import Capability
+from broker.errors import TokenRejected
 from broker.token import Claims, KeyRing, LocalSigner, issue_claims, mint
 from broker.token.algorithms import PrivateKey, sign
 from broker.token.b64 import b64url_encode
@@ -88,3 +89,12 @@ def policy_check(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def rejection(verifier: Verifier, token: str) -> str | None:
+    """The code ``verifier`` rejects ``token`` with, or None if the token verifies."""
+    try:
+        verifier.verify(token)
+    except TokenRejected as e:
+        return e.code
+    return None

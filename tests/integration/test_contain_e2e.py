@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import TokenRejected
 from broker.verify import Verifier
+from tests.helpers import rejection
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
 from tests.servers.vault_setup import setup_transit
@@ -46,14 +46,6 @@ def broker(
         yield proc.start()
     finally:
         proc.stop()
-
-
-def rejection(verifier: Verifier, token: str) -> str | None:
-    try:
-        verifier.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def within(seconds: float, condition: Callable[[], bool], since: float) -> None:

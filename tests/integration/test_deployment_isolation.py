@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from broker.errors import TokenRejected
 from broker.verify import Verifier
+from tests.helpers import rejection
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
 from tests.servers.vault_setup import setup_transit
@@ -109,14 +109,6 @@ def verifier_of(proc: BrokerProcess) -> Verifier:
         revocation=proc.redis_url,
         redis_prefix=proc.redis_prefix or None,
     )
-
-
-def rejection(v: Verifier, token: str) -> str | None:
-    try:
-        v.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def active(proc: BrokerProcess, token: str) -> bool:

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from broker.errors import TokenRejected
 from broker.verify import Verifier
 from broker.verify import redis_keys as keys
+from tests.helpers import rejection
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
 from tests.servers.redis_cluster import RedisCluster
@@ -109,14 +109,6 @@ def verifier(s: Stack) -> Verifier:
         revocation=s.cluster.url,
         redis_prefix=s.broker.redis_prefix,
     )
-
-
-def rejection(v: Verifier, token: str) -> str | None:
-    try:
-        v.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def introspected(broker: BrokerProcess, token: str) -> bool | None:

@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from broker.errors import TokenRejected
 from broker.verify import Verifier
+from tests.helpers import rejection
 from tests.servers.bao_cluster import BaoCluster
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.haproxy import HaproxyServer
@@ -152,14 +152,6 @@ def test_an_agent_gets_its_rate_across_the_three_replicas_not_per_replica(d: Dep
     gained = [minted_here(b) - was for b, was in zip(d.replicas, before, strict=True)]
     assert sum(gained) == 100
     assert all(n > 0 for n in gained), gained  # each replica minted some
-
-
-def rejection(verifier: Verifier, token: str) -> str | None:
-    try:
-        verifier.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def active(broker: BrokerProcess, token: str) -> bool:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import TokenRejected
 from broker.verify import Verifier
+from tests.helpers import rejection
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer, SentinelServer
 from tests.servers.vault_setup import setup_transit
@@ -103,14 +103,6 @@ def verifier(c: Cluster) -> Verifier:
         jwks_url=f"{c.broker.url}/.well-known/jwks.json",
         revocation=c.sentinel.url,
     )
-
-
-def rejection(v: Verifier, token: str) -> str | None:
-    try:
-        v.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def introspected(broker: BrokerProcess, token: str) -> bool | None:

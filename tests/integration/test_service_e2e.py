@@ -35,6 +35,7 @@ from broker.dpop.client import DpopKey
 from broker.errors import TokenRejected
 from broker.service.credentials import new_client_secret, secret_sha256
 from broker.verify import Verifier, redis_keys
+from tests.helpers import rejection
 from tests.servers.broker_process import BrokerProcess, PolicyDir
 from tests.servers.processes import BaoServer, RedisServer
 from tests.servers.vault_setup import setup_transit
@@ -132,15 +133,6 @@ def introspect(proc: BrokerProcess, token: str, service: str = "git-gateway") ->
     assert headers.get("cache-control") == "no-store"
     result: dict[str, Any] = body
     return result
-
-
-def rejection(verifier: Verifier, token: str) -> str | None:
-    """The rejection code, or None if the token verifies."""
-    try:
-        verifier.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
 
 
 def kid_of(token: str) -> str:
