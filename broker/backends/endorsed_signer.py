@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from broker.backends.endorsement_store import (
     EndorsementStore,
@@ -190,9 +190,7 @@ class _VaultLiveness:
     def _start(self, closed: bool) -> None:
         if closed or (self._heartbeat is not None and not self._heartbeat.done()):
             return
-        task = asyncio.get_running_loop().create_task(self._hear(), name="capbroker-signing-vault-heartbeat")
-        task.add_done_callback(_settled)
-        self._heartbeat = task
+        self._heartbeat = _spawn(self._hear(), "vault-heartbeat")
 
     async def _hear(self) -> None:
         try:
@@ -278,7 +276,7 @@ class _Published:
         """The read in flight, started now if none is (and the last failure is ``RETRY``
         seconds old) or if ``force``."""
         task = self.task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop() and not force:
+        if _running_here(task) and not force:
             return task
         if self._closed() or (not force and time.monotonic() < self._retry_at):
             return None
@@ -290,8 +288,7 @@ class _Published:
         return self._watch, self.task
 
     def _start_watch(self) -> None:
-        task = self._watch
-        if self._closed() or (task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()):
+        if self._closed() or _running_here(self._watch):
             return
         self._watch = _spawn(self._watch_view(), "watch")
 
@@ -484,7 +481,7 @@ class EndorsedSigningBackend:
             return
         self._closed = True
         for task in (*self._published.background(), self._key_task, self._vault.task()):
-            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            if _running_here(task):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         unused = [k.kid for k in (self._current, self._next) if k is not None and not k.used]
@@ -547,8 +544,7 @@ class EndorsedSigningBackend:
     # ------------------------------------------------------------------ background work
 
     def _start_renewal(self) -> None:
-        task = self._key_task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        if _running_here(self._key_task):
             return
         if time.monotonic() < self._retry_at or self._closed:
             return
@@ -594,6 +590,11 @@ class EndorsedSigningBackend:
             signer.kid, endorsement.endorser, endorsement.sign_until, endorsement.publish_until,
         )  # fmt: skip
         return SessionKey(signer, endorsement)
+
+
+def _running_here(task: asyncio.Task[None] | None) -> TypeGuard[asyncio.Task[None]]:
+    """A task not done yet, on this event loop (one left by another loop is ignored)."""
+    return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
 
 
 def _spawn(work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
