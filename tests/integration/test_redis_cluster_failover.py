@@ -94,13 +94,6 @@ def settled(answer: Callable[[], object], unsettled: object) -> object:
     return value
 
 
-def token_of(broker: BrokerProcess, task: str) -> str:
-    status, _, body = broker.mint(task, ["widgets-read"])
-    assert status == 201, body
-    token: str = body["tokens"][0]["token"]
-    return token
-
-
 def verifier(s: Stack) -> Verifier:
     return Verifier(
         issuer=s.broker.issuer,
@@ -109,15 +102,6 @@ def verifier(s: Stack) -> Verifier:
         revocation=s.cluster.url,
         redis_prefix=s.broker.redis_prefix,
     )
-
-
-def introspected(broker: BrokerProcess, token: str) -> bool | None:
-    """Active or not; None while the broker answers 503 (failing over)."""
-    status, _, body = broker.post("/v1/introspect", {"token": token}, who="git-gateway")
-    if status == 503:
-        return None
-    assert status == 200, body
-    return bool(body["active"])
 
 
 def promoted(s: Stack) -> bool:
@@ -129,8 +113,8 @@ def promoted(s: Stack) -> bool:
 
 
 def test_an_acknowledged_revocation_survives_the_cluster_primary_dying_at_once(stack: Stack) -> None:
-    token = token_of(stack.broker, "cluster-failover")
-    bystander = token_of(stack.broker, "cluster-bystander")
+    token = stack.broker.token("cluster-failover")
+    bystander = stack.broker.token("cluster-bystander")
     with verifier(stack) as running:
         assert rejection(running, token) is None
         status, _, body = stack.broker.post("/v1/tasks/cluster-failover/revoke", who="reviewer")
@@ -140,8 +124,8 @@ def test_an_acknowledged_revocation_survives_the_cluster_primary_dying_at_once(s
         stack.primary.proc.wait(10)
         within(FAILOVER, lambda: promoted(stack), lambda: stack.cluster.slot_views(stack.slot))
 
-        within(FAILOVER, lambda: introspected(stack.broker, bystander) is True)  # the broker follows
-        assert settled(lambda: introspected(stack.broker, token), None) is False
+        within(FAILOVER, lambda: stack.broker.introspected(bystander) is True)  # the broker follows
+        assert settled(lambda: stack.broker.introspected(token), None) is False
         within(FAILOVER, lambda: rejection(running, bystander) is None)  # the running feed follows
         assert settled(lambda: rejection(running, token), "revocation_unavailable") == "revoked"
         with verifier(stack) as fresh:

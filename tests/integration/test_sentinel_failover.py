@@ -89,13 +89,6 @@ def within(seconds: float, condition: Callable[[], bool]) -> float:
     return time.monotonic() - started
 
 
-def token_of(broker: BrokerProcess, task: str) -> str:
-    status, _, body = broker.mint(task, ["widgets-read"])
-    assert status == 201, body
-    token: str = body["tokens"][0]["token"]
-    return token
-
-
 def verifier(c: Cluster) -> Verifier:
     return Verifier(
         issuer=c.broker.issuer,
@@ -105,17 +98,8 @@ def verifier(c: Cluster) -> Verifier:
     )
 
 
-def introspected(broker: BrokerProcess, token: str) -> bool | None:
-    """Active or not; None while the broker answers 503 (failing over)."""
-    status, _, body = broker.post("/v1/introspect", {"token": token}, who="git-gateway")
-    if status == 503:
-        return None
-    assert status == 200, body
-    return bool(body["active"])
-
-
 def test_a_revocation_is_not_acknowledged_while_no_replica_confirms_it(cluster: Cluster) -> None:
-    token = token_of(cluster.broker, "sentinel-unconfirmed")
+    token = cluster.broker.token("sentinel-unconfirmed")
     cluster.replica.pause()
     try:
         started = time.monotonic()
@@ -129,12 +113,12 @@ def test_a_revocation_is_not_acknowledged_while_no_replica_confirms_it(cluster: 
     # confirmed once the replica is back: the caller's retry is acknowledged
     status, _, body = cluster.broker.post("/v1/tasks/sentinel-unconfirmed/revoke", who="reviewer")
     assert status == 200, body
-    assert introspected(cluster.broker, token) is False
+    assert cluster.broker.introspected(token) is False
 
 
 def test_an_acknowledged_revocation_survives_the_primary_dying_at_once(cluster: Cluster) -> None:
-    token = token_of(cluster.broker, "sentinel-failover")
-    bystander = token_of(cluster.broker, "sentinel-bystander")
+    token = cluster.broker.token("sentinel-failover")
+    bystander = cluster.broker.token("sentinel-bystander")
     with verifier(cluster) as running:
         assert rejection(running, token) is None
         status, _, body = cluster.broker.post("/v1/tasks/sentinel-failover/revoke", who="reviewer")
@@ -146,8 +130,8 @@ def test_an_acknowledged_revocation_survives_the_primary_dying_at_once(cluster: 
         within(FAILOVER, lambda: cluster.sentinel.master_port() == cluster.replica.port)
         assert old != cluster.replica.port
 
-        within(FAILOVER, lambda: introspected(cluster.broker, bystander) is True)  # the broker follows
-        assert introspected(cluster.broker, token) is False
+        within(FAILOVER, lambda: cluster.broker.introspected(bystander) is True)  # the broker follows
+        assert cluster.broker.introspected(token) is False
         within(FAILOVER, lambda: rejection(running, bystander) is None)  # the running feed follows
         assert rejection(running, token) == "revoked"
         with verifier(cluster) as fresh:

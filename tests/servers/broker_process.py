@@ -213,6 +213,22 @@ class BrokerProcess:
     ) -> tuple[int, dict[str, str], Any]:
         return self.post("/v1/tokens", {"task": task, "scopes": scopes, **extra}, who=who)
 
+    def token(self, task: str, scope: str = "widgets-read") -> str:
+        """A token minted by the reviewer for ``task`` (asserting the mint succeeds)."""
+        status, _, body = self.mint(task, [scope])
+        assert status == 201, body
+        token: str = body["tokens"][0]["token"]
+        return token
+
+    def introspected(self, token: str) -> bool | None:
+        """Whether the git gateway's introspection says ``token`` is active; None while
+        the broker answers 503 (a backend failing over)."""
+        status, _, body = self.post("/v1/introspect", {"token": token}, who="git-gateway")
+        if status == 503:
+            return None
+        assert status == 200, body
+        return bool(body["active"])
+
     def sighup(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
