@@ -32,7 +32,7 @@ from broker.token import Actor, KeyRing, LocalSigner
 from broker.verify import Verifier
 from broker.verify import redis_keys as keys
 from broker.verify.revocation_feed import RevocationFeed, RevocationUnavailable
-from tests.helpers import claims, good_token, verifier
+from tests.helpers import claims, good_token, rejection, verifier
 from tests.servers.processes import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket, pytest.mark.allow_hosts(["127.0.0.1"])]
@@ -100,14 +100,6 @@ def with_feed(world: World, ring: KeyRing, feeds: list[RevocationFeed], **kw: ob
     return verifier(ring, revocation=feed, clock=lambda: float(world.now + 10))
 
 
-def code_of(v: Verifier, token: str) -> str | None:
-    try:
-        v.verify(token)
-    except TokenRejected as e:
-        return e.code
-    return None
-
-
 def within(seconds: float, condition: Callable[[], bool], *, since: float) -> float:
     """Poll until ``condition``; fail if it takes longer than ``seconds`` after ``since``."""
     while not condition():
@@ -135,8 +127,8 @@ def test_revoke_token_reaches_a_verifier_that_remembered_the_token(
     remembered(v, token)
     remembered(v, other)
     world.state(lambda s: s.revoke_token(jti, world.now + 300))
-    within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
-    assert code_of(v, other) is None  # only that token
+    within(DEADLINE, lambda: rejection(v, token) == "revoked", since=time.monotonic())
+    assert rejection(v, other) is None  # only that token
 
 
 def test_revoke_task_reaches_a_verifier_that_remembered_its_tokens(
@@ -151,12 +143,12 @@ def test_revoke_task_reaches_a_verifier_that_remembered_its_tokens(
         remembered(v, token)
     world.state(lambda s: s.revoke_task(world.task, world.agent, world.now))
     revoked_at = time.monotonic()
-    within(DEADLINE, lambda: code_of(v, first) == "revoked", since=revoked_at)
-    within(DEADLINE, lambda: code_of(v, second) == "revoked", since=revoked_at)
-    assert code_of(v, elsewhere) is None
-    assert code_of(v, same_id_other_agent) is None
+    within(DEADLINE, lambda: rejection(v, first) == "revoked", since=revoked_at)
+    within(DEADLINE, lambda: rejection(v, second) == "revoked", since=revoked_at)
+    assert rejection(v, elsewhere) is None
+    assert rejection(v, same_id_other_agent) is None
     world.state(lambda s: s.revoke_task(world.task, None, world.now))  # an admin's, for every agent
-    within(DEADLINE, lambda: code_of(v, same_id_other_agent) == "revoked", since=time.monotonic())
+    within(DEADLINE, lambda: rejection(v, same_id_other_agent) == "revoked", since=time.monotonic())
 
 
 def test_the_agent_kill_switch_reaches_a_verifier_that_remembered_the_tokens(
@@ -170,9 +162,9 @@ def test_the_agent_kill_switch_reaches_a_verifier_that_remembered_the_tokens(
         remembered(v, token)
     world.state(lambda s: s.revoke_agent(world.agent, world.now))
     revoked_at = time.monotonic()
-    within(DEADLINE, lambda: code_of(v, before) == "revoked", since=revoked_at)
-    within(DEADLINE, lambda: code_of(v, at) == "revoked", since=revoked_at)
-    assert code_of(v, after) is None  # issued after the cut-off
+    within(DEADLINE, lambda: rejection(v, before) == "revoked", since=revoked_at)
+    within(DEADLINE, lambda: rejection(v, at) == "revoked", since=revoked_at)
+    assert rejection(v, after) is None  # issued after the cut-off
 
 
 def test_the_kill_switch_on_an_agent_up_the_act_chain_reaches_a_remembered_delegated_token(
@@ -184,7 +176,7 @@ def test_the_kill_switch_on_an_agent_up_the_act_chain_reaches_a_remembered_deleg
     v = with_feed(world, ring, feeds)
     remembered(v, delegated)
     world.state(lambda s: s.revoke_agent(root, world.now))  # two links up
-    within(DEADLINE, lambda: code_of(v, delegated) == "revoked", since=time.monotonic())
+    within(DEADLINE, lambda: rejection(v, delegated) == "revoked", since=time.monotonic())
 
 
 def test_a_later_announcement_of_an_earlier_cut_off_does_not_lower_it(
@@ -199,9 +191,9 @@ def test_a_later_announcement_of_an_earlier_cut_off_does_not_lower_it(
         await s.revoke_agent(world.agent, world.now - 100)  # Redis keeps the later cut-off; so must the feed
 
     world.state(twice)
-    within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
+    within(DEADLINE, lambda: rejection(v, token) == "revoked", since=time.monotonic())
     time.sleep(0.1)  # both announcements applied
-    assert code_of(v, token) == "revoked"
+    assert rejection(v, token) == "revoked"
 
 
 def test_revocations_made_before_the_verifier_started_are_loaded(
@@ -226,8 +218,8 @@ def test_revocations_made_before_the_verifier_started_are_loaded(
 
     world.state(revoke_all)
     v = with_feed(world, ring, feeds)  # subscribes and loads after all of them
-    assert {what: code_of(v, token) for what, token in tokens.items()} == dict.fromkeys(tokens, "revoked")
-    assert code_of(v, fine) is None
+    assert {what: rejection(v, token) for what, token in tokens.items()} == dict.fromkeys(tokens, "revoked")
+    assert rejection(v, fine) is None
 
 
 def test_a_redis_url_builds_a_feed_that_the_verifier_closes(
@@ -247,9 +239,9 @@ def test_a_redis_url_builds_a_feed_that_the_verifier_closes(
         on_default_prefix = World(redis_server.url, ed_signer)
         on_default_prefix.prefix = keys.default_prefix("https://broker.test")
         on_default_prefix.state(lambda s: s.revoke_token(jti, world.now + 300))
-        within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
+        within(DEADLINE, lambda: rejection(v, token) == "revoked", since=time.monotonic())
         assert any(t.name == FEED_THREAD for t in threading.enumerate())
-    assert code_of(v, token) == "revocation_unavailable"  # closed: nothing vouches for the set any more
+    assert rejection(v, token) == "revocation_unavailable"  # closed: nothing vouches for the set any more
 
 
 def test_the_redis_feed_preset_is_a_feed_on_the_brokers_prefix(
@@ -267,12 +259,12 @@ def test_the_redis_feed_preset_is_a_feed_on_the_brokers_prefix(
         fetch=lambda _url: json.dumps(ring.keyset.to_jwks()).encode(),
         clock=lambda: float(world.now + 10),
     ) as v:
-        assert code_of(v, token) is None
+        assert rejection(v, token) is None
         on_default_prefix = World(redis_server.url, ed_signer)
         on_default_prefix.prefix = keys.default_prefix("https://broker.test")
         on_default_prefix.state(lambda s: s.revoke_token(jti, world.now + 300))
-        within(DEADLINE, lambda: code_of(v, token) == "revoked", since=time.monotonic())
-    assert code_of(v, token) == "revocation_unavailable"
+        within(DEADLINE, lambda: rejection(v, token) == "revoked", since=time.monotonic())
+    assert rejection(v, token) == "revocation_unavailable"
 
 
 def test_a_verification_costs_no_redis_round_trip(
@@ -309,15 +301,15 @@ def test_a_stopped_redis_fails_closed_and_the_feed_recovers_with_what_was_revoke
     remembered(v, token)
     remembered(v, other)
     own_redis.stop()
-    within(DEADLINE, lambda: code_of(v, token) == "revocation_unavailable", since=time.monotonic())
-    assert code_of(v, other) == "revocation_unavailable"
+    within(DEADLINE, lambda: rejection(v, token) == "revocation_unavailable", since=time.monotonic())
+    assert rejection(v, other) == "revocation_unavailable"
     own_redis.start()  # an empty server on the same port: revoke before the feed is back
     revoked_at = time.monotonic()
     world.state(lambda s: s.revoke_token(jti, world.now + 300))
-    within(5.0, lambda: code_of(v, other) is None, since=time.monotonic())
+    within(5.0, lambda: rejection(v, other) is None, since=time.monotonic())
     # the feed may be back (and confirmed by a PING sent before the announcement) a moment
     # before it reads the announcement: SPEC 5 allows a second
-    within(5.0, lambda: code_of(v, token) == "revoked", since=revoked_at)
+    within(5.0, lambda: rejection(v, token) == "revoked", since=revoked_at)
 
 
 def test_a_revocation_the_feed_missed_while_disconnected_is_loaded_when_it_reconnects(
@@ -334,11 +326,11 @@ def test_a_revocation_the_feed_missed_while_disconnected_is_loaded_when_it_recon
     try:
         client.set(keys.revoked_token(world.prefix, jti), "1", exat=retention.token_revocation_expiry(world.now + 300))
         time.sleep(0.3)
-        assert code_of(v, token) is None  # not announced: the feed cannot know yet
+        assert rejection(v, token) is None  # not announced: the feed cannot know yet
         assert client.client_kill_filter(_type="pubsub") == 1  # the feed's connection
     finally:
         client.close()
-    within(2.0, lambda: code_of(v, token) == "revoked", since=time.monotonic())
+    within(2.0, lambda: rejection(v, token) == "revoked", since=time.monotonic())
 
 
 def test_an_announcement_the_feed_cannot_read_makes_it_reload(
@@ -355,7 +347,7 @@ def test_an_announcement_the_feed_cannot_read_makes_it_reload(
         client.publish(keys.revocation_channel(world.prefix), '{"kind":"lease","id":"x","value":1}')
     finally:
         client.close()
-    within(2.0, lambda: code_of(v, token) == "revoked", since=time.monotonic())
+    within(2.0, lambda: rejection(v, token) == "revoked", since=time.monotonic())
 
 
 def test_a_revocation_key_of_an_unknown_family_keeps_the_feed_down_until_it_is_gone(
@@ -388,11 +380,11 @@ def test_a_paused_redis_fails_closed_within_the_staleness_bound(
     paused_at = time.monotonic()
     try:
         # the last PING answered was sent before the pause, so by 1 s after it every check fails
-        took = within(DEADLINE + 0.1, lambda: code_of(v, token) == "revocation_unavailable", since=paused_at)
+        took = within(DEADLINE + 0.1, lambda: rejection(v, token) == "revocation_unavailable", since=paused_at)
     finally:
         own_redis.resume()
     assert took > 0.5  # it did not fail for another reason: it served until its bound ran out
-    within(5.0, lambda: code_of(v, token) is None, since=time.monotonic())
+    within(5.0, lambda: rejection(v, token) is None, since=time.monotonic())
 
 
 def test_nothing_is_answered_before_the_first_load(ring: KeyRing, ed_signer: LocalSigner) -> None:
